@@ -1,0 +1,24 @@
+/* Run-time CPU feature detection and kernel selection. */
+#include "internal.h"
+
+lf_isa lf_cpu_best_isa(void)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        return LF_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return LF_ISA_AVX2;
+#endif
+    return LF_ISA_PORTABLE;
+}
+
+const lf_kernels *lf_kernels_for(lf_isa isa)
+{
+    switch (isa) {
+    case LF_ISA_AVX512: return &lf_kernels_avx512;
+    case LF_ISA_AVX2: return &lf_kernels_avx2;
+    default: return &lf_kernels_portable;
+    }
+}

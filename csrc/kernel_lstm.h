@@ -1,0 +1,113 @@
+/* LSTM kernels, written once on the vector type `vf` (VW lanes) and instantiated per ISA by
+ * kernels_<isa>.c, which includes its simd_<isa>.h first. */
+#include "internal.h"
+#include "simd_math.h"
+
+#define LF_INLINE static inline __attribute__((always_inline))
+
+/* c' = σ(f)·c + σ(i)·tanh(g);  h' = σ(o)·tanh(c') for VW units. */
+LF_INLINE void cell_update(vf gi, vf gf, vf gg, vf go, float *restrict c, float *restrict h_out)
+{
+    vf cn = v_fmadd(v_sigmoid(gf), v_load(c), v_mul(v_sigmoid(gi), v_tanh(gg)));
+    v_store(c, cn);
+    v_store(h_out, v_mul(v_sigmoid(go), v_tanh(cn)));
+}
+
+/* acc[r][g] += sum_k w[k][g] * v_r[k] over k in [0, K). With one row, two interleaved chains
+ * (acc2) keep both FMA pipes busy. */
+LF_INLINE void accumulate(const int BG, const float *restrict w, int32_t K,
+                          const float *restrict v, ptrdiff_t ldv, vf acc[][4], vf acc2[][4])
+{
+    int32_t k = 0;
+    if (BG == 1) {
+        for (; k + 1 < K; k += 2) {
+            const float *wk = w + (size_t)k * 4 * VW;
+            vf a = v_set1(v[k]), b = v_set1(v[k + 1]);
+            for (int g = 0; g < 4; g++) {
+                acc[0][g] = v_fmadd(v_load(wk + g * VW), a, acc[0][g]);
+                acc2[0][g] = v_fmadd(v_load(wk + 4 * VW + g * VW), b, acc2[0][g]);
+            }
+        }
+    }
+    for (; k < K; k++) {
+        const float *wk = w + (size_t)k * 4 * VW;
+        vf wg[4];
+        for (int g = 0; g < 4; g++)
+            wg[g] = v_load(wk + g * VW);
+        for (int r = 0; r < BG; r++) {
+            vf a = v_set1(v[r * ldv + k]);
+            for (int g = 0; g < 4; g++)
+                acc[r][g] = v_fmadd(wg[g], a, acc[r][g]);
+        }
+    }
+}
+
+/* One tile (VW hidden units) for BG consecutive batch rows. */
+LF_INLINE void packed_tile(const int BG, const lf_layer *restrict L, int32_t u0,
+                           const float *restrict x, ptrdiff_t ldx,
+                           const float *restrict xp, ptrdiff_t ldxp,
+                           const float *restrict h, float *restrict c, float *restrict h_out)
+{
+    const int32_t Hp = L->Hp;
+    const float *w = L->packed + (size_t)u0 * (size_t)(L->I + L->H) * 4;
+    vf acc[BG_MAX][4], acc2[BG_MAX][4];
+    for (int g = 0; g < 4; g++) {
+        vf b = v_load(L->bias + g * Hp + u0);
+        for (int r = 0; r < BG; r++) {
+            acc[r][g] = xp ? v_add(b, v_load(xp + r * ldxp + g * Hp + u0)) : b;
+            acc2[r][g] = v_zero();
+        }
+    }
+    if (x)
+        accumulate(BG, w, L->I, x, ldx, acc, acc2);
+    accumulate(BG, w + (size_t)L->I * 4 * VW, L->H, h, Hp, acc, acc2);
+    for (int r = 0; r < BG; r++) {
+        if (BG == 1)
+            for (int g = 0; g < 4; g++)
+                acc[r][g] = v_add(acc[r][g], acc2[r][g]);
+        cell_update(acc[r][0], acc[r][1], acc[r][2], acc[r][3],
+                    c + r * Hp + u0, h_out + r * Hp + u0);
+    }
+}
+
+#define TILE_ROWS(BG) packed_tile(BG, L, u0, x ? x + b * ldx : NULL, ldx, \
+                                  xp ? xp + b * ldxp : NULL, ldxp, h + b * Hp, c + b * Hp, \
+                                  h_out + b * Hp)
+
+static void KSUFFIX(lstm_packed)(const lf_layer *L, int32_t B,
+                                 const float *x, ptrdiff_t ldx, const float *xp, ptrdiff_t ldxp,
+                                 const float *h, float *c, float *h_out)
+{
+    const ptrdiff_t Hp = L->Hp;
+    for (int32_t u0 = 0; u0 < L->Hp; u0 += VW) {
+        int32_t b = 0;
+        for (; b + BG_MAX <= B; b += BG_MAX)
+            TILE_ROWS(BG_MAX);
+        switch (B - b) {
+#if BG_MAX > 3
+        case 3: TILE_ROWS(3); break;
+#endif
+#if BG_MAX > 2
+        case 2: TILE_ROWS(2); break;
+#endif
+        case 1: TILE_ROWS(1); break;
+        default: break;
+        }
+    }
+}
+
+static void KSUFFIX(lstm_pointwise)(const lf_layer *L, int32_t B, const float *gates,
+                                    float *c, float *h_out)
+{
+    const int32_t Hp = L->Hp;
+    const float *bias = L->bias;
+    for (int32_t b = 0; b < B; b++) {
+        const float *gb = gates + (size_t)b * 4 * Hp;
+        for (int32_t u = 0; u < Hp; u += VW)
+            cell_update(v_add(v_load(gb + u), v_load(bias + u)),
+                        v_add(v_load(gb + Hp + u), v_load(bias + Hp + u)),
+                        v_add(v_load(gb + 2 * Hp + u), v_load(bias + 2 * Hp + u)),
+                        v_add(v_load(gb + 3 * Hp + u), v_load(bias + 3 * Hp + u)),
+                        c + (size_t)b * Hp + u, h_out + (size_t)b * Hp + u);
+    }
+}

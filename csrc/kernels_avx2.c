@@ -1,0 +1,9 @@
+#include "simd_avx2.h"
+#include "kernel_lstm.h"
+
+const lf_kernels lf_kernels_avx2 = {
+    .isa = LF_ISA_AVX2,
+    .vw = VW,
+    .lstm_packed = lstm_packed_avx2,
+    .lstm_pointwise = lstm_pointwise_avx2,
+};

@@ -1,0 +1,9 @@
+#include "simd_portable.h"
+#include "kernel_lstm.h"
+
+const lf_kernels lf_kernels_portable = {
+    .isa = LF_ISA_PORTABLE,
+    .vw = VW,
+    .lstm_packed = lstm_packed_portable,
+    .lstm_pointwise = lstm_pointwise_portable,
+};

@@ -1,0 +1,48 @@
+"""Input coercion shared by the Python API and the Cython fast path's slow branch.
+
+Policy: float32 arrays are used as they are (any strides whose innermost step is one element;
+others are copied). Other real floating dtypes (float16, float64, ...) are converted to float32
+(a copy). Integer, boolean, complex and object arrays are refused with :class:`DTypeError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import DTypeError, ShapeError
+
+
+def _shape_text(shape: tuple[Any, ...]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def as_float32(a: Any, name: str) -> np.ndarray:
+    """Return ``a`` as a float32 array whose rows are unit-stride, copying only when needed."""
+    arr = np.asarray(a) if not isinstance(a, np.ndarray) else a
+    if arr.dtype != np.float32:
+        if arr.dtype.kind != "f":
+            raise DTypeError(
+                f"{name} has dtype {arr.dtype}; expected float32 (other float dtypes are "
+                f"converted, integer/bool/complex/object arrays are not accepted)"
+            )
+        arr = arr.astype(np.float32)
+    if arr.ndim and (arr.strides[-1] != 4 or any(s % 4 for s in arr.strides)):
+        arr = np.ascontiguousarray(arr)
+    return arr
+
+
+def check_array(a: Any, name: str, expected: tuple[Any, ...]) -> np.ndarray:
+    """Coerce ``a`` (see :func:`as_float32`) and check it against ``expected``.
+
+    ``expected`` holds ints (must match) and strings (any size, named in the message).
+    """
+    arr = as_float32(a, name)
+    if arr.ndim != len(expected) or any(
+        isinstance(e, int) and d != e for d, e in zip(arr.shape, expected)
+    ):
+        raise ShapeError(
+            f"{name} has shape {_shape_text(arr.shape)}; expected {_shape_text(expected)}"
+        )
+    return arr

@@ -1,0 +1,43 @@
+"""Exceptions raised by lstm_fast.
+
+Every error is a subclass of :class:`LstmFastError`; bad input is also a :class:`ValueError`
+(wrong dtypes are additionally a :class:`TypeError`), so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class LstmFastError(Exception):
+    """Base class of every lstm_fast error."""
+
+
+class InputError(LstmFastError, ValueError):
+    """An input array given to ``predict``/``step``/``run`` or a state setter is unusable."""
+
+
+class ShapeError(InputError):
+    """Wrong rank, shape or batch size; the message names the expected shape."""
+
+
+class DTypeError(InputError, TypeError):
+    """An array has a dtype that cannot be used (e.g. integers, complex, objects)."""
+
+
+class NonFiniteError(InputError):
+    """The input holds NaN or Inf and ``check_finite`` is on (the default)."""
+
+
+class WeightsError(LstmFastError, ValueError):
+    """Weights given to a model constructor are inconsistent or malformed."""
+
+
+class UnsupportedModelError(LstmFastError, ValueError):
+    """The source model uses a layer or option lstm_fast does not run (yet)."""
+
+
+class CpuFeatureError(LstmFastError, RuntimeError):
+    """A requested instruction set (``isa=``/``LSTM_FAST_ISA``) is not available on this CPU."""
+
+
+class EngineError(LstmFastError, RuntimeError):
+    """The C engine reported an unexpected failure (a bug: please report it)."""
