@@ -28,7 +28,7 @@ def _float32_matrix(a: np.ndarray, name: str, ndim: int) -> np.ndarray:
         raise WeightsError(
             f"{name} must be a real {ndim}-D array, got dtype {arr.dtype} shape {arr.shape}"
         )
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    arr = np.array(arr, dtype=np.float32, order="C", copy=True)  # never alias the caller's
     if not np.isfinite(arr).all():
         raise WeightsError(f"{name} holds NaN or Inf (or values too large for float32)")
     arr.flags.writeable = False

@@ -115,3 +115,11 @@ def test_bad_weights(rng):
 def test_bad_isa(rng):
     with pytest.raises(ValueError, match="isa must be"):
         lf.Model.from_lstm_weights(random_layers(rng, 3, 4, 1), isa="sse9")
+
+
+def test_callers_weights_are_not_touched(rng):
+    layers = random_layers(rng, 3, 4, 1)
+    model = lf.Model.from_lstm_weights(layers)
+    assert all(a.flags.writeable for a in layers[0] if a is not None)
+    layers[0][0][:] = 0  # mutating the caller's arrays afterwards does not change the model
+    assert not np.array_equal(model.spec.layers[0].w_ih, layers[0][0])
