@@ -6,7 +6,6 @@
 
 #define LF_ALIGN 64
 #define LF_HPAD 16          /* hidden sizes are padded to a multiple of this internally */
-#define LF_SMALL_BATCH 8    /* batches up to this use the packed SIMD kernels, larger ones BLAS */
 #define LF_BLOCK_ROWS 1024  /* time steps per block = max(1, LF_BLOCK_ROWS / batch) */
 
 /* One layer. Padded hidden units (H..Hp) have zero weights and stay exactly zero. */
@@ -22,7 +21,8 @@ typedef struct lf_layer {
 typedef struct lf_kernels {
     lf_isa isa;
     int32_t vw;        /* floats per vector = tile width of the packed layout */
-    /* Fused small-batch cell for rows [0, B), B <= LF_SMALL_BATCH:
+    int32_t packed_max_batch;  /* larger batches use BLAS + lstm_pointwise for the recurrence */
+    /* Fused cell for rows [0, B), B <= packed_max_batch:
      * gates = bias + xproj (if non-NULL) + packed·[x (if non-NULL); h], then c and h_out. */
     void (*lstm_packed)(const lf_layer *layer, int32_t B,
                         const float *x, ptrdiff_t ldx, const float *xproj, ptrdiff_t ldxp,

@@ -84,6 +84,12 @@ static void KSUFFIX(lstm_packed)(const lf_layer *L, int32_t B,
         for (; b + BG_MAX <= B; b += BG_MAX)
             TILE_ROWS(BG_MAX);
         switch (B - b) {
+#if BG_MAX > 5
+        case 5: TILE_ROWS(5); break;
+#endif
+#if BG_MAX > 4
+        case 4: TILE_ROWS(4); break;
+#endif
 #if BG_MAX > 3
         case 3: TILE_ROWS(3); break;
 #endif

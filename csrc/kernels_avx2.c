@@ -4,6 +4,7 @@
 const lf_kernels lf_kernels_avx2 = {
     .isa = LF_ISA_AVX2,
     .vw = VW,
+    .packed_max_batch = INT32_MAX, /* measured: packed beats BLAS at every batch size */
     .lstm_packed = lstm_packed_avx2,
     .lstm_pointwise = lstm_pointwise_avx2,
 };

@@ -74,7 +74,7 @@ static void run_layer(const lf_model *m, const lf_layer *L, int32_t B, int32_t n
 {
     const lf_kernels *k = m->kernels;
     const size_t Hp = (size_t)L->Hp, G = 4 * Hp;
-    const int small = B <= LF_SMALL_BATCH;
+    const int small = B <= k->packed_max_batch;
     if (small && n == 1) {
         k->lstm_packed(L, B, in, ld_in, NULL, 0, h_state, c_state, out);
     } else {

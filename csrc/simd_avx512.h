@@ -3,7 +3,7 @@
 #include <immintrin.h>
 
 #define VW 16
-#define BG_MAX 4
+#define BG_MAX 6
 #define KSUFFIX(name) name##_avx512
 typedef __m512 vf;
 

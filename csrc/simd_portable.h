@@ -1,4 +1,5 @@
-/* 8-lane vectors in plain C (the compiler may map them to SSE2). Runs on any CPU. */
+/* 8-lane vectors in plain C (the compiler maps them to SSE2). Runs on any CPU. Multiply-add
+ * is not fused: fmaf is a slow library call where the CPU has no FMA. */
 #include <math.h>
 
 #define VW 8
@@ -15,8 +16,8 @@ static inline vf v_add(vf a, vf b) { V_MAP1(a.v[l_] + b.v[l_]); }
 static inline vf v_sub(vf a, vf b) { V_MAP1(a.v[l_] - b.v[l_]); }
 static inline vf v_mul(vf a, vf b) { V_MAP1(a.v[l_] * b.v[l_]); }
 static inline vf v_div(vf a, vf b) { V_MAP1(a.v[l_] / b.v[l_]); }
-static inline vf v_fmadd(vf a, vf b, vf c) { V_MAP1(fmaf(a.v[l_], b.v[l_], c.v[l_])); }
-static inline vf v_fnmadd(vf a, vf b, vf c) { V_MAP1(fmaf(-a.v[l_], b.v[l_], c.v[l_])); }
+static inline vf v_fmadd(vf a, vf b, vf c) { V_MAP1(a.v[l_] * b.v[l_] + c.v[l_]); }
+static inline vf v_fnmadd(vf a, vf b, vf c) { V_MAP1(c.v[l_] - a.v[l_] * b.v[l_]); }
 static inline vf v_min(vf a, vf b) { V_MAP1(a.v[l_] < b.v[l_] ? a.v[l_] : b.v[l_]); }
 static inline vf v_max(vf a, vf b) { V_MAP1(a.v[l_] > b.v[l_] ? a.v[l_] : b.v[l_]); }
 static inline vf v_round(vf a) { V_MAP1(nearbyintf(a.v[l_])); }
