@@ -1,6 +1,7 @@
 /* lf_run: blocks of time steps, layer by layer. Per block and layer, one GEMM projects the
- * inputs of all steps; then the recurrence runs step by step, on the packed SIMD kernels for
- * small batches and on BLAS + a fused pointwise pass for large ones. */
+ * inputs of all steps; then the recurrence runs step by step on the packed SIMD kernels (or,
+ * above the kernel level's packed_max_batch, on BLAS + a fused pointwise pass). A single step
+ * of a packed-size batch skips the GEMM: the packed kernel reads x and h in one pass. */
 #include <string.h>
 
 #include "blas.h"

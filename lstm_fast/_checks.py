@@ -40,7 +40,7 @@ def check_array(a: Any, name: str, expected: tuple[Any, ...]) -> np.ndarray:
     """
     arr = as_float32(a, name)
     if arr.ndim != len(expected) or any(
-        isinstance(e, int) and d != e for d, e in zip(arr.shape, expected)
+        isinstance(e, int) and d != e for d, e in zip(arr.shape, expected, strict=True)
     ):
         raise ShapeError(
             f"{name} has shape {_shape_text(arr.shape)}; expected {_shape_text(expected)}"

@@ -149,7 +149,8 @@ lf_status lf_step(const lf_model *model, lf_state *state,
                   const float *x, ptrdiff_t x_stride, float *y, ptrdiff_t y_stride,
                   uint32_t flags, void *ws, size_t ws_bytes);
 
-/* BLAS used for large batches and for the hoisted input projection. */
+/* BLAS (OpenBLAS) runs the hoisted input projection of multi-step calls, and the recurrence
+ * of large batches on the portable kernel level. */
 const char *lf_blas_core_name(void);        /* e.g. "SkylakeX" */
 void lf_blas_set_num_threads(int32_t n);
 

@@ -1,1 +1,1 @@
-"""Framework converters: each turns one framework's objects into a :class:`~lstm_fast.spec.ModelSpec`."""
+"""Framework converters: each turns one framework's objects into a ModelSpec."""

@@ -1,0 +1,38 @@
+"""How lstm_fast sets up its BLAS and kernel level: subprocesses, so each gets a fresh import."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import lstm_fast as lf
+from lstm_fast import _blas
+
+
+def probe(env_extra: dict[str, str]) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "LSTM_FAST_ISA")}
+    code = ("import os, lstm_fast as lf, numpy as np;"
+            "m = lf.Model.from_lstm_weights([(np.ones((8, 3)), np.ones((8, 2)), None, None)]);"
+            "print(lf.blas_info()['core'], os.environ.get('OPENBLAS_CORETYPE'), m.isa)")
+    run = subprocess.run([sys.executable, "-c", code], env={**env, **env_extra},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.split()
+
+
+@pytest.mark.skipif(_blas.preferred_coretype() is None, reason="CPU without AVX-512")
+def test_avx512_cpus_get_the_skylakex_kernels_and_the_environment_is_restored():
+    core, env_after, _ = probe({})
+    assert core == "SkylakeX"
+    assert env_after == "None"
+
+
+def test_the_users_coretype_wins():
+    core, env_after, _ = probe({"OPENBLAS_CORETYPE": "Haswell"})
+    assert (core, env_after) == ("Haswell", "Haswell")
+
+
+def test_isa_forced_through_the_environment():
+    assert probe({"LSTM_FAST_ISA": "portable"})[2] == "portable"
+    assert probe({})[2] == lf.blas_info()["best_isa"]
