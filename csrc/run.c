@@ -128,7 +128,7 @@ lf_status lf_run(const lf_model *m, lf_state *s, int32_t T,
         const int32_t n = T - t0 < p.block_steps ? T - t0 : p.block_steps;
         const float *in;
         ptrdiff_t ld;
-        if (B == 1 && (n == 1 || x_st >= I)) {
+        if (B == 1 && (n == 1 || (x_st >= I && x_st <= INT32_MAX))) { /* BLAS lda is an int */
             in = x + (ptrdiff_t)t0 * x_st;
             ld = n == 1 ? I : x_st;
         } else {
