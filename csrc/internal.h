@@ -39,7 +39,6 @@ extern const lf_kernels lf_kernels_avx512;
 struct lf_model {
     int32_t num_layers;
     int32_t hp_max;           /* max Hp over layers */
-    int32_t i_max;            /* max input size over layers */
     int32_t state_hp_sum;     /* sum of Hp over layers: floats of h (or c) per batch row */
     const lf_kernels *kernels;
     lf_layer layers[];

@@ -140,7 +140,6 @@ lf_status lf_model_create(const lf_lstm_weights *layers, int32_t num_layers, lf_
         }
         const lf_layer *L = &m->layers[l];
         m->hp_max = L->Hp > m->hp_max ? L->Hp : m->hp_max;
-        m->i_max = L->I > m->i_max ? L->I : m->i_max;
         hp_sum += L->Hp;
     }
     if (hp_sum > INT32_MAX) {

@@ -123,9 +123,6 @@ cdef class CModel:
     def __dealloc__(self):
         lf_model_free(self.ptr)
 
-    def workspace_size(self, int batch, int steps):
-        return lf_workspace_size(self.ptr, batch, steps)
-
 
 cdef class CState:
     """Owns an lf_state (h, c of every layer for `batch` sequences) and a reusable workspace."""
@@ -190,8 +187,8 @@ cdef class CState:
             raise ShapeError(f"state of layer {layer} must be ({self.batch}, {H})")
         check(lf_state_set(self.ptr, layer, &h[0, 0], &c[0, 0]), "setting the state")
 
-    def run(self, x, bint check_finite=True, bint want_output=True):
-        """x: (B, T, I) float32; returns y (B, T, H_last) or None."""
+    def run(self, x, bint check_finite=True):
+        """x: (B, T, I) float32; returns y (B, T, H_last)."""
         cdef cnp.ndarray xa = x if type(x) is cnp.ndarray else None
         if (xa is None or cnp.PyArray_TYPE(xa) != cnp.NPY_FLOAT32
                 or cnp.PyArray_NDIM(xa) != 3 or xa.shape[0] != self.batch
@@ -201,7 +198,7 @@ cdef class CState:
         cdef Py_ssize_t T = xa.shape[1]
         if T > MAX_DIM:
             raise ShapeError(f"x has {T} steps; at most {MAX_DIM} per call")
-        return self._run(xa, <int>T, check_finite, want_output)
+        return self._run(xa, <int>T, check_finite)
 
     def step(self, x, bint check_finite=True):
         """x: (B, I) float32; returns y (B, H_last)."""
@@ -211,31 +208,29 @@ cdef class CState:
                 or xa.shape[1] != self.model.input_size or xa.strides[1] != 4
                 or xa.strides[0] % 4):
             xa = check_array(x, "x_t", (self.batch, self.model.input_size))
-        return self._run(xa, 1, check_finite, True)
+        return self._run(xa, 1, check_finite)
 
-    cdef object _run(self, cnp.ndarray xa, int T, bint check_finite, bint want_output):
+    cdef object _run(self, cnp.ndarray xa, int T, bint check_finite):
         cdef int H = self.model.hidden_sizes[len(self.model.hidden_sizes) - 1]
         cdef cnp.npy_intp dims[3]
-        cdef cnp.ndarray ya = None
-        cdef float *yp = NULL
+        cdef cnp.ndarray ya
         cdef ptrdiff_t x_sb = xa.strides[0] // 4
         cdef ptrdiff_t x_st = xa.strides[1] // 4 if xa.ndim == 3 else 0
-        cdef ptrdiff_t y_sb = 0, y_st = 0
+        cdef ptrdiff_t y_sb, y_st = 0
         cdef lf_status st
         self.reserve(T)
-        if want_output:
-            dims[0] = self.batch
-            if xa.ndim == 3:
-                dims[1] = T
-                dims[2] = H
-                ya = cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT32, 0)
-                y_sb = <ptrdiff_t>T * H
-                y_st = H
-            else:
-                dims[1] = H
-                ya = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
-                y_sb = H
-            yp = <float *>cnp.PyArray_DATA(ya)
+        dims[0] = self.batch
+        if xa.ndim == 3:
+            dims[1] = T
+            dims[2] = H
+            ya = cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT32, 0)
+            y_sb = <ptrdiff_t>T * H
+            y_st = H
+        else:
+            dims[1] = H
+            ya = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
+            y_sb = H
+        cdef float *yp = <float *>cnp.PyArray_DATA(ya)
         if T == 0:
             return ya
         cdef const float *xp = <const float *>cnp.PyArray_DATA(xa)
