@@ -35,6 +35,14 @@ class UnsupportedModelError(LstmFastError, ValueError):
     """The source model uses a layer or option lstm_fast does not run (yet)."""
 
 
+class ModelFileError(LstmFastError, ValueError):
+    """A model or checkpoint file is truncated, corrupted, hostile or of an unknown format."""
+
+
+class FormatVersionError(ModelFileError):
+    """The model file was written by a newer lstm_fast (its format version is unknown)."""
+
+
 class CpuFeatureError(LstmFastError, RuntimeError):
     """A requested instruction set (``isa=``/``LSTM_FAST_ISA``) is not available on this CPU."""
 

@@ -1,19 +1,29 @@
 """The canonical, validated description of a model, in the engine's internal convention.
 
-Converters translate a framework's weights into a :class:`ModelSpec`; everything below this
+Converters translate a framework's checkpoint into a :class:`ModelSpec`; everything below this
 module (the model file, the C engine) speaks only this convention:
 
-- LSTM gates are row blocks in the order ``[i, f, g, o]`` (PyTorch's order);
-- ``w_ih`` is (4H, I), ``w_hh`` is (4H, H), so gates = w_ih @ x + w_hh @ h + bias;
-- the input and recurrent biases are folded into one ``bias`` of shape (4H,).
+- a model is an ordered chain of layers; layer k+1 reads layer k's output;
+- LSTM gates are row blocks in the order ``[i, f, g, o]`` (PyTorch's order), ``w_ih`` is
+  (4H, I), ``w_hh`` is (4H, H), and the input and recurrent biases are folded into one
+  ``bias`` of shape (4H,), so ``gates = w_ih @ x + w_hh @ h + bias``;
+- an LSTM computes ``c' = ract(f)*c + ract(i)*act(g)`` and ``h' = ract(o)*act(c')`` with
+  ``act = activation`` (tanh by default) and ``ract = recurrent_activation`` (sigmoid);
+- Dense weights are (out, in) like ``torch.nn.Linear``: ``y = act(weight @ x + bias)``;
+- Embedding weights are (vocabulary, dim); the model input is then integer ids (B, T).
 
-Layers are a tuple so later kinds (GRU, simple RNN, bidirectional wrappers, heads) can join
-the same ordered list; ``SPEC_VERSION`` changes when the meaning of a field changes.
+Masks (from ``Masking``, ``Embedding(mask_zero=True)`` or ``lengths=``) follow
+``ModelSpec.mask_semantics``: ``"keras"`` (at a masked step the state is carried and the output
+repeats the previous output, 0 before the first valid step) or ``"torch"`` (packed sequences:
+the state is carried and the output is 0).
+
+``SPEC_VERSION`` changes whenever the meaning of a field changes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Union
 
 import numpy as np
 
@@ -21,42 +31,84 @@ from .errors import WeightsError
 
 SPEC_VERSION = 1
 
+#: Activations a recurrent cell (``activation``/``recurrent_activation``) may use.
+#: ``hard_sigmoid`` is Keras 3's / PyTorch's ``clip(x/6 + 0.5, 0, 1)``;
+#: ``hard_sigmoid_keras2`` is Keras 1/2's ``clip(0.2x + 0.5, 0, 1)``.
+CELL_ACTIVATIONS = (
+    "linear", "relu", "relu6", "tanh", "sigmoid", "hard_sigmoid", "hard_sigmoid_keras2",
+    "softsign", "softplus", "elu", "selu", "silu", "gelu", "exponential",
+)
+#: Activations a Dense layer may use: the cell ones plus the row-wise ones.
+DENSE_ACTIVATIONS = CELL_ACTIVATIONS + ("softmax", "log_softmax")
 
-def _float32_matrix(a: np.ndarray, name: str, ndim: int) -> np.ndarray:
+MASK_SEMANTICS = ("keras", "torch")
+
+
+def _float32_array(a: object, name: str, ndim: int) -> np.ndarray:
     arr = np.asarray(a)
     if arr.dtype.kind not in "fiu" or arr.ndim != ndim:
         raise WeightsError(
             f"{name} must be a real {ndim}-D array, got dtype {arr.dtype} shape {arr.shape}"
         )
-    arr = np.array(arr, dtype=np.float32, order="C", copy=True)  # never alias the caller's
+    if arr.dtype != np.float32 or not arr.flags.c_contiguous or arr.flags.writeable:
+        arr = np.array(arr, dtype=np.float32, order="C", copy=True)  # never alias the caller's
+        arr.flags.writeable = False
     if not np.isfinite(arr).all():
         raise WeightsError(f"{name} holds NaN or Inf (or values too large for float32)")
-    arr.flags.writeable = False
     return arr
+
+
+def _check_activation(value: str, allowed: tuple[str, ...], name: str) -> None:
+    if value not in allowed:
+        raise WeightsError(f"{name} {value!r} is not supported; expected one of "
+                           f"{', '.join(allowed)}")
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise WeightsError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
 class LSTMLayerSpec:
-    """One unidirectional LSTM layer (see the module docstring for the convention)."""
+    """One unidirectional LSTM layer (see the module docstring for the convention).
+
+    ``bias=None`` means no bias. ``return_sequences=False`` outputs only the last step (the last
+    *valid* step under a mask) and must be the last recurrent layer. ``go_backwards`` processes
+    the steps of each call from last to first and emits outputs in that processing order (Keras).
+    """
 
     w_ih: np.ndarray
     w_hh: np.ndarray
-    bias: np.ndarray
+    bias: np.ndarray | None = None
+    activation: str = "tanh"
+    recurrent_activation: str = "sigmoid"
+    return_sequences: bool = True
+    go_backwards: bool = False
+
+    kind = "lstm"
 
     def __post_init__(self) -> None:
-        w_ih = _float32_matrix(self.w_ih, "w_ih", 2)
-        w_hh = _float32_matrix(self.w_hh, "w_hh", 2)
-        bias = _float32_matrix(self.bias, "bias", 1)
+        w_ih = _float32_array(self.w_ih, "w_ih", 2)
+        w_hh = _float32_array(self.w_hh, "w_hh", 2)
         four_h, hidden = w_hh.shape
         if four_h != 4 * hidden or hidden < 1:
             raise WeightsError(f"w_hh must be (4H, H), got {w_hh.shape}")
         if w_ih.shape[0] != four_h or w_ih.shape[1] < 1:
             raise WeightsError(f"w_ih must be (4H, I) = ({four_h}, I), got {w_ih.shape}")
-        if bias.shape != (four_h,):
-            raise WeightsError(f"bias must be ({four_h},), got {bias.shape}")
+        bias = self.bias
+        if bias is not None:
+            bias = _float32_array(bias, "bias", 1)
+            if bias.shape != (four_h,):
+                raise WeightsError(f"bias must be ({four_h},), got {bias.shape}")
+        _check_activation(self.activation, CELL_ACTIVATIONS, "activation")
+        _check_activation(self.recurrent_activation, CELL_ACTIVATIONS, "recurrent_activation")
         object.__setattr__(self, "w_ih", w_ih)
         object.__setattr__(self, "w_hh", w_hh)
         object.__setattr__(self, "bias", bias)
+        object.__setattr__(self, "return_sequences", bool(self.return_sequences))
+        object.__setattr__(self, "go_backwards", bool(self.go_backwards))
 
     @property
     def input_size(self) -> int:
@@ -66,29 +118,206 @@ class LSTMLayerSpec:
     def hidden_size(self) -> int:
         return int(self.w_hh.shape[1])
 
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"w_ih": self.w_ih, "w_hh": self.w_hh}
+        if self.bias is not None:
+            out["bias"] = self.bias
+        return out
+
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """An ordered stack of layers; layer k+1 reads layer k's output."""
+class DenseSpec:
+    """``y = activation(weight @ x + bias)`` on every step; weight is (out, in)."""
 
-    layers: tuple[LSTMLayerSpec, ...]
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+    activation: str = "linear"
+
+    kind = "dense"
 
     def __post_init__(self) -> None:
-        layers = tuple(self.layers)
-        if not layers:
-            raise WeightsError("a model needs at least one layer")
-        for k in range(1, len(layers)):
-            if layers[k].input_size != layers[k - 1].hidden_size:
-                raise WeightsError(
-                    f"layer {k} expects inputs of size {layers[k].input_size} but layer "
-                    f"{k - 1} produces {layers[k - 1].hidden_size}"
-                )
-        object.__setattr__(self, "layers", layers)
+        weight = _float32_array(self.weight, "weight", 2)
+        if min(weight.shape) < 1:
+            raise WeightsError(f"Dense weight must be (out, in) with both >= 1, got "
+                               f"{weight.shape}")
+        bias = self.bias
+        if bias is not None:
+            bias = _float32_array(bias, "bias", 1)
+            if bias.shape != (weight.shape[0],):
+                raise WeightsError(f"Dense bias must be ({weight.shape[0]},), got {bias.shape}")
+        _check_activation(self.activation, DENSE_ACTIVATIONS, "Dense activation")
+        object.__setattr__(self, "weight", weight)
+        object.__setattr__(self, "bias", bias)
 
     @property
     def input_size(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def output_size(self) -> int:
+        return int(self.weight.shape[0])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"weight": self.weight}
+        if self.bias is not None:
+            out["bias"] = self.bias
+        return out
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """Row lookup ``weight[ids]``; weight is (vocabulary, dim). Must be the first layer.
+
+    ``mask_zero`` masks the steps whose id is 0 (Keras ``Embedding(mask_zero=True)``).
+    """
+
+    weight: np.ndarray
+    mask_zero: bool = False
+
+    kind = "embedding"
+
+    def __post_init__(self) -> None:
+        weight = _float32_array(self.weight, "embedding weight", 2)
+        if min(weight.shape) < 1:
+            raise WeightsError(f"Embedding weight must be (vocabulary, dim), got {weight.shape}")
+        object.__setattr__(self, "weight", weight)
+        object.__setattr__(self, "mask_zero", bool(self.mask_zero))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def input_size(self) -> int:
+        return 1
+
+    @property
+    def output_size(self) -> int:
+        return int(self.weight.shape[1])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"weight": self.weight}
+
+
+@dataclass(frozen=True)
+class MaskingSpec:
+    """Keras ``Masking``: a step whose ``size`` features all equal ``mask_value`` is masked,
+    and its features are replaced by 0."""
+
+    size: int
+    mask_value: float = 0.0
+
+    kind = "masking"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", _positive_int(self.size, "Masking size"))
+        value = float(self.mask_value)
+        if not np.isfinite(value):
+            raise WeightsError(f"mask_value must be finite, got {value}")
+        object.__setattr__(self, "mask_value", value)
+
+    @property
+    def input_size(self) -> int:
+        return self.size
+
+    @property
+    def output_size(self) -> int:
+        return self.size
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+
+LayerSpec = Union[LSTMLayerSpec, DenseSpec, EmbeddingSpec, MaskingSpec]
+RECURRENT_KINDS = ("lstm",)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An ordered chain of layers; layer k+1 reads layer k's output.
+
+    Parameters
+    ----------
+    layers : sequence of layer specs
+        At least one recurrent layer. ``EmbeddingSpec`` only first; no recurrent layer after
+        one with ``return_sequences=False``.
+    mask_semantics : {"keras", "torch"}
+        What masked steps output (see the module docstring). Converters set it from the
+        source framework.
+    stateful : bool
+        The source model was a Keras ``stateful=True`` model: it is meant to be run through
+        :meth:`lstm_fast.Model.stream`.
+    metadata : dict of str to str
+        Provenance (source framework and version, source file, ...), kept in the model file.
+    """
+
+    layers: tuple[LayerSpec, ...]
+    mask_semantics: str = "torch"
+    stateful: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        layers = tuple(self.layers)
+        if not any(L.kind in RECURRENT_KINDS for L in layers):
+            raise WeightsError("a model needs at least one recurrent layer")
+        if self.mask_semantics not in MASK_SEMANTICS:
+            raise WeightsError(f"mask_semantics must be 'keras' or 'torch', got "
+                               f"{self.mask_semantics!r}")
+        collapsed = None
+        for k, L in enumerate(layers):
+            if L.kind == "embedding" and k != 0:
+                raise WeightsError(f"layer {k}: an Embedding must be the first layer")
+            if L.kind in RECURRENT_KINDS and collapsed is not None:
+                raise WeightsError(f"layer {k}: a recurrent layer cannot follow layer "
+                                   f"{collapsed}, which returns only its last step")
+            if L.kind in RECURRENT_KINDS and not L.return_sequences:
+                collapsed = k
+            if k and L.input_size != layers[k - 1].output_size:
+                raise WeightsError(
+                    f"layer {k} ({L.kind}) expects inputs of size {L.input_size} but layer "
+                    f"{k - 1} ({layers[k - 1].kind}) produces {layers[k - 1].output_size}"
+                )
+        meta = {str(k): str(v) for k, v in dict(self.metadata).items()}
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "metadata", meta)
+        object.__setattr__(self, "stateful", bool(self.stateful))
+
+    @property
+    def takes_ids(self) -> bool:
+        """True when the input is integer ids (B, T) for a leading Embedding."""
+        return self.layers[0].kind == "embedding"
+
+    @property
+    def input_size(self) -> int:
+        """Features per step (1 for id inputs)."""
         return self.layers[0].input_size
 
     @property
     def output_size(self) -> int:
-        return self.layers[-1].hidden_size
+        return self.layers[-1].output_size
+
+    @property
+    def recurrent_layers(self) -> tuple[LSTMLayerSpec, ...]:
+        return tuple(L for L in self.layers if L.kind in RECURRENT_KINDS)
+
+    @property
+    def returns_sequences(self) -> bool:
+        """False when some recurrent layer returns only its last step: outputs are (B, F)."""
+        return all(L.return_sequences for L in self.recurrent_layers)
+
+    @property
+    def streamable(self) -> bool:
+        """True when the model can be fed step by step (no layer looks at future steps)."""
+        return not any(L.kind in RECURRENT_KINDS and L.go_backwards for L in self.layers)
+
+    @property
+    def uses_mask(self) -> bool:
+        return any(L.kind == "masking" or (L.kind == "embedding" and L.mask_zero)
+                   for L in self.layers)
+
+    def num_parameters(self) -> int:
+        return sum(int(a.size) for L in self.layers for a in L.arrays().values())
