@@ -23,7 +23,6 @@ the state is carried and the output is 0).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
@@ -232,7 +231,7 @@ class MaskingSpec:
         return {}
 
 
-LayerSpec = Union[LSTMLayerSpec, DenseSpec, EmbeddingSpec, MaskingSpec]
+LayerSpec = LSTMLayerSpec | DenseSpec | EmbeddingSpec | MaskingSpec
 RECURRENT_KINDS = ("lstm",)
 
 

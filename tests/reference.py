@@ -10,6 +10,7 @@ blocks i, f, g, o. Inputs are batch-first (B, T, I).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -79,3 +80,123 @@ def random_layers(
         out.append((u(4 * hidden_size, i), u(4 * hidden_size, hidden_size),
                     u(4 * hidden_size) if bias else None, u(4 * hidden_size) if bias else None))
     return out
+
+
+# --- Whole-model oracle: a float64 interpretation of a ModelSpec, from its documented semantics.
+
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def activation(name: str, x: np.ndarray) -> np.ndarray:
+    """Float64 activations by their spec names (see lstm_fast.spec.DENSE_ACTIVATIONS)."""
+    x = np.asarray(x, np.float64)
+    with np.errstate(over="ignore"):
+        if name == "linear":
+            return x
+        if name == "relu":
+            return np.maximum(x, 0.0)
+        if name == "relu6":
+            return np.clip(x, 0.0, 6.0)
+        if name == "tanh":
+            return np.tanh(x)
+        if name == "sigmoid":
+            return sigmoid(x)
+        if name == "hard_sigmoid":
+            return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+        if name == "hard_sigmoid_keras2":
+            return np.clip(0.2 * x + 0.5, 0.0, 1.0)
+        if name == "softsign":
+            return x / (1.0 + np.abs(x))
+        if name == "softplus":
+            return np.logaddexp(0.0, x)
+        if name == "elu":
+            return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
+        if name == "selu":
+            return _SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
+        if name == "silu":
+            return x * sigmoid(x)
+        if name == "gelu":
+            return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
+        if name == "exponential":
+            return np.exp(x)
+        if name == "softmax":
+            e = np.exp(x - x.max(axis=-1, keepdims=True))
+            return e / e.sum(axis=-1, keepdims=True)
+        if name == "log_softmax":
+            m = x.max(axis=-1, keepdims=True)
+            return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def _lstm_masked(x, mask, L, h, c, semantics):
+    """One LSTM layer over (B, T, I) with a (B, T) mask; returns (y (B,T,H), last, h, c)."""
+    H = L.hidden_size
+    w_ih, w_hh = L.w_ih.astype(np.float64), L.w_hh.astype(np.float64)
+    bias = np.zeros(4 * H) if L.bias is None else L.bias.astype(np.float64)
+    act, ract = L.activation, L.recurrent_activation
+    B, T = x.shape[:2]
+    y = np.zeros((B, T, H))
+    prev_out = np.zeros((B, H))
+    order = range(T - 1, -1, -1) if L.go_backwards else range(T)
+    for p, t in enumerate(order):
+        z = x[:, t] @ w_ih.T + h @ w_hh.T + bias
+        i, f = activation(ract, z[:, :H]), activation(ract, z[:, H:2 * H])
+        g, o = activation(act, z[:, 2 * H:3 * H]), activation(ract, z[:, 3 * H:])
+        c_new = f * c + i * g
+        h_new = o * activation(act, c_new)
+        m = mask[:, t][:, None]
+        h, c = np.where(m, h_new, h), np.where(m, c_new, c)
+        if semantics == "keras":
+            prev_out = np.where(m, h_new, prev_out)
+            y[:, p] = prev_out
+        else:
+            y[:, p] = np.where(m, h_new, 0.0)
+    if semantics == "keras":
+        last = prev_out
+    else:
+        last = h
+    return y, last, h, c
+
+
+def spec_forward(spec, x, *, lengths=None, initial_state=None):
+    """Run a ``lstm_fast.spec.ModelSpec`` in float64.
+
+    ``x`` is (B, T, F) floats or (B, T) ids; ``lengths`` (B,) masks steps t >= lengths[b];
+    ``initial_state`` is a list of (h, c) per recurrent layer. Returns ``(y, states)`` with
+    ``states`` the final (h, c) per recurrent layer.
+    """
+    x = np.asarray(x)
+    B, T = x.shape[:2]
+    mask = np.ones((B, T), dtype=bool)
+    if lengths is not None:
+        mask &= np.arange(T)[None, :] < np.asarray(lengths)[:, None]
+    states, k = [], 0
+    for L in spec.layers:
+        if L.kind == "embedding":
+            ids = x.astype(np.int64)
+            if L.mask_zero:
+                mask &= ids != 0
+            x = L.weight.astype(np.float64)[ids]
+        elif L.kind == "masking":
+            x = np.asarray(x, np.float64)
+            keep = np.any(x != L.mask_value, axis=-1)
+            mask &= keep
+            x = np.where(keep[..., None], x, 0.0)
+        elif L.kind == "dense":
+            z = np.asarray(x, np.float64) @ L.weight.astype(np.float64).T
+            if L.bias is not None:
+                z = z + L.bias
+            x = activation(L.activation, z)
+        elif L.kind == "lstm":
+            H = L.hidden_size
+            h0, c0 = (np.zeros((B, H)), np.zeros((B, H))) if initial_state is None \
+                else (np.asarray(a, np.float64) for a in initial_state[k])
+            y, last, h, c = _lstm_masked(np.asarray(x, np.float64), mask, L, h0, c0,
+                                         spec.mask_semantics)
+            states.append((h, c))
+            k += 1
+            x = y if L.return_sequences else last
+        else:
+            raise ValueError(f"unknown layer kind {L.kind!r}")
+    return x, states
