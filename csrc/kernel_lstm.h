@@ -5,12 +5,46 @@
 
 #define LF_INLINE static inline __attribute__((always_inline))
 
-/* c' = σ(f)·c + σ(i)·tanh(g);  h' = σ(o)·tanh(c') for VW units. */
-LF_INLINE void cell_update(vf gi, vf gf, vf gg, vf go, float *restrict c, float *restrict h_out)
+/* Any element-wise activation; the ones without a vector form go lane by lane. */
+LF_INLINE vf v_act(lf_activation a, vf x)
 {
-    vf cn = v_fmadd(v_sigmoid(gf), v_load(c), v_mul(v_sigmoid(gi), v_tanh(gg)));
-    v_store(c, cn);
-    v_store(h_out, v_mul(v_sigmoid(go), v_tanh(cn)));
+    switch (a) {
+    case LF_ACT_LINEAR: return x;
+    case LF_ACT_TANH: return v_tanh(x);
+    case LF_ACT_SIGMOID: return v_sigmoid(x);
+    case LF_ACT_RELU: return v_max(v_zero(), x);
+    case LF_ACT_RELU6: return v_min(v_set1(6.0f), v_max(v_zero(), x));
+    case LF_ACT_HARD_SIGMOID:
+        return v_min(v_set1(1.0f), v_max(v_zero(), v_fmadd(x, v_set1(1.0f / 6.0f), v_set1(0.5f))));
+    case LF_ACT_HARD_SIGMOID_02:
+        return v_min(v_set1(1.0f), v_max(v_zero(), v_fmadd(x, v_set1(0.2f), v_set1(0.5f))));
+    case LF_ACT_SOFTSIGN: return v_div(x, v_add(v_set1(1.0f), v_abs(x)));
+    case LF_ACT_SILU: return v_mul(x, v_sigmoid(x));
+    case LF_ACT_EXPONENTIAL: return v_exp(x);
+    default: {
+        float lane[VW];
+        v_store(lane, x);
+        for (int l = 0; l < VW; l++)
+            lane[l] = lf_act_scalar(a, lane[l]);
+        return v_load(lane);
+    }
+    }
+}
+
+/* c' = r(f)·c + r(i)·a(g);  h' = r(o)·a(c') for VW units (r = sigmoid, a = tanh by default). */
+LF_INLINE void cell_update(const lf_layer *restrict L, vf gi, vf gf, vf gg, vf go,
+                           float *restrict c, float *restrict h_out)
+{
+    if (L->default_acts) {
+        vf cn = v_fmadd(v_sigmoid(gf), v_load(c), v_mul(v_sigmoid(gi), v_tanh(gg)));
+        v_store(c, cn);
+        v_store(h_out, v_mul(v_sigmoid(go), v_tanh(cn)));
+    } else {
+        const lf_activation a = L->act, r = L->ract;
+        vf cn = v_fmadd(v_act(r, gf), v_load(c), v_mul(v_act(r, gi), v_act(a, gg)));
+        v_store(c, cn);
+        v_store(h_out, v_mul(v_act(r, go), v_act(a, cn)));
+    }
 }
 
 /* acc[r][g] += sum_k w[k][g] * v_r[k] over k in [0, K). With one row, two interleaved chains
@@ -65,7 +99,7 @@ LF_INLINE void packed_tile(const int BG, const lf_layer *restrict L, int32_t u0,
         if (BG == 1)
             for (int g = 0; g < 4; g++)
                 acc[r][g] = v_add(acc[r][g], acc2[r][g]);
-        cell_update(acc[r][0], acc[r][1], acc[r][2], acc[r][3],
+        cell_update(L, acc[r][0], acc[r][1], acc[r][2], acc[r][3],
                     c + r * Hp + u0, h_out + r * Hp + u0);
     }
 }
@@ -110,10 +144,41 @@ static void KSUFFIX(lstm_pointwise)(const lf_layer *L, int32_t B, const float *g
     for (int32_t b = 0; b < B; b++) {
         const float *gb = gates + (size_t)b * 4 * Hp;
         for (int32_t u = 0; u < Hp; u += VW)
-            cell_update(v_add(v_load(gb + u), v_load(bias + u)),
+            cell_update(L, v_add(v_load(gb + u), v_load(bias + u)),
                         v_add(v_load(gb + Hp + u), v_load(bias + Hp + u)),
                         v_add(v_load(gb + 2 * Hp + u), v_load(bias + 2 * Hp + u)),
                         v_add(v_load(gb + 3 * Hp + u), v_load(bias + 3 * Hp + u)),
                         c + (size_t)b * Hp + u, h_out + (size_t)b * Hp + u);
     }
+}
+
+/* y (rows, ld) = x · w_t + bias, VW output columns at a time. */
+static void KSUFFIX(dense_small)(const float *w_t, const float *bias, int32_t in, int32_t ld,
+                                 int32_t rows, const float *x, ptrdiff_t ldx, float *y)
+{
+    for (int32_t r = 0; r < rows; r++) {
+        const float *xr = x + r * ldx;
+        for (int32_t j = 0; j < ld; j += VW) {
+            vf acc = v_load(bias + j), acc2 = v_zero();
+            int32_t k = 0;
+            for (; k + 1 < in; k += 2) {
+                acc = v_fmadd(v_load(w_t + (size_t)k * ld + j), v_set1(xr[k]), acc);
+                acc2 = v_fmadd(v_load(w_t + (size_t)(k + 1) * ld + j), v_set1(xr[k + 1]), acc2);
+            }
+            if (k < in)
+                acc = v_fmadd(v_load(w_t + (size_t)k * ld + j), v_set1(xr[k]), acc);
+            v_store(y + (size_t)r * ld + j, v_add(acc, acc2));
+        }
+    }
+}
+
+static void KSUFFIX(bias_act)(lf_activation act, const float *bias, int32_t rows, int32_t ld,
+                              float *y)
+{
+    for (int32_t r = 0; r < rows; r++)
+        for (int32_t j = 0; j < ld; j += VW) {
+            float *p = y + (size_t)r * ld + j;
+            vf v = bias ? v_add(v_load(p), v_load(bias + j)) : v_load(p);
+            v_store(p, v_act(act, v));
+        }
 }

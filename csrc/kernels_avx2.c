@@ -7,4 +7,6 @@ const lf_kernels lf_kernels_avx2 = {
     .packed_max_batch = INT32_MAX, /* measured: packed beats BLAS at every batch size */
     .lstm_packed = lstm_packed_avx2,
     .lstm_pointwise = lstm_pointwise_avx2,
+    .dense_small = dense_small_avx2,
+    .bias_act = bias_act_avx2,
 };

@@ -7,4 +7,6 @@ const lf_kernels lf_kernels_avx512 = {
     .packed_max_batch = INT32_MAX, /* measured: packed beats BLAS at every batch size */
     .lstm_packed = lstm_packed_avx512,
     .lstm_pointwise = lstm_pointwise_avx512,
+    .dense_small = dense_small_avx512,
+    .bias_act = bias_act_avx512,
 };

@@ -7,4 +7,6 @@ const lf_kernels lf_kernels_portable = {
     .packed_max_batch = 8, /* measured: BLAS wins above 8 rows */
     .lstm_packed = lstm_packed_portable,
     .lstm_pointwise = lstm_pointwise_portable,
+    .dense_small = dense_small_portable,
+    .bias_act = bias_act_portable,
 };

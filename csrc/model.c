@@ -42,32 +42,38 @@ const char *lf_status_string(lf_status status)
     case LF_E_BATCH_MISMATCH: return "batch index or state does not match";
     case LF_E_ISA_UNAVAILABLE: return "instruction set not supported by this CPU";
     case LF_E_STRIDE: return "stride too small: rows would overlap";
+    case LF_E_BAD_LAYER: return "unknown layer kind, activation or flag, or a misplaced layer";
+    case LF_E_BAD_ID: return "an id is outside [0, vocabulary)";
+    case LF_E_BAD_LENGTH: return "a length is outside [0, steps]";
+    case LF_E_INPUT_KIND: return "ids given to a float model, or floats to an id model";
     }
     return "unknown status";
 }
 
-static void free_layer(lf_layer *L)
+static void free_op(lf_op *op)
 {
-    lf_aligned_free(L->wih_t);
-    lf_aligned_free(L->whh_t);
-    lf_aligned_free(L->bias);
-    lf_aligned_free(L->packed);
+    lf_aligned_free(op->rnn.wih_t);
+    lf_aligned_free(op->rnn.whh_t);
+    lf_aligned_free(op->rnn.bias);
+    lf_aligned_free(op->rnn.packed);
+    lf_aligned_free(op->w);
+    lf_aligned_free(op->bias);
 }
 
 void lf_model_free(lf_model *model)
 {
     if (!model)
         return;
-    for (int32_t l = 0; l < model->num_layers; l++)
-        free_layer(&model->layers[l]);
+    for (int32_t l = 0; l < model->num_ops; l++)
+        free_op(&model->ops[l]);
     free(model);
 }
 
-/* Copies one layer's weights into the BLAS layout and the packed tile layout. */
-static lf_status build_layer(lf_layer *L, const lf_lstm_weights *src, int32_t vw)
+/* Copies one LSTM's weights into the BLAS layout and the packed tile layout. */
+static lf_status build_lstm(lf_layer *L, const lf_layer_desc *src, int32_t vw)
 {
-    const size_t I = (size_t)src->input_size, H = (size_t)src->hidden_size;
-    const size_t Hp = (size_t)pad_hidden(src->hidden_size), G = 4 * Hp;
+    const size_t I = (size_t)src->input_size, H = (size_t)src->units;
+    const size_t Hp = (size_t)pad_hidden(src->units), G = 4 * Hp;
     size_t n_ih, n_hh, n_packed;
     if (!lf_mul_size(I, G, &n_ih) || !lf_mul_size(H, G, &n_hh)
         || !lf_mul_size(I + H, G, &n_packed) || n_packed > SIZE_MAX / sizeof(float))
@@ -75,6 +81,9 @@ static lf_status build_layer(lf_layer *L, const lf_lstm_weights *src, int32_t vw
     L->I = (int32_t)I;
     L->H = (int32_t)H;
     L->Hp = (int32_t)Hp;
+    L->act = src->activation;
+    L->ract = src->recurrent_activation;
+    L->default_acts = L->act == LF_ACT_TANH && L->ract == LF_ACT_SIGMOID;
     L->wih_t = lf_aligned_alloc(n_ih * sizeof(float));
     L->whh_t = lf_aligned_alloc(n_hh * sizeof(float));
     L->bias = lf_aligned_alloc(G * sizeof(float));
@@ -84,8 +93,8 @@ static lf_status build_layer(lf_layer *L, const lf_lstm_weights *src, int32_t vw
     const size_t K = I + H, tile = K * 4 * (size_t)vw;
     for (size_t g = 0; g < 4; g++) {
         for (size_t u = 0; u < H; u++) {
-            const float *wi = src->w_ih + (g * H + u) * I;
-            const float *wh = src->w_hh + (g * H + u) * H;
+            const float *wi = src->w + (g * H + u) * I;
+            const float *wh = src->w_rec + (g * H + u) * H;
             const size_t col = g * Hp + u;
             float *pk = L->packed + (u / (size_t)vw) * tile + g * (size_t)vw + u % (size_t)vw;
             for (size_t k = 0; k < I; k++) {
@@ -103,63 +112,173 @@ static lf_status build_layer(lf_layer *L, const lf_lstm_weights *src, int32_t vw
     return LF_OK;
 }
 
-lf_status lf_model_create(const lf_lstm_weights *layers, int32_t num_layers, lf_isa isa,
+/* Dense: w (out, in) -> w_t (in, ld); bias (ld). Embedding: table copied as is. */
+static lf_status build_op(lf_op *op, const lf_layer_desc *d, int32_t vw)
+{
+    size_t n;
+    op->kind = d->kind;
+    op->in = d->input_size;
+    op->out = d->units;
+    op->ld = pad_hidden(d->units);
+    op->flags = d->flags;
+    op->act = d->activation;
+    op->mask_value = d->mask_value;
+    op->slot = -1;
+    switch (d->kind) {
+    case LF_LAYER_LSTM:
+        return build_lstm(&op->rnn, d, vw);
+    case LF_LAYER_DENSE:
+        if (!lf_mul_size((size_t)op->in, (size_t)op->ld, &n) || n > SIZE_MAX / sizeof(float))
+            return LF_E_TOO_LARGE;
+        op->w = lf_aligned_alloc(n * sizeof(float));
+        op->bias = lf_aligned_alloc((size_t)op->ld * sizeof(float));
+        if (!op->w || !op->bias)
+            return LF_E_NO_MEMORY;
+        for (size_t o = 0; o < (size_t)op->out; o++) {
+            for (size_t k = 0; k < (size_t)op->in; k++)
+                op->w[k * (size_t)op->ld + o] = d->w[o * (size_t)op->in + k];
+            if (d->bias)
+                op->bias[o] = d->bias[o];
+        }
+        return LF_OK;
+    case LF_LAYER_EMBEDDING:
+        if (!lf_mul_size((size_t)op->in, (size_t)op->out, &n) || n > SIZE_MAX / sizeof(float))
+            return LF_E_TOO_LARGE;
+        op->w = lf_aligned_alloc(n * sizeof(float));
+        if (!op->w)
+            return LF_E_NO_MEMORY;
+        memcpy(op->w, d->w, n * sizeof(float));
+        return LF_OK;
+    case LF_LAYER_MASKING:
+        return LF_OK;
+    }
+    return LF_E_BAD_LAYER;
+}
+
+static int elementwise(lf_activation a) { return a >= LF_ACT_LINEAR && a < LF_ACT_SOFTMAX; }
+
+/* Checks one layer description in its place in the chain. */
+static lf_status check_desc(const lf_layer_desc *d, int32_t l, const lf_layer_desc *prev,
+                            int collapsed)
+{
+    if (!valid_dim(d->input_size) || !valid_dim(d->units))
+        return LF_E_INVALID_SIZE;
+    if (prev && d->input_size != prev->units)
+        return LF_E_INVALID_SIZE;
+    switch (d->kind) {
+    case LF_LAYER_LSTM:
+        if (!d->w || !d->w_rec)
+            return LF_E_NULL;
+        if (collapsed || !elementwise(d->activation) || !elementwise(d->recurrent_activation)
+            || (d->flags & ~(LF_LAYER_RETURN_LAST | LF_LAYER_GO_BACKWARDS
+                             | LF_LAYER_ZERO_MASKED_OUTPUT)))
+            return LF_E_BAD_LAYER;
+        return LF_OK;
+    case LF_LAYER_DENSE:
+        if (!d->w)
+            return LF_E_NULL;
+        if (d->flags || !(elementwise(d->activation) || d->activation == LF_ACT_SOFTMAX
+                          || d->activation == LF_ACT_LOG_SOFTMAX))
+            return LF_E_BAD_LAYER;
+        return LF_OK;
+    case LF_LAYER_EMBEDDING:
+        if (!d->w)
+            return LF_E_NULL;
+        return l == 0 && !(d->flags & ~LF_LAYER_MASK_ZERO) ? LF_OK : LF_E_BAD_LAYER;
+    case LF_LAYER_MASKING:
+        if (d->units != d->input_size)
+            return LF_E_INVALID_SIZE;
+        return d->flags || d->mask_value != d->mask_value ? LF_E_BAD_LAYER : LF_OK;
+    }
+    return LF_E_BAD_LAYER;
+}
+
+lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_isa isa,
                           lf_model **out)
 {
     if (!layers || !out)
         return LF_E_NULL;
     *out = NULL;
-    if (!valid_dim(num_layers))
+    if (num_layers < 1 || num_layers > LF_MAX_LAYERS)
         return LF_E_INVALID_SIZE;
+    int collapsed = 0, recurrent = 0;
     for (int32_t l = 0; l < num_layers; l++) {
-        const lf_lstm_weights *w = &layers[l];
-        if (!w->w_ih || !w->w_hh)
-            return LF_E_NULL;
-        if (!valid_dim(w->input_size) || !valid_dim(w->hidden_size))
-            return LF_E_INVALID_SIZE;
-        if (l > 0 && w->input_size != layers[l - 1].hidden_size)
-            return LF_E_INVALID_SIZE;
+        const lf_layer_desc *d = &layers[l];
+        lf_status st = check_desc(d, l, l ? &layers[l - 1] : NULL, collapsed);
+        if (st != LF_OK)
+            return st;
+        if (d->kind == LF_LAYER_LSTM) {
+            recurrent++;
+            collapsed |= (d->flags & LF_LAYER_RETURN_LAST) != 0;
+        }
     }
+    if (!recurrent)
+        return LF_E_BAD_LAYER;
     if (isa == LF_ISA_AUTO)
         isa = lf_cpu_best_isa();
     if (isa > lf_cpu_best_isa() || isa < LF_ISA_AUTO)
         return LF_E_ISA_UNAVAILABLE;
     const lf_kernels *k = lf_kernels_for(isa);
-    lf_model *m = calloc(1, sizeof(lf_model) + (size_t)num_layers * sizeof(lf_layer));
+    lf_model *m = calloc(1, sizeof(lf_model) + (size_t)num_layers * sizeof(lf_op));
     if (!m)
         return LF_E_NO_MEMORY;
-    m->num_layers = num_layers;
     m->kernels = k;
+    m->collapse = -1;
     int64_t hp_sum = 0;
     for (int32_t l = 0; l < num_layers; l++) {
-        lf_status st = build_layer(&m->layers[l], &layers[l], k->vw);
+        lf_op *op = &m->ops[l];
+        m->num_ops = l + 1;
+        lf_status st = build_op(op, &layers[l], k->vw);
         if (st != LF_OK) {
-            m->num_layers = l + 1;
             lf_model_free(m);
             return st;
         }
-        const lf_layer *L = &m->layers[l];
-        m->hp_max = L->Hp > m->hp_max ? L->Hp : m->hp_max;
-        hp_sum += L->Hp;
-    }
-    if (hp_sum > INT32_MAX) {
-        lf_model_free(m);
-        return LF_E_TOO_LARGE;
+        m->width_max = op->ld > m->width_max ? op->ld : m->width_max;
+        if (op->kind == LF_LAYER_LSTM) {
+            op->slot = m->num_slots++;
+            op->state_off = (int32_t)hp_sum;
+            hp_sum += op->rnn.Hp;
+            m->hp_max = op->rnn.Hp > m->hp_max ? op->rnn.Hp : m->hp_max;
+            if ((op->flags & LF_LAYER_RETURN_LAST) && m->collapse < 0)
+                m->collapse = l;
+            m->whole_call |= (op->flags & LF_LAYER_GO_BACKWARDS) != 0;
+        }
+        m->mask_source |= op->kind == LF_LAYER_MASKING
+                          || (op->kind == LF_LAYER_EMBEDDING && (op->flags & LF_LAYER_MASK_ZERO));
+        if (hp_sum > INT32_MAX) {
+            lf_model_free(m);
+            return LF_E_TOO_LARGE;
+        }
     }
     m->state_hp_sum = (int32_t)hp_sum;
     *out = m;
     return LF_OK;
 }
 
-int32_t lf_model_num_layers(const lf_model *m) { return m ? m->num_layers : -1; }
-int32_t lf_model_input_size(const lf_model *m) { return m ? m->layers[0].I : -1; }
+const lf_op *lf_slot_op(const lf_model *m, int32_t k)
+{
+    if (!m || k < 0 || k >= m->num_slots)
+        return NULL;
+    for (int32_t l = 0; l < m->num_ops; l++)
+        if (m->ops[l].slot == k)
+            return &m->ops[l];
+    return NULL;
+}
+
+int32_t lf_model_num_recurrent(const lf_model *m) { return m ? m->num_slots : -1; }
+int32_t lf_model_input_size(const lf_model *m)
+{
+    return !m ? -1 : m->ops[0].kind == LF_LAYER_EMBEDDING ? 1 : m->ops[0].in;
+}
+int32_t lf_model_output_size(const lf_model *m) { return m ? m->ops[m->num_ops - 1].out : -1; }
+int lf_model_takes_ids(const lf_model *m) { return m && m->ops[0].kind == LF_LAYER_EMBEDDING; }
+int lf_model_returns_last(const lf_model *m) { return m && m->collapse >= 0; }
 lf_isa lf_model_isa(const lf_model *m) { return m ? m->kernels->isa : LF_ISA_AUTO; }
 
-int32_t lf_model_hidden_size(const lf_model *m, int32_t layer)
+int32_t lf_model_hidden_size(const lf_model *m, int32_t k)
 {
-    if (!m || layer < 0 || layer >= m->num_layers)
-        return -1;
-    return m->layers[layer].H;
+    const lf_op *op = lf_slot_op(m, k);
+    return op ? op->rnn.H : -1;
 }
 
 lf_status lf_state_create(const lf_model *model, int32_t batch, lf_state **out)
@@ -199,14 +318,6 @@ void lf_state_free(lf_state *state)
 
 int32_t lf_state_batch(const lf_state *state) { return state ? state->batch : -1; }
 
-size_t lf_state_layer_offset(const lf_state *s, int32_t layer)
-{
-    size_t off = 0;
-    for (int32_t l = 0; l < layer; l++)
-        off += (size_t)s->model->layers[l].Hp;
-    return off * (size_t)s->batch;
-}
-
 lf_status lf_state_reset(lf_state *s, const int32_t *indices, int32_t n)
 {
     if (!s)
@@ -222,8 +333,9 @@ lf_status lf_state_reset(lf_state *s, const int32_t *indices, int32_t n)
     for (int32_t i = 0; i < n; i++)
         if (indices[i] < 0 || indices[i] >= s->batch)
             return LF_E_BATCH_MISMATCH;
-    for (int32_t l = 0; l < s->model->num_layers; l++) {
-        const size_t Hp = (size_t)s->model->layers[l].Hp, off = lf_state_layer_offset(s, l);
+    for (int32_t k = 0; k < s->model->num_slots; k++) {
+        const lf_op *op = lf_slot_op(s->model, k);
+        const size_t Hp = (size_t)op->rnn.Hp, off = (size_t)op->state_off * (size_t)s->batch;
         for (int32_t i = 0; i < n; i++) {
             memset(s->h + off + (size_t)indices[i] * Hp, 0, Hp * sizeof(float));
             memset(s->c + off + (size_t)indices[i] * Hp, 0, Hp * sizeof(float));
@@ -232,41 +344,44 @@ lf_status lf_state_reset(lf_state *s, const int32_t *indices, int32_t n)
     return LF_OK;
 }
 
-lf_status lf_state_set(lf_state *s, int32_t layer, const float *h, const float *c)
+/* Copies (B, H) rows between a caller's array and a state array of rows Hp; NULL src = 0. */
+static void copy_rows(float *dst, size_t dld, const float *src, size_t sld, size_t B, size_t H)
+{
+    for (size_t b = 0; b < B; b++) {
+        if (src)
+            memcpy(dst + b * dld, src + b * sld, H * sizeof(float));
+        else
+            memset(dst + b * dld, 0, H * sizeof(float));
+    }
+}
+
+lf_status lf_state_set(lf_state *s, int32_t k, const float *h, const float *c)
 {
     if (!s)
         return LF_E_NULL;
-    if (layer < 0 || layer >= s->model->num_layers)
+    const lf_op *op = lf_slot_op(s->model, k);
+    if (!op)
         return LF_E_INVALID_SIZE;
-    const size_t H = (size_t)s->model->layers[layer].H, Hp = (size_t)s->model->layers[layer].Hp;
-    float *hs = s->h + lf_state_layer_offset(s, layer), *cs = s->c + lf_state_layer_offset(s, layer);
-    for (size_t b = 0; b < (size_t)s->batch; b++) {
-        if (h)
-            memcpy(hs + b * Hp, h + b * H, H * sizeof(float));
-        else
-            memset(hs + b * Hp, 0, H * sizeof(float));
-        if (c)
-            memcpy(cs + b * Hp, c + b * H, H * sizeof(float));
-        else
-            memset(cs + b * Hp, 0, H * sizeof(float));
-    }
+    const size_t H = (size_t)op->rnn.H, Hp = (size_t)op->rnn.Hp;
+    const size_t off = (size_t)op->state_off * (size_t)s->batch;
+    copy_rows(s->h + off, Hp, h, H, (size_t)s->batch, H);
+    copy_rows(s->c + off, Hp, c, H, (size_t)s->batch, H);
     return LF_OK;
 }
 
-lf_status lf_state_get(const lf_state *s, int32_t layer, float *h, float *c)
+lf_status lf_state_get(const lf_state *s, int32_t k, float *h, float *c)
 {
     if (!s)
         return LF_E_NULL;
-    if (layer < 0 || layer >= s->model->num_layers)
+    const lf_op *op = lf_slot_op(s->model, k);
+    if (!op)
         return LF_E_INVALID_SIZE;
-    const size_t H = (size_t)s->model->layers[layer].H, Hp = (size_t)s->model->layers[layer].Hp;
-    const size_t off = lf_state_layer_offset(s, layer);
-    for (size_t b = 0; b < (size_t)s->batch; b++) {
-        if (h)
-            memcpy(h + b * H, s->h + off + b * Hp, H * sizeof(float));
-        if (c)
-            memcpy(c + b * H, s->c + off + b * Hp, H * sizeof(float));
-    }
+    const size_t H = (size_t)op->rnn.H, Hp = (size_t)op->rnn.Hp;
+    const size_t off = (size_t)op->state_off * (size_t)s->batch;
+    if (h)
+        copy_rows(h, H, s->h + off, Hp, (size_t)s->batch, H);
+    if (c)
+        copy_rows(c, H, s->c + off, Hp, (size_t)s->batch, H);
     return LF_OK;
 }
 

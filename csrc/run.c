@@ -1,7 +1,9 @@
-/* lf_run: blocks of time steps, layer by layer. Per block and layer, one GEMM projects the
+/* lf_run: blocks of time steps, layer by layer. Per block and LSTM layer, one GEMM projects the
  * inputs of all steps; then the recurrence runs step by step on the packed SIMD kernels (or,
  * above the kernel level's packed_max_batch, on BLAS + a fused pointwise pass). A single step
- * of a packed-size batch skips the GEMM: the packed kernel reads x and h in one pass. */
+ * of a packed-size batch skips the GEMM: the packed kernel reads x and h in one pass.
+ * Rows of the block buffers are time-major: row t*B + b. Layers after a RETURN_LAST layer run
+ * once, after the last block, on one row per sequence. */
 #include <string.h>
 
 #include "blas.h"
@@ -15,19 +17,26 @@ lf_plan lf_make_plan(const lf_model *m, int32_t batch, int32_t steps)
     if (!m || batch < 1 || batch > LF_MAX_DIM || steps < 1 || steps > LF_MAX_DIM)
         return p;
     int32_t bs = LF_BLOCK_ROWS / batch;
-    p.block_steps = bs < 1 ? 1 : (bs > steps ? steps : bs);
-    size_t rows, n;
-    if (!lf_mul_size((size_t)p.block_steps, (size_t)batch, &rows)
-        || !lf_mul_size(rows, (size_t)m->layers[0].I, &n))
+    p.block_steps = m->whole_call || bs > steps ? steps : (bs < 1 ? 1 : bs);
+    const size_t B = (size_t)batch;
+    size_t rows, n, total = 0;
+    if (!lf_mul_size((size_t)p.block_steps, B, &rows))
         return p;
-    p.xin_floats = round_floats(n);
-    if (!lf_mul_size(rows, 4 * (size_t)m->hp_max, &n))
-        return p;
-    p.xproj_floats = round_floats(n);
-    p.out_floats = round_floats(rows * (size_t)m->hp_max);
-    size_t total = p.xin_floats + p.xproj_floats + 2 * p.out_floats;
-    if (total < p.xproj_floats || !lf_mul_size(total, sizeof(float), &total)
-        || total > SIZE_MAX - LF_ALIGN || total > (size_t)INT32_MAX * 4 * sizeof(float))
+    const size_t sizes[] = {(size_t)m->ops[0].in, 4 * (size_t)m->hp_max, (size_t)m->width_max,
+                            1, (size_t)(m->hp_max > m->width_max ? m->hp_max : m->width_max),
+                            (size_t)m->state_hp_sum};
+    const size_t count[] = {rows, rows, rows, rows / 4 + 1, B, B};
+    size_t *out[] = {&p.xin, &p.xproj, &p.buf, &p.mask, &p.rowbuf, &p.lastout};
+    const size_t copies[] = {1, 1, 2, 1, 4, 1};
+    for (int i = 0; i < 6; i++) {
+        if (!lf_mul_size(sizes[i], count[i], &n) || n > SIZE_MAX / 8)
+            return p;
+        *out[i] = round_floats(n);
+        if (!lf_mul_size(*out[i], copies[i], &n) || total + n < total)
+            return p;
+        total += n;
+    }
+    if (!lf_mul_size(total, sizeof(float), &total) || total > SIZE_MAX - LF_ALIGN)
         return p;
     p.total_bytes = total + LF_ALIGN;
     return p;
@@ -68,49 +77,243 @@ static int strides_ok(int32_t B, int32_t T, int32_t n, ptrdiff_t sb, ptrdiff_t s
     return 1;
 }
 
-/* One layer over n steps. Input rows r = t*B + b at in + r*ld_in; outputs (n*B, Hp) to out. */
-static void run_layer(const lf_model *m, const lf_layer *L, int32_t B, int32_t n,
-                      const float *in, ptrdiff_t ld_in, float *h_state, float *c_state,
-                      float *xproj, float *out)
+/* The per-call buffers of the workspace. */
+typedef struct lf_bufs {
+    float *xin, *xproj, *buf[2], *hnew, *cold, *lastout, *coll[2];
+    unsigned char *mask;
+} lf_bufs;
+
+/* One recurrent step for all B rows: gates (with x projected, or x read by the fused kernel). */
+static void lstm_step(const lf_model *m, const lf_layer *L, int32_t B, const float *x,
+                      ptrdiff_t ldx, float *gates, const float *h_prev, float *c, float *h_out)
 {
     const lf_kernels *k = m->kernels;
-    const size_t Hp = (size_t)L->Hp, G = 4 * Hp;
-    const int small = B <= k->packed_max_batch;
-    if (small && n == 1) {
-        k->lstm_packed(L, B, in, ld_in, NULL, 0, h_state, c_state, out);
+    const int G = 4 * L->Hp;
+    if (B <= k->packed_max_batch) {
+        k->lstm_packed(L, B, x, ldx, x ? NULL : gates, G, h_prev, c, h_out);
     } else {
-        lf_sgemm(n * B, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, xproj, (int)G, 0);
-        for (int32_t t = 0; t < n; t++) {
-            const float *h_prev = t == 0 ? h_state : out + (size_t)(t - 1) * B * Hp;
-            float *gates = xproj + (size_t)t * B * G, *h_out = out + (size_t)t * B * Hp;
-            if (small) {
-                k->lstm_packed(L, B, NULL, 0, gates, (ptrdiff_t)G, h_prev, c_state, h_out);
+        lf_sgemm(B, G, L->H, h_prev, L->Hp, L->whh_t, G, gates, G, 1);
+        k->lstm_pointwise(L, B, gates, c, h_out);
+    }
+}
+
+/* One LSTM layer over n steps. Input rows r = t*B + b at in + r*ld_in; outputs (n*B, Hp), in
+ * processing order, to out. mask (n*B bytes, 0 = masked) may be NULL. */
+static void run_lstm(const lf_model *m, const lf_op *op, int32_t B, int32_t n,
+                     const float *in, ptrdiff_t ld_in, const unsigned char *mask,
+                     float *h_state, float *c_state, float *lastout, const lf_bufs *w,
+                     float *out)
+{
+    const lf_layer *L = &op->rnn;
+    const size_t Hp = (size_t)L->Hp, G = 4 * Hp, row_bytes = Hp * sizeof(float);
+    const int fused = n == 1 && B <= m->kernels->packed_max_batch;
+    const int back = (op->flags & LF_LAYER_GO_BACKWARDS) != 0;
+    const int zero_out = (op->flags & LF_LAYER_ZERO_MASKED_OUTPUT) != 0;
+    if (!fused)
+        lf_sgemm(n * B, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
+    for (int32_t p = 0; p < n; p++) {
+        const int32_t t = back ? n - 1 - p : p;
+        const float *x = fused ? in : NULL;
+        float *gates = w->xproj + (size_t)t * B * G, *h_out = out + (size_t)p * B * Hp;
+        const unsigned char *mk = mask ? mask + (size_t)t * B : NULL;
+        if (!mk) {
+            const float *h_prev = p == 0 ? h_state : h_out - (size_t)B * Hp;
+            lstm_step(m, L, B, x, ld_in, gates, h_prev, c_state, h_out);
+            continue;
+        }
+        if (!memchr(mk, 0, (size_t)B)) {
+            lstm_step(m, L, B, x, ld_in, gates, h_state, c_state, h_out);
+            memcpy(h_state, h_out, (size_t)B * row_bytes);
+            if (!zero_out)
+                memcpy(lastout, h_out, (size_t)B * row_bytes);
+            continue;
+        }
+        for (int32_t b = 0; b < B; b++)
+            if (!mk[b])
+                memcpy(w->cold + b * Hp, c_state + b * Hp, row_bytes);
+        lstm_step(m, L, B, x, ld_in, gates, h_state, c_state, w->hnew);
+        for (int32_t b = 0; b < B; b++) {
+            float *o = h_out + b * Hp;
+            if (mk[b]) {
+                memcpy(h_state + b * Hp, w->hnew + b * Hp, row_bytes);
+                memcpy(o, w->hnew + b * Hp, row_bytes);
+                if (!zero_out)
+                    memcpy(lastout + b * Hp, o, row_bytes);
             } else {
-                lf_sgemm(B, (int)G, L->H, h_prev, (int)Hp, L->whh_t, (int)G, gates, (int)G, 1);
-                k->lstm_pointwise(L, B, gates, c_state, h_out);
+                memcpy(c_state + b * Hp, w->cold + b * Hp, row_bytes);
+                if (zero_out)
+                    memset(o, 0, row_bytes);
+                else
+                    memcpy(o, lastout + b * Hp, row_bytes);
             }
         }
     }
-    memcpy(h_state, out + (size_t)(n - 1) * B * Hp, (size_t)B * Hp * sizeof(float));
+    if (!mask)
+        memcpy(h_state, out + (size_t)(n - 1) * B * Hp, (size_t)B * row_bytes);
 }
 
-lf_status lf_run(const lf_model *m, lf_state *s, int32_t T,
-                 const float *x, ptrdiff_t x_sb, ptrdiff_t x_st,
-                 float *y, ptrdiff_t y_sb, ptrdiff_t y_st,
-                 uint32_t flags, void *ws, size_t ws_bytes)
+static void run_dense(const lf_model *m, const lf_op *op, int32_t rows, const float *in,
+                      ptrdiff_t ld_in, float *out)
 {
-    if (!m || !s || !x)
+    const lf_kernels *k = m->kernels;
+    const int rowwise = op->act == LF_ACT_SOFTMAX || op->act == LF_ACT_LOG_SOFTMAX;
+    if (rows <= LF_DENSE_SMALL_ROWS) {
+        k->dense_small(op->w, op->bias, op->in, op->ld, rows, in, ld_in, out);
+        if (!rowwise && op->act != LF_ACT_LINEAR)
+            k->bias_act(op->act, NULL, rows, op->ld, out);
+    } else {
+        lf_sgemm(rows, op->ld, op->in, in, (int)ld_in, op->w, op->ld, out, op->ld, 0);
+        k->bias_act(rowwise ? LF_ACT_LINEAR : op->act, op->bias, rows, op->ld, out);
+    }
+    if (rowwise)
+        lf_softmax_rows(op->act == LF_ACT_LOG_SOFTMAX, rows, op->out, op->ld, out);
+}
+
+/* Keras Masking: a row whose features all equal the mask value is masked and zeroed. */
+static void run_masking(const lf_op *op, int32_t rows, const float *in, ptrdiff_t ld_in,
+                        unsigned char *mask, float *out)
+{
+    for (int32_t r = 0; r < rows; r++) {
+        const float *x = in + r * ld_in;
+        float *y = out + (size_t)r * op->ld;
+        int keep = 0;
+        for (int32_t i = 0; i < op->in; i++)
+            keep |= x[i] != op->mask_value;
+        if (mask)
+            mask[r] &= (unsigned char)keep;
+        if (keep)
+            memcpy(y, x, (size_t)op->in * sizeof(float));
+        else
+            memset(y, 0, (size_t)op->in * sizeof(float));
+    }
+}
+
+static lf_status check_inputs(const lf_model *m, const lf_state *s, const lf_io *io)
+{
+    const int32_t B = s->batch, T = io->steps, O = m->ops[m->num_ops - 1].out;
+    if (m->ops[0].kind == LF_LAYER_EMBEDDING ? (!io->ids || io->x) : (!io->x || io->ids))
+        return io->x || io->ids ? LF_E_INPUT_KIND : LF_E_NULL;
+    if (io->y && (m->collapse >= 0 ? B > 1 && (io->y_stride_batch < 0 ? -io->y_stride_batch
+                                                : io->y_stride_batch) < O
+                                    : !strides_ok(B, T, O, io->y_stride_batch,
+                                                  io->y_stride_time)))
+        return LF_E_STRIDE;
+    if (io->lengths)
+        for (int32_t b = 0; b < B; b++)
+            if (io->lengths[b] < 0 || io->lengths[b] > T)
+                return LF_E_BAD_LENGTH;
+    if (io->ids) {
+        const int32_t V = m->ops[0].in;
+        for (int32_t b = 0; b < B; b++)
+            for (int32_t t = 0; t < T; t++) {
+                const int32_t id = io->ids[b * io->x_stride_batch + t * io->x_stride_time];
+                if (id < 0 || id >= V)
+                    return LF_E_BAD_ID;
+            }
+    } else if ((io->flags & LF_RUN_CHECK_FINITE)
+               && has_nonfinite(io->x, B, T, m->ops[0].in, io->x_stride_batch,
+                                io->x_stride_time)) {
+        return LF_E_NONFINITE;
+    }
+    return LF_OK;
+}
+
+/* Fills rows [0, n*B) of the first buffer (and the mask) from the caller's input. Returns the
+ * index of the first op still to run; *in / *ld point at its input. */
+static int32_t load_block(const lf_model *m, const lf_io *io, int32_t B, int32_t t0, int32_t n,
+                          const lf_bufs *w, const float **in, ptrdiff_t *ld)
+{
+    const lf_op *op0 = &m->ops[0];
+    const ptrdiff_t sb = io->x_stride_batch, st = io->x_stride_time;
+    if (w->mask)
+        for (int32_t t = 0; t < n; t++)
+            for (int32_t b = 0; b < B; b++)
+                w->mask[(size_t)t * B + b] = !io->lengths || t0 + t < io->lengths[b];
+    if (op0->kind == LF_LAYER_EMBEDDING) {
+        for (int32_t t = 0; t < n; t++)
+            for (int32_t b = 0; b < B; b++) {
+                const size_t r = (size_t)t * B + b;
+                const int32_t id = io->ids[b * sb + (t0 + t) * st];
+                memcpy(w->buf[0] + r * op0->ld, op0->w + (size_t)id * op0->out,
+                       (size_t)op0->out * sizeof(float));
+                if (w->mask && (op0->flags & LF_LAYER_MASK_ZERO) && id == 0)
+                    w->mask[r] = 0;
+            }
+        *in = w->buf[0];
+        *ld = op0->ld;
+        return 1;
+    }
+    const int32_t I = op0->in;
+    if (B == 1 && (n == 1 || (st >= I && st <= INT32_MAX))) { /* BLAS lda is an int */
+        *in = io->x + (ptrdiff_t)t0 * st;
+        *ld = n == 1 ? I : st;
+    } else {
+        for (int32_t t = 0; t < n; t++)
+            for (int32_t b = 0; b < B; b++)
+                memcpy(w->xin + ((size_t)t * B + b) * I, io->x + b * sb + (t0 + t) * st,
+                       (size_t)I * sizeof(float));
+        *in = w->xin;
+        *ld = I;
+    }
+    return 0;
+}
+
+/* Runs ops [first, last) on `rows` rows; returns the buffer holding the result. */
+static const float *run_ops(const lf_model *m, lf_state *s, int32_t first, int32_t last,
+                            int32_t n, const float *in, ptrdiff_t ld, const lf_bufs *w,
+                            float *const bufs[2], int *mask_on, ptrdiff_t *ld_out)
+{
+    const int32_t B = s->batch, rows = n * B;
+    for (int32_t l = first; l < last; l++) {
+        const lf_op *op = &m->ops[l];
+        float *out = bufs[(l - first) & 1] == in ? bufs[((l - first) & 1) ^ 1]
+                                                 : bufs[(l - first) & 1];
+        switch (op->kind) {
+        case LF_LAYER_LSTM: {
+            const size_t off = (size_t)op->state_off * (size_t)B;
+            run_lstm(m, op, B, n, in, ld, *mask_on ? w->mask : NULL, s->h + off, s->c + off,
+                     w->lastout + off, w, out);
+            break;
+        }
+        case LF_LAYER_DENSE:
+            run_dense(m, op, rows, in, ld, out);
+            break;
+        case LF_LAYER_MASKING:
+            run_masking(op, rows, in, ld, w->mask, out);
+            *mask_on = w->mask != NULL;
+            break;
+        case LF_LAYER_EMBEDDING:
+            break;
+        }
+        in = out;
+        ld = op->ld;
+    }
+    *ld_out = ld;
+    return in;
+}
+
+static void store_rows(const float *src, ptrdiff_t ld, int32_t B, int32_t n, int32_t O,
+                       float *y, ptrdiff_t sb, ptrdiff_t st)
+{
+    for (int32_t t = 0; t < n; t++)
+        for (int32_t b = 0; b < B; b++)
+            memcpy(y + b * sb + t * st, src + ((size_t)t * B + b) * ld, (size_t)O * sizeof(float));
+}
+
+lf_status lf_run(const lf_model *m, lf_state *s, const lf_io *io, void *ws, size_t ws_bytes)
+{
+    if (!m || !s || !io)
         return LF_E_NULL;
     if (s->model != m)
         return LF_E_BATCH_MISMATCH;
+    const int32_t T = io->steps, B = s->batch;
     if (T < 0 || T > LF_MAX_DIM)
         return LF_E_INVALID_SIZE;
     if (T == 0)
         return LF_OK;
-    const int32_t B = s->batch, I = m->layers[0].I;
-    const lf_layer *last = &m->layers[m->num_layers - 1];
-    if (y && !strides_ok(B, T, last->H, y_sb, y_st))
-        return LF_E_STRIDE;
+    lf_status st = check_inputs(m, s, io);
+    if (st != LF_OK)
+        return st;
     lf_plan p = lf_make_plan(m, B, T);
     if (p.total_bytes == 0)
         return LF_E_TOO_LARGE;
@@ -118,46 +321,48 @@ lf_status lf_run(const lf_model *m, lf_state *s, int32_t T,
         return LF_E_NULL;
     if (ws_bytes < p.total_bytes)
         return LF_E_WORKSPACE;
-    if ((flags & LF_RUN_CHECK_FINITE) && has_nonfinite(x, B, T, I, x_sb, x_st))
-        return LF_E_NONFINITE;
 
-    float *base = (float *)(((uintptr_t)ws + LF_ALIGN - 1) & ~(uintptr_t)(LF_ALIGN - 1));
-    float *xin = base, *xproj = xin + p.xin_floats;
-    float *buf[2] = {xproj + p.xproj_floats, xproj + p.xproj_floats + p.out_floats};
+    float *f = (float *)(((uintptr_t)ws + LF_ALIGN - 1) & ~(uintptr_t)(LF_ALIGN - 1));
+    lf_bufs w;
+    w.xin = f;
+    w.xproj = w.xin + p.xin;
+    w.buf[0] = w.xproj + p.xproj;
+    w.buf[1] = w.buf[0] + p.buf;
+    w.hnew = w.buf[1] + p.buf;
+    w.cold = w.hnew + p.rowbuf;
+    w.coll[0] = w.cold + p.rowbuf;
+    w.coll[1] = w.coll[0] + p.rowbuf;
+    w.lastout = w.coll[1] + p.rowbuf;
+    const int masked = io->lengths || m->mask_source;
+    w.mask = masked ? (unsigned char *)(w.lastout + p.lastout) : NULL;
+    if (masked)
+        memset(w.lastout, 0, (size_t)m->state_hp_sum * (size_t)B * sizeof(float));
+
+    const int32_t seq_end = m->collapse >= 0 ? m->collapse + 1 : m->num_ops;
+    const int32_t O = m->ops[m->num_ops - 1].out;
+    int mask_on = 0;
     for (int32_t t0 = 0; t0 < T; t0 += p.block_steps) {
         const int32_t n = T - t0 < p.block_steps ? T - t0 : p.block_steps;
         const float *in;
         ptrdiff_t ld;
-        if (B == 1 && (n == 1 || (x_st >= I && x_st <= INT32_MAX))) { /* BLAS lda is an int */
-            in = x + (ptrdiff_t)t0 * x_st;
-            ld = n == 1 ? I : x_st;
-        } else {
-            for (int32_t t = 0; t < n; t++)
-                for (int32_t b = 0; b < B; b++)
-                    memcpy(xin + ((size_t)t * B + b) * I, x + b * x_sb + (t0 + t) * x_st,
-                           (size_t)I * sizeof(float));
-            in = xin;
-            ld = I;
-        }
-        for (int32_t l = 0; l < m->num_layers; l++) {
-            const lf_layer *L = &m->layers[l];
-            const size_t off = lf_state_layer_offset(s, l);
-            float *out = buf[l & 1];
-            run_layer(m, L, B, n, in, ld, s->h + off, s->c + off, xproj, out);
-            in = out;
-            ld = L->Hp;
-        }
-        if (y)
-            for (int32_t t = 0; t < n; t++)
-                for (int32_t b = 0; b < B; b++)
-                    memcpy(y + b * y_sb + (t0 + t) * y_st, in + ((size_t)t * B + b) * last->Hp,
-                           (size_t)last->H * sizeof(float));
+        mask_on = io->lengths || (m->ops[0].flags & LF_LAYER_MASK_ZERO);
+        int32_t first = load_block(m, io, B, t0, n, &w, &in, &ld);
+        in = run_ops(m, s, first, seq_end, n, in, ld, &w, w.buf, &mask_on, &ld);
+        if (m->collapse < 0 && io->y)
+            store_rows(in, ld, B, n, O, io->y + (ptrdiff_t)t0 * io->y_stride_time,
+                       io->y_stride_batch, io->y_stride_time);
+    }
+    if (m->collapse >= 0) {
+        const lf_op *op = &m->ops[m->collapse];
+        const size_t off = (size_t)op->state_off * (size_t)B;
+        /* mask_on: whether the collapsing layer ran under a mask. */
+        const int keras_last = mask_on && !(op->flags & LF_LAYER_ZERO_MASKED_OUTPUT);
+        const float *in = keras_last ? w.lastout + off : s->h + off;
+        ptrdiff_t ld = op->rnn.Hp;
+        mask_on = 0;
+        in = run_ops(m, s, m->collapse + 1, m->num_ops, 1, in, ld, &w, w.coll, &mask_on, &ld);
+        if (io->y)
+            store_rows(in, ld, B, 1, O, io->y, io->y_stride_batch, 0);
     }
     return LF_OK;
-}
-
-lf_status lf_step(const lf_model *m, lf_state *s, const float *x, ptrdiff_t x_stride,
-                  float *y, ptrdiff_t y_stride, uint32_t flags, void *ws, size_t ws_bytes)
-{
-    return lf_run(m, s, 1, x, x_stride, 0, y, y_stride, 0, flags, ws, ws_bytes);
 }

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+
 from . import _blas
 
 _blas_lib = _blas.load()
@@ -19,23 +21,62 @@ from .errors import (  # noqa: E402
     CpuFeatureError,
     DTypeError,
     EngineError,
+    FormatVersionError,
     InputError,
     LstmFastError,
+    ModelFileError,
     NonFiniteError,
     ShapeError,
     UnsupportedModelError,
     WeightsError,
 )
 from .model import Model, Stream  # noqa: E402
-from .spec import LSTMLayerSpec, ModelSpec  # noqa: E402
+from .spec import (  # noqa: E402
+    DenseSpec,
+    EmbeddingSpec,
+    LSTMLayerSpec,
+    MaskingSpec,
+    ModelSpec,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CpuFeatureError", "DTypeError", "EngineError", "InputError", "LSTMLayerSpec",
-    "LstmFastError", "Model", "ModelSpec", "NonFiniteError", "ShapeError", "Stream",
-    "UnsupportedModelError", "WeightsError", "blas_info", "from_torch", "set_num_threads",
+    "CpuFeatureError", "DTypeError", "DenseSpec", "EmbeddingSpec", "EngineError",
+    "FormatVersionError", "InputError", "LSTMLayerSpec", "LstmFastError", "MaskingSpec", "Model",
+    "ModelFileError", "ModelSpec", "NonFiniteError", "ShapeError", "Stream",
+    "UnsupportedModelError", "WeightsError", "blas_info", "from_keras", "from_torch", "load",
+    "set_num_threads",
 ]
+
+
+def load(path: str | os.PathLike[str], *, isa: str | None = None) -> Model:
+    """Load a model file written by ``lstm-fast convert`` or :meth:`Model.save`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The model file (safetensors container; no code is executed when reading it).
+    isa : str, optional
+        See :class:`Model`.
+
+    Raises
+    ------
+    ModelFileError
+        When the file is not an lstm_fast model, or is truncated or corrupted.
+    FormatVersionError
+        When the file was written by a newer lstm_fast.
+    """
+    from .format import load_spec
+
+    return Model(load_spec(path), isa=isa)
+
+
+def from_keras(model: object, *, isa: str | None = None) -> Model:
+    """Convert a live Keras model (see :func:`lstm_fast.converters.keras.from_keras`)."""
+    from .converters.keras import from_keras as convert
+
+    return convert(model, isa=isa)
 
 
 def set_num_threads(n: int) -> None:

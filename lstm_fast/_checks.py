@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DTypeError, ShapeError
+from .errors import DTypeError, InputError, ShapeError
 
 
 def _shape_text(shape: tuple[Any, ...]) -> str:
@@ -46,3 +46,36 @@ def check_array(a: Any, name: str, expected: tuple[Any, ...]) -> np.ndarray:
             f"{name} has shape {_shape_text(arr.shape)}; expected {_shape_text(expected)}"
         )
     return arr
+
+
+def check_ids(a: Any, name: str, expected: tuple[Any, ...]) -> np.ndarray:
+    """Token ids for an Embedding model: integers, converted to int32 (unit inner stride)."""
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "iu":
+        raise DTypeError(f"{name} has dtype {arr.dtype}; this model starts with an Embedding "
+                         f"and takes integer ids")
+    if arr.ndim != len(expected) or any(
+        isinstance(e, int) and d != e for d, e in zip(arr.shape, expected, strict=True)
+    ):
+        raise ShapeError(
+            f"{name} has shape {_shape_text(arr.shape)}; expected {_shape_text(expected)}"
+        )
+    if arr.dtype != np.int32:
+        if arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
+            raise InputError(f"{name} holds ids outside the int32 range")
+        arr = arr.astype(np.int32)
+    if arr.ndim and (arr.strides[-1] != 4 or any(s % 4 for s in arr.strides)):
+        arr = np.ascontiguousarray(arr)
+    return arr
+
+
+def check_lengths(lengths: Any, batch: int) -> np.ndarray:
+    """Valid steps per sequence: (B,) integers, as a contiguous int32 array."""
+    arr = np.asarray(lengths)
+    if arr.dtype.kind not in "iu":
+        raise DTypeError(f"lengths has dtype {arr.dtype}; expected integers")
+    if arr.shape != (batch,):
+        raise ShapeError(f"lengths has shape {_shape_text(arr.shape)}; expected ({batch},)")
+    if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(np.int32).max):
+        raise InputError("lengths must be >= 0")
+    return np.ascontiguousarray(arr, dtype=np.int32)

@@ -7,8 +7,8 @@ from libc.stdint cimport int32_t, uint32_t
 
 import numpy as np
 
-from ._checks import check_array
-from .errors import (CpuFeatureError, EngineError, NonFiniteError, ShapeError,
+from ._checks import check_array, check_ids, check_lengths
+from .errors import (CpuFeatureError, EngineError, InputError, NonFiniteError, ShapeError,
                      WeightsError)
 
 cnp.import_array()
@@ -16,43 +16,79 @@ cnp.import_array()
 cdef extern from "lstm_fast.h" nogil:
     ctypedef enum lf_status:
         LF_OK, LF_E_NULL, LF_E_INVALID_SIZE, LF_E_TOO_LARGE, LF_E_NO_MEMORY, LF_E_WORKSPACE,
-        LF_E_NONFINITE, LF_E_BATCH_MISMATCH, LF_E_ISA_UNAVAILABLE, LF_E_STRIDE
+        LF_E_NONFINITE, LF_E_BATCH_MISMATCH, LF_E_ISA_UNAVAILABLE, LF_E_STRIDE, LF_E_BAD_LAYER,
+        LF_E_BAD_ID, LF_E_BAD_LENGTH, LF_E_INPUT_KIND
     ctypedef enum lf_isa:
         LF_ISA_AUTO, LF_ISA_PORTABLE, LF_ISA_AVX2, LF_ISA_AVX512
+    ctypedef enum lf_layer_kind:
+        LF_LAYER_LSTM, LF_LAYER_DENSE, LF_LAYER_EMBEDDING, LF_LAYER_MASKING
+    ctypedef enum lf_activation:
+        pass
     ctypedef struct lf_model:
         pass
     ctypedef struct lf_state:
         pass
-    ctypedef struct lf_lstm_weights:
+    ctypedef struct lf_layer_desc:
+        lf_layer_kind kind
         int32_t input_size
-        int32_t hidden_size
-        const float *w_ih
-        const float *w_hh
+        int32_t units
+        const float *w
+        const float *w_rec
         const float *bias
+        lf_activation activation
+        lf_activation recurrent_activation
+        uint32_t flags
+        float mask_value
+    ctypedef struct lf_io:
+        int32_t steps
+        const float *x
+        const int32_t *ids
+        ptrdiff_t x_stride_batch
+        ptrdiff_t x_stride_time
+        const int32_t *lengths
+        float *y
+        ptrdiff_t y_stride_batch
+        ptrdiff_t y_stride_time
+        uint32_t flags
     unsigned LF_RUN_CHECK_FINITE
-    int LF_MAX_DIM
+    unsigned LF_LAYER_RETURN_LAST, LF_LAYER_GO_BACKWARDS, LF_LAYER_MASK_ZERO
+    unsigned LF_LAYER_ZERO_MASKED_OUTPUT
+    int LF_MAX_DIM, LF_MAX_LAYERS
     const char *lf_status_string(lf_status status)
     lf_isa lf_cpu_best_isa()
-    lf_status lf_model_create(const lf_lstm_weights *layers, int32_t num_layers, lf_isa isa,
+    lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_isa isa,
                               lf_model **out)
     void lf_model_free(lf_model *model)
     lf_isa lf_model_isa(const lf_model *model)
+    int32_t lf_model_num_recurrent(const lf_model *model)
+    int32_t lf_model_hidden_size(const lf_model *model, int32_t k)
+    int32_t lf_model_input_size(const lf_model *model)
+    int32_t lf_model_output_size(const lf_model *model)
+    int lf_model_takes_ids(const lf_model *model)
+    int lf_model_returns_last(const lf_model *model)
     lf_status lf_state_create(const lf_model *model, int32_t batch, lf_state **out)
     void lf_state_free(lf_state *state)
     lf_status lf_state_reset(lf_state *state, const int32_t *indices, int32_t n)
-    lf_status lf_state_set(lf_state *state, int32_t layer, const float *h, const float *c)
-    lf_status lf_state_get(const lf_state *state, int32_t layer, float *h, float *c)
+    lf_status lf_state_set(lf_state *state, int32_t k, const float *h, const float *c)
+    lf_status lf_state_get(const lf_state *state, int32_t k, float *h, float *c)
     size_t lf_workspace_size(const lf_model *model, int32_t batch, int32_t steps)
-    lf_status lf_run(const lf_model *model, lf_state *state, int32_t steps,
-                     const float *x, ptrdiff_t x_sb, ptrdiff_t x_st,
-                     float *y, ptrdiff_t y_sb, ptrdiff_t y_st,
-                     uint32_t flags, void *ws, size_t ws_bytes)
+    lf_status lf_run(const lf_model *model, lf_state *state, const lf_io *io,
+                     void *ws, size_t ws_bytes)
     const char *lf_blas_core_name()
     void lf_blas_set_num_threads(int32_t n)
 
 ISA_NAMES = {LF_ISA_PORTABLE: "portable", LF_ISA_AVX2: "avx2", LF_ISA_AVX512: "avx512"}
 ISA_CODES = {"auto": LF_ISA_AUTO, **{v: k for k, v in ISA_NAMES.items()}}
 MAX_DIM = LF_MAX_DIM
+KINDS = {"lstm": LF_LAYER_LSTM, "dense": LF_LAYER_DENSE, "embedding": LF_LAYER_EMBEDDING,
+         "masking": LF_LAYER_MASKING}
+# Order of enum lf_activation in lstm_fast.h.
+ACTIVATIONS = {name: code for code, name in enumerate((
+    "linear", "relu", "relu6", "tanh", "sigmoid", "hard_sigmoid", "hard_sigmoid_keras2",
+    "softsign", "softplus", "elu", "selu", "silu", "gelu", "exponential", "softmax",
+    "log_softmax"))}
+FLAGS = {"return_last": LF_LAYER_RETURN_LAST, "go_backwards": LF_LAYER_GO_BACKWARDS,
+         "mask_zero": LF_LAYER_MASK_ZERO, "zero_masked_output": LF_LAYER_ZERO_MASKED_OUTPUT}
 
 
 cdef int check(lf_status st, str what) except -1:
@@ -66,8 +102,14 @@ cdef int check(lf_status st, str what) except -1:
         raise CpuFeatureError(msg)
     if st == LF_E_NO_MEMORY:
         raise MemoryError(msg)
-    if st in (LF_E_INVALID_SIZE, LF_E_TOO_LARGE, LF_E_BATCH_MISMATCH):
+    if st in (LF_E_INVALID_SIZE, LF_E_TOO_LARGE, LF_E_BATCH_MISMATCH, LF_E_STRIDE):
         raise ShapeError(msg)
+    if st == LF_E_BAD_ID:
+        raise InputError(f"{what}: an id is outside [0, vocabulary size)")
+    if st == LF_E_BAD_LENGTH:
+        raise InputError(f"{what}: lengths must lie in [0, T]")
+    if st == LF_E_BAD_LAYER:
+        raise WeightsError(msg)
     raise EngineError(msg)
 
 
@@ -85,29 +127,48 @@ def blas_set_num_threads(int n):
 
 
 cdef class CModel:
-    """Owns an lf_model built from per-layer (w_ih, w_hh, bias) float32 C-contiguous arrays."""
+    """Owns an lf_model built from a list of layer dicts (see lstm_fast.model._layer_dicts):
+    kind, input_size, units, w, w_rec, bias (float32 C-contiguous or None), activation,
+    recurrent_activation, flags (names), mask_value."""
     cdef lf_model *ptr
-    cdef readonly int input_size
+    cdef readonly int input_size, output_size
+    cdef readonly bint takes_ids, returns_last
     cdef readonly tuple hidden_sizes
     cdef readonly str isa
 
     def __cinit__(self, list layers, str isa="auto"):
         cdef Py_ssize_t n = len(layers), l
-        cdef lf_lstm_weights[64] small
-        cdef lf_lstm_weights *descs = small
-        cdef const float[:, ::1] w_ih, w_hh
-        cdef const float[::1] bias
-        if n < 1 or n > 64:
-            raise WeightsError(f"a model needs 1 to 64 layers, got {n}")
+        cdef lf_layer_desc[256] descs
+        cdef const float[:, ::1] mat
+        cdef const float[::1] vec
+        if n < 1 or n > LF_MAX_LAYERS:
+            raise WeightsError(f"a model needs 1 to {LF_MAX_LAYERS} layers, got {n}")
         keep = []
         for l in range(n):
-            w_ih, w_hh, bias = layers[l]
-            keep.append((w_ih, w_hh, bias))
-            descs[l].input_size = w_ih.shape[1]
-            descs[l].hidden_size = w_hh.shape[1]
-            descs[l].w_ih = &w_ih[0, 0]
-            descs[l].w_hh = &w_hh[0, 0]
-            descs[l].bias = &bias[0]
+            d = layers[l]
+            descs[l].kind = KINDS[d["kind"]]
+            descs[l].input_size = d["input_size"]
+            descs[l].units = d["units"]
+            descs[l].w = descs[l].w_rec = descs[l].bias = NULL
+            if d.get("w") is not None:
+                mat = d["w"]
+                keep.append(mat)
+                descs[l].w = &mat[0, 0]
+            if d.get("w_rec") is not None:
+                mat = d["w_rec"]
+                keep.append(mat)
+                descs[l].w_rec = &mat[0, 0]
+            if d.get("bias") is not None:
+                vec = d["bias"]
+                keep.append(vec)
+                descs[l].bias = &vec[0]
+            descs[l].activation = <lf_activation>ACTIVATIONS[d.get("activation", "linear")]
+            descs[l].recurrent_activation = <lf_activation>ACTIVATIONS[
+                d.get("recurrent_activation", "sigmoid")]
+            descs[l].flags = 0
+            for name in d.get("flags", ()):
+                descs[l].flags |= FLAGS[name]
+            descs[l].mask_value = d.get("mask_value", 0.0)
         cdef lf_isa code = ISA_CODES[isa]
         cdef lf_status st
         with nogil:
@@ -116,8 +177,12 @@ cdef class CModel:
             raise CpuFeatureError(f"instruction set {isa!r} is not supported by this CPU "
                                   f"(best available: {best_isa()!r})")
         check(st, "building the model")
-        self.input_size = descs[0].input_size
-        self.hidden_sizes = tuple(descs[l].hidden_size for l in range(n))
+        self.input_size = lf_model_input_size(self.ptr)
+        self.output_size = lf_model_output_size(self.ptr)
+        self.takes_ids = lf_model_takes_ids(self.ptr)
+        self.returns_last = lf_model_returns_last(self.ptr)
+        self.hidden_sizes = tuple(lf_model_hidden_size(self.ptr, l)
+                                  for l in range(lf_model_num_recurrent(self.ptr)))
         self.isa = ISA_NAMES[lf_model_isa(self.ptr)]
 
     def __dealloc__(self):
@@ -125,7 +190,8 @@ cdef class CModel:
 
 
 cdef class CState:
-    """Owns an lf_state (h, c of every layer for `batch` sequences) and a reusable workspace."""
+    """Owns an lf_state (h, c of every recurrent layer for `batch` sequences) and a reusable
+    workspace."""
     cdef lf_state *ptr
     cdef readonly CModel model
     cdef readonly int batch
@@ -160,16 +226,20 @@ cdef class CState:
         if indices is None:
             check(lf_state_reset(self.ptr, NULL, 0), "reset")
             return
-        arr = np.ascontiguousarray(indices, dtype=np.int32).reshape(-1)
+        arr = np.asarray(indices)
+        if arr.dtype.kind not in "iu" and arr.size:
+            raise InputError(f"reset indices must be integers, got {indices!r}")
+        if arr.size and (arr.min() < 0 or arr.max() >= self.batch):
+            raise ShapeError(f"reset indices must be in [0, {self.batch}), got {indices!r}")
+        arr = np.ascontiguousarray(arr, dtype=np.int32).reshape(-1)
         if arr.size == 0:
             return
         idx = arr
-        if lf_state_reset(self.ptr, &idx[0], <int32_t>arr.size) != LF_OK:
-            raise ShapeError(f"reset indices must be in [0, {self.batch}), got {indices!r}")
+        check(lf_state_reset(self.ptr, &idx[0], <int32_t>arr.size), "reset")
 
     cdef int layer_size(self, int layer) except -1:
         if layer < 0 or layer >= len(self.model.hidden_sizes):
-            raise IndexError(f"layer {layer} out of range")
+            raise IndexError(f"recurrent layer {layer} out of range")
         return self.model.hidden_sizes[layer]
 
     def get(self, int layer):
@@ -187,10 +257,13 @@ cdef class CState:
             raise ShapeError(f"state of layer {layer} must be ({self.batch}, {H})")
         check(lf_state_set(self.ptr, layer, &h[0, 0], &c[0, 0]), "setting the state")
 
-    def run(self, x, bint check_finite=True):
-        """x: (B, T, I) float32; returns y (B, T, H_last)."""
+    def run(self, x, lengths=None, bint check_finite=True):
+        """x: (B, T, I) float32 or (B, T) ids; returns y (B, T, O), or (B, O) for
+        return-last models."""
         cdef cnp.ndarray xa = x if type(x) is cnp.ndarray else None
-        if (xa is None or cnp.PyArray_TYPE(xa) != cnp.NPY_FLOAT32
+        if self.model.takes_ids:
+            xa = check_ids(x, "ids", (self.batch, "T"))
+        elif (xa is None or cnp.PyArray_TYPE(xa) != cnp.NPY_FLOAT32
                 or cnp.PyArray_NDIM(xa) != 3 or xa.shape[0] != self.batch
                 or xa.shape[2] != self.model.input_size or xa.strides[2] != 4
                 or xa.strides[0] % 4 or xa.strides[1] % 4):
@@ -198,46 +271,60 @@ cdef class CState:
         cdef Py_ssize_t T = xa.shape[1]
         if T > MAX_DIM:
             raise ShapeError(f"x has {T} steps; at most {MAX_DIM} per call")
-        return self._run(xa, <int>T, check_finite)
+        return self._run(xa, <int>T, True, lengths, check_finite)
 
     def step(self, x, bint check_finite=True):
-        """x: (B, I) float32; returns y (B, H_last)."""
+        """x: (B, I) float32 or (B,) ids; returns y (B, O)."""
         cdef cnp.ndarray xa = x if type(x) is cnp.ndarray else None
-        if (xa is None or cnp.PyArray_TYPE(xa) != cnp.NPY_FLOAT32
+        if self.model.takes_ids:
+            xa = check_ids(x, "ids", (self.batch,))
+        elif (xa is None or cnp.PyArray_TYPE(xa) != cnp.NPY_FLOAT32
                 or cnp.PyArray_NDIM(xa) != 2 or xa.shape[0] != self.batch
                 or xa.shape[1] != self.model.input_size or xa.strides[1] != 4
                 or xa.strides[0] % 4):
             xa = check_array(x, "x_t", (self.batch, self.model.input_size))
-        return self._run(xa, 1, check_finite)
+        return self._run(xa, 1, False, None, check_finite)
 
-    cdef object _run(self, cnp.ndarray xa, int T, bint check_finite):
-        cdef int H = self.model.hidden_sizes[len(self.model.hidden_sizes) - 1]
+    cdef object _run(self, cnp.ndarray xa, int T, bint seq, object lengths, bint check_finite):
+        cdef int O = self.model.output_size
         cdef cnp.npy_intp dims[3]
-        cdef cnp.ndarray ya
-        cdef ptrdiff_t x_sb = xa.strides[0] // 4
-        cdef ptrdiff_t x_st = xa.strides[1] // 4 if xa.ndim == 3 else 0
-        cdef ptrdiff_t y_sb, y_st = 0
+        cdef cnp.ndarray ya, la
+        cdef lf_io io
         cdef lf_status st
-        self.reserve(T)
-        dims[0] = self.batch
-        if xa.ndim == 3:
-            dims[1] = T
-            dims[2] = H
-            ya = cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT32, 0)
-            y_sb = <ptrdiff_t>T * H
-            y_st = H
+        cdef int item = xa.itemsize
+        io.steps = T
+        io.x = NULL
+        io.ids = NULL
+        io.lengths = NULL
+        io.x_stride_batch = xa.strides[0] // item
+        io.x_stride_time = xa.strides[1] // item if seq else 0
+        if self.model.takes_ids:
+            io.ids = <const int32_t *>cnp.PyArray_DATA(xa)
         else:
-            dims[1] = H
+            io.x = <const float *>cnp.PyArray_DATA(xa)
+        if lengths is not None:
+            la = check_lengths(lengths, self.batch)
+            io.lengths = <const int32_t *>cnp.PyArray_DATA(la)
+        dims[0] = self.batch
+        if seq and not self.model.returns_last:
+            dims[1] = T
+            dims[2] = O
+            ya = cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT32, 0)
+            io.y_stride_batch = <ptrdiff_t>T * O
+        else:
+            dims[1] = O
             ya = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
-            y_sb = H
-        cdef float *yp = <float *>cnp.PyArray_DATA(ya)
+            io.y_stride_batch = O
+        io.y_stride_time = O
+        io.y = <float *>cnp.PyArray_DATA(ya)
+        io.flags = LF_RUN_CHECK_FINITE if check_finite else 0
         if T == 0:
+            if ya.ndim == 2:
+                ya.fill(0)
             return ya
-        cdef const float *xp = <const float *>cnp.PyArray_DATA(xa)
+        self.reserve(T)
         cdef void *wsp = cnp.PyArray_DATA(self.ws)
-        cdef uint32_t flags = LF_RUN_CHECK_FINITE if check_finite else 0
         with nogil:
-            st = lf_run(self.model.ptr, self.ptr, T, xp, x_sb, x_st, yp, y_sb, y_st,
-                        flags, wsp, self.ws_bytes)
+            st = lf_run(self.model.ptr, self.ptr, &io, wsp, self.ws_bytes)
         check(st, "running the model")
         return ya

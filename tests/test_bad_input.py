@@ -100,7 +100,7 @@ def test_bad_weights(rng):
         lf.Model.from_lstm_weights([(w[0][0][:8], w[0][1], None, None)])
     with pytest.raises(lf.WeightsError, match=r"biases must be \(16,\)"):
         lf.Model.from_lstm_weights([(w[0][0], w[0][1], np.zeros(3), None)])
-    with pytest.raises(lf.WeightsError, match="layer 1 expects inputs of size 3"):
+    with pytest.raises(lf.WeightsError, match=r"layer 1 \(lstm\) expects inputs of size 3"):
         lf.Model.from_lstm_weights([w[0], (w[0][0], w[0][1], None, None)])
     with pytest.raises(lf.WeightsError, match="NaN or Inf"):
         lf.Model.from_lstm_weights([(w[0][0] * np.nan, w[0][1], None, None)])

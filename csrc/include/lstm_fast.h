@@ -7,40 +7,60 @@
  *                 row-major float32 arrays (PyTorch layout); the caller's arrays are copied,
  *                 so they may be freed right after lf_model_create. A model is never written
  *                 after creation: any number of threads may run it at the same time.
- *   lf_state      One stream's recurrent state: h and c of every layer for B sequences.
- *                 Owned by one thread at a time. Allocated once (lf_state_create).
+ *   lf_state      One stream's recurrent state: h and c of every recurrent layer for B
+ *                 sequences. Owned by one thread at a time. Allocated once (lf_state_create).
  *   workspace     Caller-owned scratch memory for one run call, of at least
  *                 lf_workspace_size(model, B, T) bytes. Any alignment; reusable across calls.
  *
- * lf_run and lf_step never allocate, never do I/O and never keep pointers after they return.
- * Every function that can fail returns an lf_status; lf_status_string() names it. A failed
- * lf_run leaves the state untouched (all checks happen before any state is written).
+ * lf_run never allocates, never does I/O and never keeps pointers after it returns. Every
+ * function that can fail returns an lf_status; lf_status_string() names it. A failed lf_run
+ * leaves the state untouched (all checks happen before any state is written).
  *
- * Conventions
- *   - LSTM gates are stacked in the order i, f, g, o (PyTorch order), each a block of H rows.
- *   - Weights: w_ih is (4H, I), w_hh is (4H, H), both row-major, so gates = w_ih @ x + w_hh @ h.
+ * A model is a chain of layers (lf_layer_desc); layer k+1 reads layer k's output:
+ *   LF_LAYER_EMBEDDING  first layer only: the input is int32 ids (B, T), output table[id].
+ *                       LF_LAYER_MASK_ZERO masks the steps whose id is 0.
+ *   LF_LAYER_MASKING    a step whose features all equal mask_value is masked, and its
+ *                       features become 0 (Keras Masking).
+ *   LF_LAYER_DENSE      y = activation(w x + bias) at every step; w is (units, input_size).
+ *   LF_LAYER_LSTM       a unidirectional LSTM (equations below).
+ * Only the layers up to the first recurrent layer with LF_LAYER_RETURN_LAST see time: that
+ * layer outputs one row per sequence (its last step) and the layers after it run once.
+ *
+ * LSTM conventions
+ *   - Gates are stacked in the order i, f, g, o (PyTorch order), each a block of H rows.
+ *   - w is w_ih (4H, I), w_rec is w_hh (4H, H), row-major: gates = w_ih x + w_hh h + bias.
  *     bias is (4H,) = b_ih + b_hh (the two PyTorch biases fold into one); NULL means zeros.
- *   - Layer k+1 reads layer k's h, so input_size[k+1] must equal hidden_size[k].
- *   - Sequences are batch-first: x[b, t, i] lives at x[b*x_stride_batch + t*x_stride_time + i].
- *     Strides are in elements (floats), may be any value, and the innermost stride is 1.
- *   - State arrays exchanged with lf_state_get/set are (B, H) per layer, row-major.
- *
- * Equations (σ = logistic sigmoid), per layer and step:
- *     [i f g o] = w_ih x_t + w_hh h_{t-1} + bias
- *     c_t = σ(f) ⊙ c_{t-1} + σ(i) ⊙ tanh(g)
- *     h_t = σ(o) ⊙ tanh(c_t)
+ *   - With a = activation (tanh by default) and r = recurrent_activation (sigmoid):
+ *         c_t = r(f) * c_{t-1} + r(i) * a(g)        h_t = r(o) * a(c_t)
+ *   - LF_LAYER_GO_BACKWARDS processes the steps of each call from last to first and writes
+ *     outputs in processing order (Keras go_backwards).
+ *   - Masked steps (from an embedding/masking layer or from lengths) carry h and c unchanged.
+ *     The output of a masked step repeats the layer's previous output of this call (0 before
+ *     the first valid step: Keras), or is 0 with LF_LAYER_ZERO_MASKED_OUTPUT (PyTorch packed
+ *     sequences). A RETURN_LAST layer outputs its last output (Keras), or with
+ *     ZERO_MASKED_OUTPUT its final h (PyTorch h_n).
  * Activations are accurate to a few ulp (no crude approximations).
  *
+ * Arrays
+ *   - Sequences are batch-first: x[b, t, i] lives at x[b*stride_batch + t*stride_time + i].
+ *     Strides are in elements, may be any value, and the innermost stride is 1.
+ *   - State arrays exchanged with lf_state_get/set are (B, H) per recurrent layer, row-major.
+ *
  * Usage
- *     lf_lstm_weights layer = { .input_size = I, .hidden_size = H,
- *                               .w_ih = w_ih, .w_hh = w_hh, .bias = bias };
+ *     lf_layer_desc layers[2] = {
+ *         { .kind = LF_LAYER_LSTM, .input_size = I, .units = H, .w = w_ih, .w_rec = w_hh,
+ *           .bias = bias, .activation = LF_ACT_TANH, .recurrent_activation = LF_ACT_SIGMOID },
+ *         { .kind = LF_LAYER_DENSE, .input_size = H, .units = O, .w = w_fc, .bias = b_fc,
+ *           .activation = LF_ACT_SOFTMAX } };
  *     lf_model *model;  lf_state *state;
- *     if (lf_model_create(&layer, 1, LF_ISA_AUTO, &model) != LF_OK) { ... }
+ *     if (lf_model_create(layers, 2, LF_ISA_AUTO, &model) != LF_OK) { ... }
  *     if (lf_state_create(model, B, &state) != LF_OK) { ... }        // h = c = 0
  *     size_t ws_bytes = lf_workspace_size(model, B, T);              // 0: too large
  *     void *ws = malloc(ws_bytes);
- *     lf_status st = lf_run(model, state, T, x, T * I, I,            // x is (B, T, I)
- *                           y, T * H, H, LF_RUN_CHECK_FINITE, ws, ws_bytes);
+ *     lf_io io = { .steps = T, .x = x, .x_stride_batch = T * I, .x_stride_time = I,
+ *                  .y = y, .y_stride_batch = T * O, .y_stride_time = O,
+ *                  .flags = LF_RUN_CHECK_FINITE };                   // x (B,T,I), y (B,T,O)
+ *     lf_status st = lf_run(model, state, &io, ws, ws_bytes);
  *     // ... more chunks: the state carries over.  Then:
  *     free(ws); lf_state_free(state); lf_model_free(model);
  */
@@ -54,10 +74,12 @@
 extern "C" {
 #endif
 
-#define LF_ABI_VERSION 1
+#define LF_ABI_VERSION 2
 
 /* Largest accepted size of any one dimension (input, hidden, batch, steps per call). */
 #define LF_MAX_DIM (1 << 24)
+/* Most layers in one model. */
+#define LF_MAX_LAYERS 256
 
 typedef enum lf_status {
     LF_OK = 0,
@@ -67,9 +89,15 @@ typedef enum lf_status {
     LF_E_NO_MEMORY = 4,         /* allocation failed (only in *_create) */
     LF_E_WORKSPACE = 5,         /* workspace smaller than lf_workspace_size() */
     LF_E_NONFINITE = 6,         /* LF_RUN_CHECK_FINITE was set and the input holds NaN/Inf */
-    LF_E_BATCH_MISMATCH = 7,    /* index out of range for the state's batch */
+    LF_E_BATCH_MISMATCH = 7,    /* index out of range for the state's batch, or foreign state */
     LF_E_ISA_UNAVAILABLE = 8,   /* the requested instruction set is not supported by this CPU */
-    LF_E_STRIDE = 9             /* a stride is too small: rows of x or y would overlap */
+    LF_E_STRIDE = 9,            /* a stride is too small: rows of y would overlap */
+    LF_E_BAD_LAYER = 10,        /* unknown kind/activation/flag, or a layer in a place it
+                                   cannot be (embedding not first, recurrent after RETURN_LAST,
+                                   row-wise activation inside a recurrent cell) */
+    LF_E_BAD_ID = 11,           /* an id is outside [0, vocabulary) */
+    LF_E_BAD_LENGTH = 12,       /* a length is outside [0, steps] */
+    LF_E_INPUT_KIND = 13        /* ids given to a float model or x given to an id model */
 } lf_status;
 
 /* Instruction-set level of the small-batch kernels. AUTO picks the best this CPU runs. */
@@ -80,36 +108,95 @@ typedef enum lf_isa {
     LF_ISA_AVX512 = 3           /* AVX-512 F/DQ/BW/VL */
 } lf_isa;
 
-/* lf_run flags */
+typedef enum lf_layer_kind {
+    LF_LAYER_LSTM = 1,
+    LF_LAYER_DENSE = 2,
+    LF_LAYER_EMBEDDING = 3,
+    LF_LAYER_MASKING = 4
+} lf_layer_kind;
+
+/* Element-wise activations, plus two row-wise ones (softmax, log_softmax) for dense layers. */
+typedef enum lf_activation {
+    LF_ACT_LINEAR = 0,
+    LF_ACT_RELU = 1,
+    LF_ACT_RELU6 = 2,           /* min(max(x, 0), 6) */
+    LF_ACT_TANH = 3,
+    LF_ACT_SIGMOID = 4,
+    LF_ACT_HARD_SIGMOID = 5,    /* clip(x/6 + 0.5, 0, 1): Keras 3, PyTorch */
+    LF_ACT_HARD_SIGMOID_02 = 6, /* clip(0.2x + 0.5, 0, 1): Keras 1/2, ONNX default */
+    LF_ACT_SOFTSIGN = 7,        /* x / (1 + |x|) */
+    LF_ACT_SOFTPLUS = 8,        /* log(1 + e^x) */
+    LF_ACT_ELU = 9,             /* alpha = 1 */
+    LF_ACT_SELU = 10,
+    LF_ACT_SILU = 11,           /* x * sigmoid(x), a.k.a. swish */
+    LF_ACT_GELU = 12,           /* exact: x/2 (1 + erf(x/sqrt 2)) */
+    LF_ACT_EXPONENTIAL = 13,
+    LF_ACT_SOFTMAX = 14,        /* dense only, over the units of one step */
+    LF_ACT_LOG_SOFTMAX = 15     /* dense only */
+} lf_activation;
+
+/* lf_layer_desc.flags */
+#define LF_LAYER_RETURN_LAST 1u        /* recurrent: output only the last step */
+#define LF_LAYER_GO_BACKWARDS 2u       /* recurrent: process each call's steps last to first */
+#define LF_LAYER_MASK_ZERO 4u          /* embedding: id 0 masks the step */
+#define LF_LAYER_ZERO_MASKED_OUTPUT 8u /* recurrent: masked steps output 0 (PyTorch) */
+
+/* One layer (see the top of this file). The arrays are copied by lf_model_create. */
+typedef struct lf_layer_desc {
+    lf_layer_kind kind;
+    int32_t input_size;   /* LSTM: I; DENSE: inputs; EMBEDDING: vocabulary; MASKING: features */
+    int32_t units;        /* LSTM: H; DENSE: outputs; EMBEDDING: dim; MASKING: = input_size */
+    const float *w;       /* LSTM: w_ih (4H, I); DENSE: (units, input_size); EMBEDDING:
+                             (vocabulary, units); MASKING: unused */
+    const float *w_rec;   /* LSTM: w_hh (4H, H); others unused */
+    const float *bias;    /* LSTM: (4H,); DENSE: (units,); NULL means zeros */
+    lf_activation activation;            /* LSTM: candidate and cell; DENSE: output */
+    lf_activation recurrent_activation;  /* LSTM: the i, f, o gates */
+    uint32_t flags;       /* LF_LAYER_* */
+    float mask_value;     /* MASKING */
+} lf_layer_desc;
+
+/* One lf_run call. */
+typedef struct lf_io {
+    int32_t steps;                 /* T >= 0; 0 is a no-op */
+    const float *x;                /* (B, T, I) for models without an embedding, else NULL */
+    const int32_t *ids;            /* (B, T) for models that start with an embedding */
+    ptrdiff_t x_stride_batch;      /* strides of x or ids, in elements */
+    ptrdiff_t x_stride_time;
+    const int32_t *lengths;        /* (B,) or NULL: steps t >= lengths[b] are masked */
+    float *y;                      /* (B, T, O) or, for RETURN_LAST models, (B, O); NULL when
+                                      only the final state is wanted. Must not overlap x. */
+    ptrdiff_t y_stride_batch;
+    ptrdiff_t y_stride_time;       /* ignored for RETURN_LAST models */
+    uint32_t flags;                /* LF_RUN_* */
+} lf_io;
+
+/* lf_io.flags */
 #define LF_RUN_CHECK_FINITE 1u  /* reject NaN/Inf in x with LF_E_NONFINITE before any work */
 
 typedef struct lf_model lf_model;
 typedef struct lf_state lf_state;
-
-/* One LSTM layer's weights (see Conventions). The arrays are copied by lf_model_create. */
-typedef struct lf_lstm_weights {
-    int32_t input_size;         /* I */
-    int32_t hidden_size;        /* H */
-    const float *w_ih;          /* (4H, I) */
-    const float *w_hh;          /* (4H, H) */
-    const float *bias;          /* (4H,) or NULL */
-} lf_lstm_weights;
 
 const char *lf_status_string(lf_status status);
 
 /* Best instruction set this CPU supports (never LF_ISA_AUTO). */
 lf_isa lf_cpu_best_isa(void);
 
-/* Build a stack of num_layers LSTM layers. `isa` selects the small-batch kernels; a level the
- * CPU lacks gives LF_E_ISA_UNAVAILABLE. On success *out owns the model (lf_model_free). */
-lf_status lf_model_create(const lf_lstm_weights *layers, int32_t num_layers, lf_isa isa,
+/* Build a chain of num_layers layers (at least one recurrent). `isa` selects the small-batch
+ * kernels; a level the CPU lacks gives LF_E_ISA_UNAVAILABLE. On success *out owns the model
+ * (lf_model_free). */
+lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_isa isa,
                           lf_model **out);
 void lf_model_free(lf_model *model);
 
-int32_t lf_model_num_layers(const lf_model *model);
-int32_t lf_model_input_size(const lf_model *model);             /* I of layer 0 */
-int32_t lf_model_hidden_size(const lf_model *model, int32_t layer);  /* -1 if out of range */
-lf_isa lf_model_isa(const lf_model *model);                     /* the resolved level */
+int32_t lf_model_num_recurrent(const lf_model *model);          /* recurrent layers */
+int32_t lf_model_hidden_size(const lf_model *model, int32_t k); /* H of recurrent layer k,
+                                                                   -1 if out of range */
+int32_t lf_model_input_size(const lf_model *model);  /* I, or 1 for id models */
+int32_t lf_model_output_size(const lf_model *model); /* O: features of the last layer */
+int lf_model_takes_ids(const lf_model *model);       /* 1 if the first layer is an embedding */
+int lf_model_returns_last(const lf_model *model);    /* 1 if y is (B, O) rather than (B, T, O) */
+lf_isa lf_model_isa(const lf_model *model);          /* the resolved level */
 
 /* A state for `batch` independent sequences, h = c = 0. */
 lf_status lf_state_create(const lf_model *model, int32_t batch, lf_state **out);
@@ -121,33 +208,21 @@ int32_t lf_state_batch(const lf_state *state);
  * changes nothing. */
 lf_status lf_state_reset(lf_state *state, const int32_t *indices, int32_t n);
 
-/* Copy one layer's state in or out as row-major (B, H) arrays. In lf_state_set a NULL h or c
- * means zeros; in lf_state_get a NULL pointer skips that array. */
-lf_status lf_state_set(lf_state *state, int32_t layer, const float *h, const float *c);
-lf_status lf_state_get(const lf_state *state, int32_t layer, float *h, float *c);
+/* Copy recurrent layer k's state in or out as row-major (B, H) arrays. In lf_state_set a NULL
+ * h or c means zeros; in lf_state_get a NULL pointer skips that array. */
+lf_status lf_state_set(lf_state *state, int32_t k, const float *h, const float *c);
+lf_status lf_state_get(const lf_state *state, int32_t k, float *h, float *c);
 
 /* Bytes of workspace one lf_run call with this batch and number of steps needs.
  * 0 when the sizes are invalid or the product overflows. */
 size_t lf_workspace_size(const lf_model *model, int32_t batch, int32_t steps);
 
-/* Run `steps` time steps for every sequence in the state's batch, starting from the state and
- * leaving the final state in it.
- *   x    (B, steps, I) with strides (x_stride_batch, x_stride_time), innermost stride 1.
- *   y    (B, steps, H_last) with strides (y_stride_batch, y_stride_time), or NULL when only the
- *        final state is wanted. y must not overlap x.
- *   ws   at least lf_workspace_size(model, B, steps) bytes.
- * steps = 0 is a no-op. Releases nothing, allocates nothing; safe to call concurrently on the
- * same model with different states and workspaces. */
-lf_status lf_run(const lf_model *model, lf_state *state, int32_t steps,
-                 const float *x, ptrdiff_t x_stride_batch, ptrdiff_t x_stride_time,
-                 float *y, ptrdiff_t y_stride_batch, ptrdiff_t y_stride_time,
-                 uint32_t flags, void *ws, size_t ws_bytes);
-
-/* One time step: x is (B, I) with row stride x_stride, y is (B, H_last) with row stride
- * y_stride (or NULL). Same as lf_run with steps = 1. */
-lf_status lf_step(const lf_model *model, lf_state *state,
-                  const float *x, ptrdiff_t x_stride, float *y, ptrdiff_t y_stride,
-                  uint32_t flags, void *ws, size_t ws_bytes);
+/* Run io->steps time steps for every sequence in the state's batch, starting from the state
+ * and leaving the final state in it. ws holds at least lf_workspace_size(model, B, steps)
+ * bytes. Allocates nothing; safe to call concurrently on the same model with different states
+ * and workspaces. */
+lf_status lf_run(const lf_model *model, lf_state *state, const lf_io *io,
+                 void *ws, size_t ws_bytes);
 
 /* BLAS (OpenBLAS) runs the hoisted input projection of multi-step calls, and the recurrence
  * of large batches on the portable kernel level. */

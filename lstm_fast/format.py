@@ -1,0 +1,154 @@
+"""The lstm_fast model file: a :class:`~lstm_fast.spec.ModelSpec` on disk.
+
+The container is safetensors (``u64 N | N bytes of JSON header | raw little-endian tensors``):
+it holds no code, so opening a file from an untrusted source cannot execute anything, it can
+be read without any framework (or inspected with the ``safetensors`` package), and tensors are
+memory-mapped rather than copied. The header's ``__metadata__`` carries:
+
+``format``
+    ``"lstm_fast.model"``, to tell our files from other safetensors files.
+``format_version``
+    :data:`FORMAT_VERSION`. A file from a newer version raises :class:`FormatVersionError`.
+``model``
+    JSON: ``{"spec_version", "mask_semantics", "stateful", "metadata", "layers": [...]}``; each
+    layer is its kind, its options, and the names of its tensors (``layers.<k>.<name>``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from . import safetensors
+from .errors import FormatVersionError, LstmFastError, ModelFileError
+from .spec import (
+    SPEC_VERSION,
+    DenseSpec,
+    EmbeddingSpec,
+    LSTMLayerSpec,
+    MaskingSpec,
+    ModelSpec,
+)
+
+FORMAT = "lstm_fast.model"
+FORMAT_VERSION = 1
+
+# Per kind: the spec class, its tensor fields, and its option fields with their types.
+_KINDS: dict[str, tuple[type, tuple[str, ...], dict[str, type]]] = {
+    "lstm": (LSTMLayerSpec, ("w_ih", "w_hh", "bias"),
+             {"activation": str, "recurrent_activation": str, "return_sequences": bool,
+              "go_backwards": bool}),
+    "dense": (DenseSpec, ("weight", "bias"), {"activation": str}),
+    "embedding": (EmbeddingSpec, ("weight",), {"mask_zero": bool}),
+    "masking": (MaskingSpec, (), {"size": int, "mask_value": float}),
+}
+
+
+def save_spec(spec: ModelSpec, path: str | os.PathLike[str]) -> None:
+    """Write ``spec`` to ``path``."""
+    tensors: dict[str, np.ndarray] = {}
+    layers = []
+    for k, L in enumerate(spec.layers):
+        _, array_fields, option_fields = _KINDS[L.kind]
+        entry: dict[str, Any] = {"kind": L.kind}
+        entry.update({name: getattr(L, name) for name in option_fields})
+        names = {}
+        for name in array_fields:
+            arr = getattr(L, name)
+            if arr is not None:
+                names[name] = f"layers.{k}.{name}"
+                tensors[names[name]] = arr
+        entry["tensors"] = names
+        layers.append(entry)
+    model = {"spec_version": SPEC_VERSION, "mask_semantics": spec.mask_semantics,
+             "stateful": spec.stateful, "metadata": spec.metadata, "layers": layers}
+    safetensors.write(path, tensors, {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                                      "model": json.dumps(model)})
+
+
+def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
+    """Read a model file written by :func:`save_spec`.
+
+    Raises
+    ------
+    ModelFileError
+        When the file is not an lstm_fast model file, or is truncated or corrupted.
+    FormatVersionError
+        When the file comes from a newer lstm_fast.
+    """
+    path = os.fspath(path)
+    tensors, meta = safetensors.read(path)
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not an lstm_fast model file (a safetensors file without "
+                             f"the lstm_fast header); convert checkpoints with `lstm-fast "
+                             f"convert`")
+    version = meta.get("format_version", "")
+    if not version.isdigit():
+        raise ModelFileError(f"{path}: invalid format_version {version!r}")
+    if int(version) > FORMAT_VERSION:
+        raise FormatVersionError(f"{path}: written with model format version {version}, this "
+                                 f"lstm_fast reads versions up to {FORMAT_VERSION}; upgrade "
+                                 f"lstm_fast")
+    try:
+        model = json.loads(meta.get("model", ""))
+        return _spec_from_json(model, tensors, path)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        if isinstance(e, LstmFastError) and not isinstance(e, ModelFileError):
+            raise ModelFileError(f"{path}: invalid model: {e}") from None
+        if isinstance(e, ModelFileError):
+            raise
+        raise ModelFileError(f"{path}: corrupted model description ({type(e).__name__}: "
+                             f"{e})") from None
+
+
+def _spec_from_json(model: Any, tensors: dict[str, np.ndarray], path: str) -> ModelSpec:
+    if not isinstance(model, dict) or not isinstance(model.get("layers"), list):
+        raise ModelFileError(f"{path}: the model description has no layer list")
+    if model.get("spec_version") != SPEC_VERSION:
+        raise FormatVersionError(f"{path}: spec version {model.get('spec_version')!r} is not "
+                                 f"{SPEC_VERSION}; upgrade lstm_fast")
+    used: set[str] = set()
+    layers = []
+    for k, entry in enumerate(model["layers"]):
+        if not isinstance(entry, dict) or entry.get("kind") not in _KINDS:
+            raise ModelFileError(f"{path}: layer {k} has an unknown kind "
+                                 f"{entry.get('kind') if isinstance(entry, dict) else entry!r}")
+        cls, array_fields, option_fields = _KINDS[entry["kind"]]
+        kwargs: dict[str, Any] = {}
+        for name, typ in option_fields.items():
+            value = entry.get(name)
+            if typ is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if type(value) is not typ:
+                raise ModelFileError(f"{path}: layer {k} ({entry['kind']}): option {name!r} "
+                                     f"must be {typ.__name__}, got {value!r}")
+            kwargs[name] = value
+        names = entry.get("tensors")
+        if not isinstance(names, dict) or not set(names) <= set(array_fields):
+            raise ModelFileError(f"{path}: layer {k}: invalid tensor list {names!r}")
+        for name, key in names.items():
+            if key not in tensors:
+                raise ModelFileError(f"{path}: layer {k}: tensor {key!r} is missing")
+            if tensors[key].dtype != np.float32:
+                raise ModelFileError(f"{path}: tensor {key!r} must be F32, got "
+                                     f"{tensors[key].dtype}")
+            kwargs[name] = tensors[key]
+            used.add(key)
+        try:
+            layers.append(cls(**kwargs))
+        except LstmFastError as e:
+            raise ModelFileError(f"{path}: layer {k} ({entry['kind']}): {e}") from None
+    extra = set(tensors) - used
+    if extra:
+        raise ModelFileError(f"{path}: tensors not used by any layer: {sorted(extra)[:5]}")
+    meta = model.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: metadata must be an object")
+    try:
+        return ModelSpec(layers=tuple(layers), mask_semantics=model.get("mask_semantics"),
+                         stateful=bool(model.get("stateful", False)), metadata=meta)
+    except LstmFastError as e:
+        raise ModelFileError(f"{path}: invalid model: {e}") from None
