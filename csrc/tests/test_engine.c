@@ -25,11 +25,12 @@ static float *rand_array(size_t n, float scale)
 }
 static double sigm(double x) { return 1.0 / (1.0 + exp(-x)); }
 
-/* Reference stacked LSTM; x (B, T, I) contiguous; y (B, T, H); h, c (L, B, H) in/out. */
-static void reference(const lf_lstm_weights *w, int L, int B, int T, const float *x, double *y,
-                      double *h, double *c)
+/* Reference stacked LSTM; x (B, T, I) contiguous; y (B, T, H); h, c (L, B, H) in/out.
+ * Steps t >= len[b] (if len) carry the state and output the previous output (Keras) or 0. */
+static void reference(const lf_layer_desc *w, int L, int B, int T, const float *x, double *y,
+                      double *h, double *c, const int32_t *len, int zero_masked)
 {
-    int H = w[0].hidden_size, I0 = w[0].input_size, imax = I0 > H ? I0 : H;
+    int H = w[0].units, I0 = w[0].input_size, imax = I0 > H ? I0 : H;
     double *in = malloc(sizeof(double) * (size_t)B * T * imax), *z = malloc(sizeof(double) * 4 * H);
     for (size_t k = 0; k < (size_t)B * T * I0; k++) in[k] = x[k];
     for (int l = 0; l < L; l++) {
@@ -40,9 +41,15 @@ static void reference(const lf_lstm_weights *w, int L, int B, int T, const float
                 const double *xt = in + ((size_t)b * T + t) * I;
                 for (int r = 0; r < 4 * H; r++) {
                     double s = w[l].bias ? w[l].bias[r] : 0.0;
-                    for (int k = 0; k < I; k++) s += (double)w[l].w_ih[(size_t)r * I + k] * xt[k];
-                    for (int k = 0; k < H; k++) s += (double)w[l].w_hh[(size_t)r * H + k] * hl[b * H + k];
+                    for (int k = 0; k < I; k++) s += (double)w[l].w[(size_t)r * I + k] * xt[k];
+                    for (int k = 0; k < H; k++) s += (double)w[l].w_rec[(size_t)r * H + k] * hl[b * H + k];
                     z[r] = s;
+                }
+                double *yt = y + ((size_t)b * T + t) * H;
+                if (len && t >= len[b]) {
+                    for (int u = 0; u < H; u++)
+                        yt[u] = zero_masked || t == 0 ? 0.0 : yt[u - H];
+                    continue;
                 }
                 for (int u = 0; u < H; u++) {
                     double cc = sigm(z[H + u]) * cl[b * H + u] + sigm(z[u]) * tanh(z[2 * H + u]);
@@ -58,14 +65,36 @@ static void reference(const lf_lstm_weights *w, int L, int B, int T, const float
     free(z);
 }
 
-static void test_against_reference(lf_isa isa, int I, int H, int L, int B, int T, int chunk)
+static lf_io seq_io(int32_t n, const float *x, int I, int T, float *y, int H, uint32_t flags)
 {
-    lf_lstm_weights w[4];
-    for (int l = 0; l < L; l++) {
-        int in = l ? H : I;
-        w[l] = (lf_lstm_weights){in, H, rand_array((size_t)4 * H * in, 0.5f),
-                                 rand_array((size_t)4 * H * H, 0.5f),
-                                 l % 2 ? NULL : rand_array((size_t)4 * H, 0.5f)};
+    return (lf_io){.steps = n, .x = x, .x_stride_batch = (ptrdiff_t)T * I, .x_stride_time = I,
+                   .y = y, .y_stride_batch = (ptrdiff_t)T * H, .y_stride_time = H,
+                   .flags = flags};
+}
+
+static lf_layer_desc lstm_desc(int in, int H, int with_bias, uint32_t flags)
+{
+    return (lf_layer_desc){.kind = LF_LAYER_LSTM, .input_size = in, .units = H,
+                           .w = rand_array((size_t)4 * H * in, 0.5f),
+                           .w_rec = rand_array((size_t)4 * H * H, 0.5f),
+                           .bias = with_bias ? rand_array((size_t)4 * H, 0.5f) : NULL,
+                           .activation = LF_ACT_TANH, .recurrent_activation = LF_ACT_SIGMOID,
+                           .flags = flags};
+}
+
+/* chunk: steps per lf_run call. lengths (if masked) are random in [0, T] with one at T. */
+static void test_against_reference(lf_isa isa, int I, int H, int L, int B, int T, int chunk,
+                                   int masked, int zero_masked)
+{
+    lf_layer_desc w[4];
+    for (int l = 0; l < L; l++)
+        w[l] = lstm_desc(l ? H : I, H, l % 2 == 0, zero_masked ? LF_LAYER_ZERO_MASKED_OUTPUT : 0);
+    int32_t *len = NULL;
+    if (masked) {
+        chunk = T;
+        len = malloc(sizeof(int32_t) * (size_t)B);
+        for (int b = 0; b < B; b++)
+            len[b] = b == 0 ? T : (int32_t)((frand() + 1.0f) * 0.5f * (float)(T + 1)) % (T + 1);
     }
     lf_model *m = NULL;
     lf_state *s = NULL;
@@ -78,11 +107,12 @@ static void test_against_reference(lf_isa isa, int I, int H, int L, int B, int T
     void *ws = malloc(ws_bytes);
     for (int t0 = 0; t0 < T; t0 += chunk) {
         int n = T - t0 < chunk ? T - t0 : chunk;
-        lf_status st = lf_run(m, s, n, x + (size_t)t0 * I, (ptrdiff_t)T * I, I,
-                              y + (size_t)t0 * H, (ptrdiff_t)T * H, H, LF_RUN_CHECK_FINITE, ws, ws_bytes);
+        lf_io io = seq_io(n, x + (size_t)t0 * I, I, T, y + (size_t)t0 * H, H, LF_RUN_CHECK_FINITE);
+        io.lengths = len;
+        lf_status st = lf_run(m, s, &io, ws, ws_bytes);
         CHECK(st == LF_OK, "run: %s", lf_status_string(st));
     }
-    reference(w, L, B, T, x, yr, hr, cr);
+    reference(w, L, B, T, x, yr, hr, cr, len, zero_masked);
     double err = 0;
     for (size_t k = 0; k < (size_t)B * T * H; k++) err = fmax(err, fabs(y[k] - yr[k]));
     float *hs = malloc(sizeof(float) * (size_t)B * H), *cs = malloc(sizeof(float) * (size_t)B * H);
@@ -91,30 +121,106 @@ static void test_against_reference(lf_isa isa, int I, int H, int L, int B, int T
         for (size_t k = 0; k < (size_t)B * H; k++)
             err = fmax(err, fmax(fabs(hs[k] - hr[(size_t)l * B * H + k]), fabs(cs[k] - cr[(size_t)l * B * H + k])));
     }
-    CHECK(err <= 1e-5, "isa=%d I=%d H=%d L=%d B=%d T=%d chunk=%d: max err %g", isa, I, H, L, B, T, chunk, err);
+    CHECK(err <= 1e-5, "isa=%d I=%d H=%d L=%d B=%d T=%d chunk=%d masked=%d/%d: max err %g", isa,
+          I, H, L, B, T, chunk, masked, zero_masked, err);
+    free(len);
     free(hs); free(cs); free(ws); free(x); free(y); free(yr); free(hr); free(cr);
     lf_state_free(s);
     lf_model_free(m);
     for (int l = 0; l < L; l++) {
-        free((void *)w[l].w_ih); free((void *)w[l].w_hh); free((void *)w[l].bias);
+        free((void *)w[l].w); free((void *)w[l].w_rec); free((void *)w[l].bias);
     }
+}
+
+/* Embedding (mask_zero) -> LSTM (return last) -> Dense (softmax): the head sees the last
+ * valid output; rows of the softmax sum to one; bad ids and lengths are refused. */
+static void test_chain(lf_isa isa)
+{
+    const int V = 7, E = 5, H = 6, O = 4, B = 3, T = 9;
+    float *table = rand_array((size_t)V * E, 1.0f), *wd = rand_array((size_t)O * H, 1.0f);
+    lf_layer_desc d[3] = {
+        {.kind = LF_LAYER_EMBEDDING, .input_size = V, .units = E, .w = table,
+         .flags = LF_LAYER_MASK_ZERO},
+        lstm_desc(E, H, 1, LF_LAYER_RETURN_LAST),
+        {.kind = LF_LAYER_DENSE, .input_size = H, .units = O, .w = wd, .bias = NULL,
+         .activation = LF_ACT_SOFTMAX},
+    };
+    lf_model *m = NULL;
+    lf_state *s = NULL;
+    CHECK(lf_model_create(d, 3, isa, &m) == LF_OK, "chain create");
+    CHECK(lf_model_takes_ids(m) && lf_model_returns_last(m) && lf_model_output_size(m) == O,
+          "chain shape");
+    CHECK(lf_state_create(m, B, &s) == LF_OK, "chain state");
+    int32_t ids[3 * 9];
+    for (int k = 0; k < B * T; k++)
+        ids[k] = k % 4 == 3 ? 0 : 1 + k % (V - 1);
+    float y[3 * 4];
+    size_t need = lf_workspace_size(m, B, T);
+    void *ws = malloc(need);
+    lf_io io = {.steps = T, .ids = ids, .x_stride_batch = T, .x_stride_time = 1, .y = y,
+                .y_stride_batch = O};
+    CHECK(lf_run(m, s, &io, ws, need) == LF_OK, "chain run");
+    for (int b = 0; b < B; b++) {
+        double sum = 0;
+        for (int o = 0; o < O; o++)
+            sum += y[b * O + o];
+        CHECK(fabs(sum - 1.0) < 1e-5, "softmax row %d sums to %g", b, sum);
+    }
+    float x[27] = {0};
+    io.x = x;
+    CHECK(lf_run(m, s, &io, ws, need) == LF_E_INPUT_KIND, "floats to an id model");
+    io.x = NULL;
+    ids[4] = V;
+    CHECK(lf_run(m, s, &io, ws, need) == LF_E_BAD_ID, "id out of range");
+    ids[4] = 1;
+    int32_t len[3] = {9, 10, 0};
+    io.lengths = len;
+    CHECK(lf_run(m, s, &io, ws, need) == LF_E_BAD_LENGTH, "length > T");
+    len[1] = -1;
+    CHECK(lf_run(m, s, &io, ws, need) == LF_E_BAD_LENGTH, "negative length");
+    free(ws);
+    lf_state_free(s);
+    lf_model_free(m);
+    lf_layer_desc bad[3] = {d[1], d[0], d[2]};
+    bad[1].input_size = H;
+    CHECK(lf_model_create(bad, 3, isa, &m) == LF_E_BAD_LAYER, "embedding not first");
+    bad[0] = d[0]; bad[1] = d[1]; bad[2] = d[1];
+    bad[2].input_size = H;
+    CHECK(lf_model_create(bad, 3, isa, &m) == LF_E_BAD_LAYER, "recurrent after return-last");
+    bad[2] = d[1];
+    bad[2].input_size = H;
+    bad[2].flags = 0;
+    bad[2].activation = LF_ACT_SOFTMAX;
+    bad[1].flags = 0;
+    CHECK(lf_model_create(bad, 3, isa, &m) == LF_E_BAD_LAYER, "softmax inside a cell");
+    CHECK(lf_model_create(&d[2], 1, isa, &m) == LF_E_BAD_LAYER, "no recurrent layer");
+    free((void *)d[1].w); free((void *)d[1].w_rec); free((void *)d[1].bias);
+    free(table); free(wd);
 }
 
 static void test_errors(void)
 {
     float wih[4 * 2 * 3] = {0}, whh[4 * 2 * 2] = {0}, x[3 * 5] = {0}, y[2 * 5];
-    lf_lstm_weights w = {3, 2, wih, whh, NULL}, bad = w;
+    lf_layer_desc w = {.kind = LF_LAYER_LSTM, .input_size = 3, .units = 2, .w = wih,
+                       .w_rec = whh, .activation = LF_ACT_TANH,
+                       .recurrent_activation = LF_ACT_SIGMOID}, bad = w;
     lf_model *m = NULL, *m2 = NULL;
     lf_state *s = NULL, *s2 = NULL;
     CHECK(lf_model_create(NULL, 1, LF_ISA_AUTO, &m) == LF_E_NULL, "null layers");
     CHECK(lf_model_create(&w, 0, LF_ISA_AUTO, &m) == LF_E_INVALID_SIZE, "0 layers");
-    bad.hidden_size = 0;
+    bad.units = 0;
     CHECK(lf_model_create(&bad, 1, LF_ISA_AUTO, &m) == LF_E_INVALID_SIZE, "H = 0");
     bad = w; bad.input_size = LF_MAX_DIM + 1;
     CHECK(lf_model_create(&bad, 1, LF_ISA_AUTO, &m) == LF_E_INVALID_SIZE, "huge I");
-    bad = w; bad.w_hh = NULL;
+    bad = w; bad.w_rec = NULL;
     CHECK(lf_model_create(&bad, 1, LF_ISA_AUTO, &m) == LF_E_NULL, "null w_hh");
-    lf_lstm_weights two[2] = {w, w};
+    bad = w; bad.activation = (lf_activation)99;
+    CHECK(lf_model_create(&bad, 1, LF_ISA_AUTO, &m) == LF_E_BAD_LAYER, "bad activation");
+    bad = w; bad.flags = LF_LAYER_MASK_ZERO;
+    CHECK(lf_model_create(&bad, 1, LF_ISA_AUTO, &m) == LF_E_BAD_LAYER, "bad flag");
+    bad = w; bad.kind = (lf_layer_kind)42;
+    CHECK(lf_model_create(&bad, 1, LF_ISA_AUTO, &m) == LF_E_BAD_LAYER, "bad kind");
+    lf_layer_desc two[2] = {w, w};
     CHECK(lf_model_create(two, 2, LF_ISA_AUTO, &m) == LF_E_INVALID_SIZE, "layers do not chain");
     CHECK(lf_model_create(&w, 1, (lf_isa)99, &m) == LF_E_ISA_UNAVAILABLE, "bad isa");
     CHECK(lf_model_create(&w, 1, LF_ISA_AUTO, &m) == LF_OK, "create");
@@ -123,15 +229,26 @@ static void test_errors(void)
     CHECK(lf_state_create(m, 1, &s) == LF_OK && lf_state_create(m2, 1, &s2) == LF_OK, "states");
     size_t need = lf_workspace_size(m, 1, 5);
     char *ws = malloc(need);
-    CHECK(lf_run(m, s, 5, x, 15, 3, y, 10, 2, 0, ws, need - 1) == LF_E_WORKSPACE, "small ws");
-    CHECK(lf_run(m, s, 5, x, 15, 3, y, 10, 2, 0, NULL, need) == LF_E_NULL, "null ws");
-    CHECK(lf_run(m, s2, 5, x, 15, 3, y, 10, 2, 0, ws, need) == LF_E_BATCH_MISMATCH, "foreign state");
-    CHECK(lf_run(m, s, -1, x, 15, 3, y, 10, 2, 0, ws, need) == LF_E_INVALID_SIZE, "negative T");
-    CHECK(lf_run(m, s, 5, x, 15, 3, y, 10, 1, 0, ws, need) == LF_E_STRIDE, "overlapping y");
-    CHECK(lf_run(m, s, 0, x, 15, 3, y, 10, 2, 0, ws, need) == LF_OK, "T = 0");
+    lf_io io = seq_io(5, x, 3, 5, y, 2, 0), io2;
+    CHECK(lf_run(m, s, &io, ws, need - 1) == LF_E_WORKSPACE, "small ws");
+    CHECK(lf_run(m, s, &io, NULL, need) == LF_E_NULL, "null ws");
+    CHECK(lf_run(m, s, NULL, ws, need) == LF_E_NULL, "null io");
+    CHECK(lf_run(m, s2, &io, ws, need) == LF_E_BATCH_MISMATCH, "foreign state");
+    io2 = io; io2.steps = -1;
+    CHECK(lf_run(m, s, &io2, ws, need) == LF_E_INVALID_SIZE, "negative T");
+    io2 = io; io2.y_stride_time = 1;
+    CHECK(lf_run(m, s, &io2, ws, need) == LF_E_STRIDE, "overlapping y");
+    io2 = io; io2.x = NULL;
+    CHECK(lf_run(m, s, &io2, ws, need) == LF_E_NULL, "null x");
+    io2 = io; io2.ids = (const int32_t *)x;
+    CHECK(lf_run(m, s, &io2, ws, need) == LF_E_INPUT_KIND, "ids to a float model");
+    io2 = io; io2.steps = 0;
+    CHECK(lf_run(m, s, &io2, ws, need) == LF_OK, "T = 0");
     x[7] = NAN;
-    CHECK(lf_run(m, s, 5, x, 15, 3, y, 10, 2, LF_RUN_CHECK_FINITE, ws, need) == LF_E_NONFINITE, "nan");
-    CHECK(lf_run(m, s, 5, x, 15, 3, y, 10, 2, 0, ws, need) == LF_OK, "nan unchecked");
+    io.flags = LF_RUN_CHECK_FINITE;
+    CHECK(lf_run(m, s, &io, ws, need) == LF_E_NONFINITE, "nan");
+    io.flags = 0;
+    CHECK(lf_run(m, s, &io, ws, need) == LF_OK, "nan unchecked");
     CHECK(isnan(y[2 * 4]), "nan propagates");
     int32_t idx[2] = {0, 1};
     CHECK(lf_state_reset(s, idx, 2) == LF_E_BATCH_MISMATCH, "reset out of range");
@@ -156,8 +273,11 @@ int main(void)
     lf_isa best = lf_cpu_best_isa();
     for (lf_isa isa = LF_ISA_PORTABLE; isa <= best; isa++)
         for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
-            test_against_reference(isa, sizes[k][0], sizes[k][1], sizes[k][2], sizes[k][3],
-                                   sizes[k][4], sizes[k][5]);
+            for (int masked = 0; masked < (sizes[k][4] > 100 ? 1 : 3); masked++)
+                test_against_reference(isa, sizes[k][0], sizes[k][1], sizes[k][2], sizes[k][3],
+                                       sizes[k][4], sizes[k][5], masked > 0, masked == 2);
+    for (lf_isa isa = LF_ISA_PORTABLE; isa <= best; isa++)
+        test_chain(isa);
     test_errors();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

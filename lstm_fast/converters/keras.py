@@ -108,6 +108,7 @@ class _Arch:
     by_name: dict[str, _Entry] = field(default_factory=dict)
     batch_shape: tuple[int | None, ...] | None = None
     model_name: str = ""
+    input_entry: _Entry | None = None
 
 
 @dataclass
@@ -301,12 +302,14 @@ def _sequential(ctx: _Ctx, inner: Any) -> _Arch:
         raise ModelFileError(f"{ctx.source}: Sequential config has no layer list")
     entries = [_entry(ctx, r) for r in raw_layers]
     batch_shape = None
+    input_entry: _Entry | None = None
     chain: list[_Entry] = []
     for k, e in enumerate(entries):
         if e.class_name == "InputLayer":
             if k != 0:
                 raise _refuse(ctx, e, "an InputLayer in the middle of a Sequential model")
             batch_shape = _batch_shape(e.config)
+            input_entry = e
         else:
             chain.append(e)
     if batch_shape is None and chain:
@@ -317,7 +320,7 @@ def _sequential(ctx: _Ctx, inner: Any) -> _Arch:
     # Sequential.layers excludes the InputLayer: that is the weights-group order.
     return _Arch(kind="Sequential", chain=chain, order=list(chain),
                  by_name={e.name: e for e in entries}, batch_shape=batch_shape,
-                 model_name=str(name))
+                 model_name=str(name), input_entry=input_entry)
 
 
 def _functional(ctx: _Ctx, inner: Any) -> _Arch:
@@ -397,7 +400,8 @@ def _functional(ctx: _Ctx, inner: Any) -> _Arch:
                                       "output; branching models are not supported")
     order = [x for x in entries if not x.is_op]                 # Functional.layers order
     return _Arch(kind="Functional", chain=chain, order=order, by_name=by_name,
-                 batch_shape=batch_shape, model_name=str(inner.get("name", "")))
+                 batch_shape=batch_shape, model_name=str(inner.get("name", "")),
+                 input_entry=e)
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,14 +550,20 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _policy(cfg: Mapping[str, Any]) -> str:
+    dtype = cfg.get("dtype")
+    if isinstance(dtype, dict):
+        return str((dtype.get("config") or {}).get("name", ""))
+    return str(dtype) if isinstance(dtype, str) else ""
+
+
 def _check_common(ctx: _Ctx, e: _Entry) -> None:
     cfg = e.config
     dtype = cfg.get("dtype")
-    if isinstance(dtype, dict):
-        policy = str((dtype.get("config") or {}).get("name", ""))
-        if "Quantized" in str(dtype.get("class_name", "")) or policy.startswith(
-                ("int", "float8", "gptq", "awq")):
-            raise _refuse(ctx, e, f"quantized dtype policy {policy!r} is not supported")
+    policy = _policy(cfg)
+    if (isinstance(dtype, dict) and "Quantized" in str(dtype.get("class_name", ""))) or \
+            policy.startswith(("int", "uint", "float8", "gptq", "awq")):
+        raise _refuse(ctx, e, f"quantized dtype policy {policy!r} is not supported")
     if cfg.get("lora_rank"):
         raise _refuse(ctx, e, f"lora_rank={cfg['lora_rank']} is not supported")
     if cfg.get("quantization_config") not in (None, {}):
@@ -694,6 +704,15 @@ def _convert(ctx: _Ctx, arch: _Arch, weights: WeightFn) -> ModelSpec:
     st = _State()
     for e in arch.chain:                      # name unsupported layers before anything else
         _check_class(ctx, e)
+    if arch.input_entry is not None:
+        for opt in ("sparse", "ragged"):
+            if arch.input_entry.config.get(opt):
+                raise _refuse(ctx, arch.input_entry, f"option {opt}=True is not supported")
+    policies = sorted({p for p in (_policy(e.config) for e in arch.chain)
+                       if p not in ("", "float32")})
+    if policies:
+        st.notes.append(f"Keras dtype policy {', '.join(policies)}: lstm_fast computes in "
+                        "float32, so outputs differ from Keras's by that rounding")
     shape = arch.batch_shape
     ids_input = False
     if shape is not None:

@@ -46,7 +46,7 @@ from ..errors import LstmFastError, ModelFileError, UnsupportedModelError
 __all__ = ["load_torch_checkpoint", "read_state_dict"]
 
 #: First bytes of a legacy (non-zip) ``torch.save`` stream: pickle protocol 2 + LONG1 magic.
-LEGACY_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa850")
+LEGACY_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")
 _LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL_VERSION = 1001
 

@@ -1,0 +1,290 @@
+"""Keras golden files, checked without Keras (h5py + numpy only).
+
+- ``tests/fixtures/keras/*.keras|.h5`` were written by Keras 3 (torch backend) with their
+  outputs in ``<name>.io.npz`` (regenerate with ``tests/fixtures/make_keras_fixtures.py``);
+- tf.keras 2 / Keras 1 files cannot be produced here, so ``make_keras2_h5.py`` synthesizes them
+  with h5py as FORMATS.md section 2.5 describes, and the expected outputs come from a numpy
+  LSTM written below in Keras's own layout (x @ kernel, column blocks i, f, c, o, hard_sigmoid
+  = clip(0.2x + 0.5, 0, 1)).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+h5py = pytest.importorskip("h5py")
+
+import lstm_fast  # noqa: E402
+from lstm_fast.converters.keras import spec_from_keras_file  # noqa: E402
+from lstm_fast.errors import ModelFileError, UnsupportedModelError  # noqa: E402
+from tests.reference import spec_forward  # noqa: E402
+
+TOL = 1e-5
+FIXTURES = Path(__file__).parent / "fixtures" / "keras"
+GOLDEN = {
+    "text_embedding": "keras",
+    "masking_backwards": "keras",
+    "stacked_hard_sigmoid": "h5",
+    "stateful": "keras",
+}
+
+
+def _load_golden(name: str) -> tuple[Path, dict[str, np.ndarray]]:
+    path = FIXTURES / f"{name}.{GOLDEN[name]}"
+    with np.load(FIXTURES / f"{name}.io.npz") as z:
+        return path, dict(z)
+
+
+# --- Keras 3 golden files ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_golden_oracle(name: str) -> None:
+    path, io = _load_golden(name)
+    spec = spec_from_keras_file(path)
+    assert spec.mask_semantics == "keras"
+    assert spec.metadata["source_framework"] == "keras"
+    assert spec.metadata["keras_version"].startswith("3.")
+    assert spec.metadata["backend"] in ("torch", "unknown")
+    assert spec.metadata["source"] == str(path)
+    y, _ = spec_forward(spec, io["x"])
+    np.testing.assert_allclose(y, io["y"], atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_golden_engine(name: str) -> None:
+    path, io = _load_golden(name)
+    model = lstm_fast.Model(spec_from_keras_file(path))
+    np.testing.assert_allclose(model.predict(io["x"]), io["y"], atol=TOL, rtol=0)
+
+
+def test_golden_stateful_stream() -> None:
+    """Keras ran the stateful model in two calls; a stream fed the same chunks matches."""
+    path, io = _load_golden("stateful")
+    spec = spec_from_keras_file(path)
+    assert spec.stateful
+    split = int(io["split"])
+    stream = lstm_fast.Model(spec).stream(batch=io["x"].shape[0])
+    y = np.concatenate([stream.run(io["x"][:, :split]), stream.run(io["x"][:, split:])], axis=1)
+    np.testing.assert_allclose(y, io["y"], atol=TOL, rtol=0)
+
+
+def test_golden_structure() -> None:
+    spec = spec_from_keras_file(FIXTURES / "text_embedding.keras")
+    emb, lstm, dense = spec.layers
+    assert (emb.kind, emb.mask_zero, emb.vocab_size) == ("embedding", True, 20)
+    assert not lstm.return_sequences and dense.activation == "softmax"
+    assert spec.takes_ids
+
+    spec = spec_from_keras_file(FIXTURES / "masking_backwards.keras")
+    assert [L.kind for L in spec.layers] == ["masking", "lstm", "dense"]    # Dropout dropped
+    assert spec.layers[0].mask_value == -1.0 and spec.layers[0].size == 3
+    assert spec.layers[1].go_backwards and spec.layers[1].return_sequences
+    assert spec.layers[2].activation == "relu"
+
+    spec = spec_from_keras_file(FIXTURES / "stacked_hard_sigmoid.h5")
+    first, second, _ = spec.layers
+    assert first.bias is None and first.recurrent_activation == "hard_sigmoid"   # Keras 3
+    assert second.activation == "relu" and second.bias is not None
+    assert spec.metadata["format"] == "h5"
+
+
+# --- synthesized Keras 2 / Keras 1 files -------------------------------------------------
+
+def _load_maker() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_keras2_h5",
+                                                  FIXTURES / "make_keras2_h5.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+mk = _load_maker()
+
+
+@pytest.fixture(scope="module")
+def k2(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return mk.write_all(tmp_path_factory.mktemp("keras2"))
+
+
+@pytest.fixture(scope="module")
+def weights() -> dict[str, np.ndarray]:
+    return mk.make_weights()
+
+
+def keras2_lstm(x: np.ndarray, w: dict[str, np.ndarray], mask: np.ndarray | None = None,
+                slope: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Keras layout, Keras 2 hard_sigmoid; returns (outputs (B, T, U), last output)."""
+    def hs(z: np.ndarray) -> np.ndarray:
+        return np.clip(slope * z + 0.5, 0.0, 1.0)
+
+    kernel, rec, bias = (np.asarray(w[k], np.float64)
+                         for k in ("kernel", "recurrent_kernel", "bias"))
+    B, T, _ = x.shape
+    u = rec.shape[0]
+    h, c, out = np.zeros((B, u)), np.zeros((B, u)), np.zeros((B, u))
+    ys = np.zeros((B, T, u))
+    for t in range(T):
+        z = x[:, t] @ kernel + h @ rec + bias
+        i, f, cand, o = (z[:, k * u:(k + 1) * u] for k in range(4))
+        c_new = hs(f) * c + hs(i) * np.tanh(cand)
+        h_new = hs(o) * np.tanh(c_new)
+        m = np.ones((B, 1), bool) if mask is None else mask[:, t, None]
+        h, c, out = np.where(m, h_new, h), np.where(m, c_new, c), np.where(m, h_new, out)
+        ys[:, t] = out
+    return ys, out
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def x2() -> np.ndarray:
+    return np.random.default_rng(21).normal(size=(3, 11, mk.I)) * 2.0
+
+
+def _seq_reference(x: np.ndarray, w: dict[str, np.ndarray], slope: float = 0.2) -> np.ndarray:
+    ys, _ = keras2_lstm(x, w, slope=slope)
+    return softmax(ys @ w["dense_kernel"] + w["dense_bias"])
+
+
+def _check(spec: lstm_fast.ModelSpec, x: np.ndarray, expected: np.ndarray) -> None:
+    np.testing.assert_allclose(spec_forward(spec, x)[0], expected, atol=TOL, rtol=0)
+    y = lstm_fast.Model(spec).predict(x.astype(np.float32))
+    np.testing.assert_allclose(y, expected, atol=TOL, rtol=0)
+
+
+def test_keras2_full_model_mapping(k2: dict[str, Path], weights: dict[str, np.ndarray]) -> None:
+    spec = spec_from_keras_file(k2["full"])
+    lstm, dense = spec.layers
+    assert lstm.recurrent_activation == "hard_sigmoid_keras2"     # keras_version 2.15.0
+    assert lstm.activation == "tanh" and lstm.return_sequences
+    np.testing.assert_array_equal(lstm.w_ih, weights["kernel"].T)
+    np.testing.assert_array_equal(lstm.w_hh, weights["recurrent_kernel"].T)
+    np.testing.assert_array_equal(lstm.bias, weights["bias"])
+    np.testing.assert_array_equal(dense.weight, weights["dense_kernel"].T)
+    assert dense.activation == "softmax"
+    assert spec.metadata["keras_version"] == mk.KERAS2_VERSION
+    assert spec.metadata["backend"] == "tensorflow"
+
+
+def test_keras2_full_model_numbers(k2: dict[str, Path], weights: dict[str, np.ndarray],
+                                   x2: np.ndarray) -> None:
+    expected = _seq_reference(x2, weights)
+    _check(spec_from_keras_file(k2["full"]), x2, expected)
+    # the Keras 3 meaning of "hard_sigmoid" (slope 1/6) really gives other numbers here
+    assert np.abs(_seq_reference(x2, weights, slope=1 / 6) - expected).max() > 1e-3
+
+
+def test_keras2_save_weights_with_config(k2: dict[str, Path], weights: dict[str, np.ndarray],
+                                         x2: np.ndarray) -> None:
+    expected = _seq_reference(x2, weights)
+    text = k2["json"].read_text()
+    for config in (k2["json"], str(k2["json"]), text, json.loads(text)):
+        spec = spec_from_keras_file(k2["weights"], config=config)
+        assert spec.layers[0].recurrent_activation == "hard_sigmoid_keras2"
+        assert spec.metadata["format"] == "h5_weights"
+        _check(spec, x2, expected)
+    with pytest.raises(ModelFileError, match="config="):
+        spec_from_keras_file(k2["weights"])
+
+
+def test_keras2_save_weights_matched_by_order(k2: dict[str, Path],
+                                              weights: dict[str, np.ndarray],
+                                              x2: np.ndarray) -> None:
+    """An architecture re-created with other auto-generated names still loads (by order, as
+    Keras's load_weights does)."""
+    cfg = json.loads(k2["json"].read_text())
+    cfg["config"]["layers"][1]["config"]["name"] = "lstm_7"
+    cfg["config"]["layers"][2]["config"]["name"] = "time_distributed_3"
+    _check(spec_from_keras_file(k2["weights"], config=cfg), x2, _seq_reference(x2, weights))
+
+
+def test_keras2_functional_masking(k2: dict[str, Path], weights: dict[str, np.ndarray]) -> None:
+    """Functional config with Keras 2 inbound nodes, weight names with global counters
+    (lstm_1/lstm_cell_1/kernel:0), a split weight_names attribute, Masking, last step only."""
+    spec = spec_from_keras_file(k2["functional"])
+    assert [L.kind for L in spec.layers] == ["masking", "lstm", "dense"]
+    assert not spec.layers[1].return_sequences
+    x = np.random.default_rng(22).normal(size=(3, 9, mk.I)) * 2.0
+    x[0, 6:] = 0.0
+    x[1, :3] = 0.0
+    x[2, 4] = 0.0
+    mask = np.any(x != 0.0, axis=-1)
+    _, last = keras2_lstm(x, weights, mask)
+    _check(spec, x, softmax(last @ weights["dense_kernel"] + weights["dense_bias"]))
+
+
+def test_keras1_twelve_arrays(k2: dict[str, Path], weights: dict[str, np.ndarray],
+                              x2: np.ndarray) -> None:
+    spec = spec_from_keras_file(k2["keras1"])
+    assert spec.metadata["keras_version"] == "1"
+    assert spec.layers[0].recurrent_activation == "hard_sigmoid_keras2"
+    np.testing.assert_array_equal(spec.layers[0].w_ih, weights["kernel"].T)
+    _check(spec, x2, _seq_reference(x2, weights))
+
+
+def test_cudnn_lstm(k2: dict[str, Path], weights: dict[str, np.ndarray], x2: np.ndarray) -> None:
+    spec = spec_from_keras_file(k2["cudnn"])
+    lstm = spec.layers[0]
+    assert (lstm.activation, lstm.recurrent_activation) == ("tanh", "sigmoid")
+    np.testing.assert_array_equal(lstm.w_ih, weights["kernel"].T)
+    np.testing.assert_array_equal(lstm.w_hh, weights["recurrent_kernel"].T)
+    np.testing.assert_allclose(lstm.bias, weights["bias"], atol=1e-7, rtol=0)
+    # tf-keras's own conversion (kernel.T.reshape(shape, order='F') per gate) agrees
+    with h5py.File(k2["cudnn"], "r") as f:
+        stored = f["model_weights/cu_dnnlstm/cu_dnnlstm/kernel:0"][()]
+    tfk = np.concatenate([k.T.reshape(k.shape, order="F") for k in np.split(stored, 4, axis=1)],
+                         axis=1)
+    np.testing.assert_array_equal(lstm.w_ih, tfk.T)
+
+
+def test_keras2_time_major_refused(k2: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "time_major.h5"
+    mk.write_full_model(path, mk.make_weights())
+    cfg = mk.sequential_config()
+    cfg["config"]["layers"][1]["config"]["time_major"] = True
+    with h5py.File(path, "r+") as f:
+        f.attrs["model_config"] = json.dumps(cfg).encode()
+    with pytest.raises(UnsupportedModelError) as err:
+        spec_from_keras_file(path)
+    msg = str(err.value)
+    assert "'lstm'" in msg and "LSTM" in msg and "time_major" in msg and str(path) in msg
+
+
+def test_keras_version_override(k2: dict[str, Path]) -> None:
+    spec = spec_from_keras_file(k2["full"], keras_version="3.15.1")
+    assert spec.layers[0].recurrent_activation == "hard_sigmoid"
+
+
+# --- malformed files ---------------------------------------------------------------------
+
+def test_not_a_keras_file(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not a model at all")
+    with pytest.raises(ModelFileError, match="junk.h5"):
+        spec_from_keras_file(junk)
+    empty = tmp_path / "empty.h5"
+    with h5py.File(empty, "w") as f:
+        f.create_group("something")
+    with pytest.raises(ModelFileError, match="not a Keras"):
+        spec_from_keras_file(empty)
+    bad_zip = tmp_path / "bad.keras"
+    bad_zip.write_bytes(b"PK\x03\x04" + b"\0" * 40)
+    with pytest.raises(ModelFileError, match="bad.keras"):
+        spec_from_keras_file(bad_zip)
+
+
+def test_weights_inconsistent_with_config(k2: dict[str, Path], tmp_path: Path) -> None:
+    cfg = mk.sequential_config()
+    cfg["config"]["layers"][1]["config"]["units"] = 7
+    with pytest.raises(ModelFileError, match="recurrent_kernel|kernel"):
+        spec_from_keras_file(k2["weights"], config=cfg)
