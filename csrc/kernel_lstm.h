@@ -20,7 +20,8 @@ LF_INLINE vf v_act(lf_activation a, vf x)
         return v_min(v_set1(1.0f), v_max(v_zero(), v_fmadd(x, v_set1(0.2f), v_set1(0.5f))));
     case LF_ACT_SOFTSIGN: return v_div(x, v_add(v_set1(1.0f), v_abs(x)));
     case LF_ACT_SILU: return v_mul(x, v_sigmoid(x));
-    case LF_ACT_EXPONENTIAL: return v_exp(x);
+    case LF_ACT_EXPONENTIAL: /* v_exp saturates at exp(88); real exp overflows to inf */
+        return v_select_lt(v_set1(88.7228394f), x, v_set1(__builtin_inff()), v_exp(x));
     default: {
         float lane[VW];
         v_store(lane, x);

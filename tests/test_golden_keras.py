@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -288,3 +290,15 @@ def test_weights_inconsistent_with_config(k2: dict[str, Path], tmp_path: Path) -
     cfg["config"]["layers"][1]["config"]["units"] = 7
     with pytest.raises(ModelFileError, match="recurrent_kernel|kernel"):
         spec_from_keras_file(k2["weights"], config=cfg)
+
+
+def test_reading_files_never_imports_keras() -> None:
+    code = (
+        "import sys\n"
+        "from lstm_fast.converters.keras import spec_from_keras_file\n"
+        f"for p in {[str(FIXTURES / f'{n}.{e}') for n, e in GOLDEN.items()]!r}:\n"
+        "    spec_from_keras_file(p)\n"
+        "bad = [m for m in ('keras', 'tensorflow', 'tf_keras') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

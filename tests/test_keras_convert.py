@@ -213,13 +213,18 @@ def test_file_and_live_specs_agree(case: Case) -> None:
                 np.testing.assert_array_equal(arr, b.arrays()[name])
 
 
-def test_model_predict_api(case: Case) -> None:
+@pytest.mark.parametrize("builder", [seq_embedding, func_masking_backwards])
+def test_model_predict_api(builder: Callable[[np.random.Generator], tuple[Any, np.ndarray]],
+                           tmp_path: Path) -> None:
     """Keras's model.predict (not just __call__) agrees too."""
-    if case.name not in ("seq_embedding", "func_masking_backwards"):
-        pytest.skip("two models are enough")
-    y = np.asarray(case.model.predict(case.x, verbose=0), np.float64)
-    np.testing.assert_allclose(spec_forward(case.specs["keras"], case.x)[0], y, atol=TOL,
-                               rtol=0)
+    keras.utils.set_random_seed(0)
+    model, x = builder(np.random.default_rng(7))
+    _set_weights(model, 7)
+    model.save(tmp_path / "m.keras")
+    y = np.asarray(model.predict(x, verbose=0), np.float64)
+    spec = spec_from_keras_file(tmp_path / "m.keras")
+    np.testing.assert_allclose(spec_forward(spec, x)[0], y, atol=TOL, rtol=0)
+    np.testing.assert_allclose(lstm_fast.Model(spec).predict(x), y, atol=TOL, rtol=0)
 
 
 # --- structure checks on specific models -------------------------------------------------

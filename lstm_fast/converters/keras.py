@@ -262,14 +262,16 @@ def _refs_list(value: Any) -> list[tuple[str, int, int]]:
     return []
 
 
-def _batch_shape(cfg: Mapping[str, Any]) -> tuple[int | None, ...] | None:
+def _batch_shape(cfg: Mapping[str, Any], input_dim: bool = False
+                 ) -> tuple[int | None, ...] | None:
+    """The batch input shape an InputLayer (or a Keras 1/2 first layer) declares."""
     for key in ("batch_shape", "batch_input_shape"):
         if cfg.get(key) is not None:
             return tuple(cfg[key])
     for key in ("input_shape", "shape"):
         if cfg.get(key) is not None:
             return (None, *tuple(cfg[key]))
-    if cfg.get("input_dim") is not None:                       # Keras 1 recurrent layers
+    if input_dim and cfg.get("input_dim") is not None:         # Keras 1 recurrent layers
         return (None, cfg.get("input_length"), cfg["input_dim"])
     return None
 
@@ -313,7 +315,9 @@ def _sequential(ctx: _Ctx, inner: Any) -> _Arch:
         else:
             chain.append(e)
     if batch_shape is None and chain:
-        batch_shape = _batch_shape(chain[0].config)           # Keras 1/2 batch_input_shape
+        # Keras 1/2: batch_input_shape (or Keras 1 input_dim) on the first layer
+        batch_shape = _batch_shape(chain[0].config, input_dim=chain[0].class_name in
+                                   _LSTM_CLASSES | {"Dense", "Masking"})
     if batch_shape is None and isinstance(inner, dict) and inner.get("build_input_shape"):
         batch_shape = tuple(inner["build_input_shape"])
     name = inner.get("name", "") if isinstance(inner, dict) else ""

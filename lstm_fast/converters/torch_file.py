@@ -19,8 +19,9 @@ Every size in the file (storage element counts, tensor shapes, strides and offse
 against the bytes the file really holds before an array is made, so a hostile or truncated file
 raises :class:`~lstm_fast.errors.ModelFileError` instead of allocating or crashing.
 
-Arrays are fresh, C-contiguous and native-endian; float16 and bfloat16 are widened to float32,
-every other dtype is kept as stored.
+Arrays are read-only, C-contiguous and native-endian (contiguous tensors share the bytes read
+from the file, views are copied); float16 and bfloat16 are widened to float32, every other
+dtype is kept as stored.
 """
 
 from __future__ import annotations
@@ -448,7 +449,7 @@ def _short(e: BaseException) -> str:
 
 
 class _Materializer:
-    """Replaces every ``_TensorRef`` in an unpickled tree by a fresh numpy array.
+    """Replaces every ``_TensorRef`` in an unpickled tree by a read-only numpy array.
 
     ``storage_bytes(ref)`` returns the raw bytes of a storage (already checked to hold
     ``ref.numel`` elements). ``budget`` caps the total bytes of arrays made.
@@ -549,7 +550,9 @@ class _Materializer:
         self.budget -= count * out_item
         widen = is_bf16 or (dtype.kind == "f" and item == 2)
         if count == 0:
-            return np.zeros(size, np.float32 if widen else dtype.newbyteorder("="))
+            empty = np.zeros(size, np.float32 if widen else dtype.newbyteorder("="))
+            empty.flags.writeable = False
+            return empty
         last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
         if last >= numel:
             raise ModelFileError(
@@ -560,13 +563,17 @@ class _Materializer:
                              offset=storage.offset * storage.type.np_dtype.itemsize)
         view = np.lib.stride_tricks.as_strided(
             base[offset:], shape=size, strides=tuple(s * item for s in stride), writeable=False)
-        arr = np.array(view, dtype=dtype.newbyteorder("="), order="C")
         if is_bf16:
-            wide = arr.astype(np.uint32)
-            wide <<= 16  # in place: a 0-d array stays an array
-            arr = wide.view(np.float32)
+            arr = np.array(view, dtype=np.uint32)
+            arr <<= 16  # in place: a 0-d array stays an array
+            arr = arr.view(np.float32)
         elif widen:
-            arr = arr.astype(np.float32)
+            arr = np.array(view, dtype=np.float32)
+        elif view.flags.c_contiguous and dtype.isnative:
+            return view  # read-only, shares the bytes read from the file: no copy
+        else:
+            arr = np.array(view, dtype=dtype.newbyteorder("="), order="C")
+        arr.flags.writeable = False
         return arr
 
 
@@ -726,19 +733,18 @@ def _load_legacy(path: str, data: bytes) -> Any:
 # --------------------------------------------------------------------------------------------
 # TorchScript: module tree -> state dict
 
-_CLASS_RE = re.compile(
-    r"^class\s+(\w+)\s*\((\w+)\)\s*:\s*\n"
-    r"\s+__parameters__\s*=\s*(\[[^\]\n]*\])\s*\n"
-    r"\s+__buffers__\s*=\s*(\[[^\]\n]*\])", re.MULTILINE)
+_CLASS_RE = re.compile(r"^class\s+(\w+)\s*\(", re.MULTILINE)
+_LIST_RE = re.compile(r"\s+(__parameters__|__buffers__)\s*=\s*(\[[^\]\n]*\])\s*\n")
 
 
 def _script_classes(zf: zipfile.ZipFile, infos: Mapping[str, zipfile.ZipInfo], prefix: str,
-                    where: str) -> dict[str, tuple[list[str], list[str]]]:
+                    where: str) -> dict[str, tuple[list[str], list[str]] | None]:
     """``qualified class name -> (parameter names, buffer names)`` from the archive's code/.
 
-    The code is only scanned as text for the two literal lists; it is never run.
+    Classes that are not modules (no ``__parameters__``) map to None. The code is only scanned
+    as text for the two literal lists; it is never run.
     """
-    classes: dict[str, tuple[list[str], list[str]]] = {}
+    classes: dict[str, tuple[list[str], list[str]] | None] = {}
     base = prefix + "code/"
     for name, info in infos.items():
         if not (name.startswith(base) and name.endswith(".py")):
@@ -746,16 +752,29 @@ def _script_classes(zf: zipfile.ZipFile, infos: Mapping[str, zipfile.ZipInfo], p
         module = name[len(base):-3].replace("/", ".")
         text = _read_member(zf, info, _MAX_CODE_BYTES, where).decode("utf-8", "replace")
         for m in _CLASS_RE.finditer(text):
-            try:
-                params, buffers = ast.literal_eval(m.group(3)), ast.literal_eval(m.group(4))
-            except (ValueError, SyntaxError):
-                continue
-            if all(isinstance(p, str) for p in params + buffers):
-                classes[f"{module}.{m.group(1)}"] = (params, buffers)
+            found: dict[str, list[str]] = {}
+            pos = text.index("\n", m.end()) if "\n" in text[m.end():] else len(text)
+            for _ in range(2):  # the two lists directly follow the class line
+                lm = _LIST_RE.match(text, pos)
+                if lm is None:
+                    break
+                try:
+                    value = ast.literal_eval(lm.group(2))
+                except (ValueError, SyntaxError):
+                    break
+                if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    found[lm.group(1)] = value
+                pos = lm.end() - 1
+            qual = f"{module}.{m.group(1)}"
+            if "__parameters__" in found:
+                classes[qual] = (found["__parameters__"], found.get("__buffers__", []))
+            else:
+                classes[qual] = None
     return classes
 
 
-def _script_state_dict(root: Any, classes: Mapping[str, tuple[list[str], list[str]]],
+def _script_state_dict(root: Any,
+                       classes: Mapping[str, tuple[list[str], list[str]] | None],
                        where: str) -> OrderedDict:
     if not isinstance(root, _ScriptObject):
         raise ModelFileError(f"{where}: TorchScript archive whose root is not a module")
@@ -769,7 +788,10 @@ def _script_state_dict(root: Any, classes: Mapping[str, tuple[list[str], list[st
         state = getattr(obj, "_ts_state", None)
         if not isinstance(state, dict):
             return
-        info = classes.get(type(obj)._ts_name)
+        qual = type(obj)._ts_name
+        if qual in classes and classes[qual] is None:
+            return  # a TorchScript class, not a module: not part of the state dict
+        info = classes.get(qual)
         names = info[0] + info[1] if info else [
             k for k, v in state.items() if isinstance(v, np.ndarray)]
         for n in names:
@@ -793,8 +815,13 @@ def _script_state_dict(root: Any, classes: Mapping[str, tuple[list[str], list[st
 
 
 def _widen_half(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: (v.astype(np.float32) if v.dtype == np.float16 else v)
-            for k, v in tensors.items()}
+    out = {}
+    for k, v in tensors.items():
+        if v.dtype == np.float16:
+            v = v.astype(np.float32)
+            v.flags.writeable = False
+        out[k] = v
+    return out
 
 
 def load_torch_checkpoint(path: str | os.PathLike[str]) -> Any:
@@ -812,7 +839,8 @@ def load_torch_checkpoint(path: str | os.PathLike[str]) -> Any:
         What was saved, with every tensor replaced by a numpy array: nested dicts (an
         ``OrderedDict`` stays one), lists, tuples and primitives. A TorchScript archive and a
         safetensors file give a flat ``name -> array`` dict (for TorchScript the names of
-        ``torch.jit.load(path).state_dict()``). float16/bfloat16 become float32.
+        ``torch.jit.load(path).state_dict()``). Arrays are read-only and C-contiguous;
+        float16/bfloat16 become float32.
 
     Raises
     ------

@@ -1,0 +1,176 @@
+"""Whole models (Embedding, Masking, Dense heads, LSTM options, masks) vs the float64 oracle."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lstm_fast as lf
+from lstm_fast.spec import (
+    CELL_ACTIVATIONS,
+    DENSE_ACTIVATIONS,
+    DenseSpec,
+    EmbeddingSpec,
+    LSTMLayerSpec,
+    MaskingSpec,
+    ModelSpec,
+)
+
+from .reference import spec_forward
+from .test_oracle import ISAS
+
+TOL = 1e-5
+# Cell activations under which a random LSTM cannot overflow float32 in a few steps.
+BOUNDED_GROWTH = tuple(a for a in CELL_ACTIVATIONS if a != "exponential")
+
+
+def lstm_spec(rng, I, H, **kw):
+    s = 1.0 / np.sqrt(H)
+    return LSTMLayerSpec(rng.uniform(-s, s, (4 * H, I)), rng.uniform(-s, s, (4 * H, H)),
+                         rng.uniform(-s, s, 4 * H) if kw.pop("bias", True) else None, **kw)
+
+
+def dense_spec(rng, I, O, activation="linear"):
+    return DenseSpec(rng.uniform(-1, 1, (O, I)) / np.sqrt(I), rng.uniform(-0.5, 0.5, O),
+                     activation)
+
+
+@st.composite
+def models(draw):
+    """A random chain: [Embedding | Masking | Dense]? LSTM+ [Dense]*, with random options."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    layers, width = [], draw(st.integers(1, 24))
+    front = draw(st.sampled_from(["none", "embedding", "masking", "dense"]))
+    if front == "embedding":
+        vocab = draw(st.integers(2, 30))
+        layers.append(EmbeddingSpec(rng.normal(size=(vocab, width)), draw(st.booleans())))
+    elif front == "masking":
+        layers.append(MaskingSpec(width, draw(st.sampled_from([0.0, -1.0]))))
+    elif front == "dense":
+        out = draw(st.integers(1, 20))
+        layers.append(dense_spec(rng, width, out, draw(st.sampled_from(CELL_ACTIVATIONS))))
+        width = out
+    n_rnn = draw(st.integers(1, 3))
+    for k in range(n_rnn):
+        H = draw(st.integers(1, 40))
+        last = k == n_rnn - 1 and draw(st.booleans())
+        layers.append(lstm_spec(
+            rng, width, H, bias=draw(st.booleans()),
+            activation=draw(st.sampled_from(["tanh", "tanh", *BOUNDED_GROWTH])),
+            recurrent_activation=draw(st.sampled_from(
+                ["sigmoid", "sigmoid", "hard_sigmoid", "hard_sigmoid_keras2"])),
+            return_sequences=not last, go_backwards=draw(st.integers(0, 4)) == 0))
+        width = H
+    for _ in range(draw(st.integers(0, 2))):
+        out = draw(st.integers(1, 20))
+        layers.append(dense_spec(rng, width, out, draw(st.sampled_from(DENSE_ACTIVATIONS))))
+        width = out
+    return ModelSpec(tuple(layers), mask_semantics=draw(st.sampled_from(["keras", "torch"]))), seed
+
+
+def random_input(spec, rng, B, T, holes):
+    if spec.takes_ids:
+        ids = rng.integers(0 if holes else 1, spec.layers[0].vocab_size, (B, T))
+        return ids.astype(np.int64)
+    x = rng.standard_normal((B, T, spec.input_size)).astype(np.float32)
+    if holes and spec.layers[0].kind == "masking":
+        x[rng.random((B, T)) < 0.3] = spec.layers[0].mask_value
+    return x
+
+
+@given(model=models(), B=st.integers(1, 12), T=st.integers(1, 40), isa=st.sampled_from(ISAS),
+       use_lengths=st.booleans(), holes=st.booleans())
+def test_chain_matches_oracle(model, B, T, isa, use_lengths, holes):
+    spec, seed = model
+    rng = np.random.default_rng(seed + 1)
+    x = random_input(spec, rng, B, T, holes)
+    lengths = rng.integers(0, T + 1, B) if use_lengths else None
+    y_ref, states_ref = spec_forward(spec, x, lengths=lengths)
+    y, (h, c) = lf.Model(spec, isa=isa).predict(x, lengths=lengths, return_state=True)
+    assert y.shape == y_ref.shape and y.dtype == np.float32
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=TOL)
+    for k, (hr, cr) in enumerate(states_ref):
+        np.testing.assert_allclose(h[k], hr, rtol=1e-5, atol=TOL)
+        np.testing.assert_allclose(c[k], cr, rtol=1e-5, atol=TOL)
+
+
+@pytest.mark.parametrize("semantics", ["keras", "torch"])
+def test_long_masked_sequences(semantics, isa, rng):
+    """600 steps with ragged lengths cross block boundaries; errors must not accumulate."""
+    spec = ModelSpec((MaskingSpec(6, 0.0), lstm_spec(rng, 6, 48), lstm_spec(rng, 48, 32),
+                      dense_spec(rng, 32, 5, "softmax")), mask_semantics=semantics)
+    x = rng.standard_normal((5, 600, 6)).astype(np.float32)
+    x[1, 100:130] = 0.0  # a hole
+    lengths = np.array([600, 599, 350, 1, 0])
+    y = lf.Model(spec, isa=isa).predict(x, lengths=lengths)
+    np.testing.assert_allclose(y, spec_forward(spec, x, lengths=lengths)[0], rtol=1e-5, atol=TOL)
+
+
+def test_masked_output_rules(rng):
+    """The two semantics differ exactly where the issue says: padded steps and before the
+    first valid step."""
+    layers = (MaskingSpec(3, 0.0), lstm_spec(rng, 3, 4))
+    x = rng.standard_normal((1, 6, 3)).astype(np.float32)
+    x[0, [0, 3, 5]] = 0.0
+    keras = lf.Model(ModelSpec(layers, mask_semantics="keras")).predict(x)[0]
+    torch = lf.Model(ModelSpec(layers, mask_semantics="torch")).predict(x)[0]
+    assert not keras[0].any() and not torch[0].any()          # before the first valid step
+    np.testing.assert_array_equal(keras[3], keras[2])          # Keras repeats
+    np.testing.assert_array_equal(keras[5], keras[4])
+    assert not torch[3].any() and not torch[5].any()           # PyTorch writes zeros
+    np.testing.assert_array_equal(keras[[1, 2, 4]], torch[[1, 2, 4]])
+
+
+def test_streaming_chain_equals_predict(isa, rng):
+    """Embedding ids -> LSTM x2 -> Dense softmax, fed one id at a time and in chunks."""
+    spec = ModelSpec((EmbeddingSpec(rng.normal(size=(20, 8))), lstm_spec(rng, 8, 16),
+                      lstm_spec(rng, 16, 12), dense_spec(rng, 12, 20, "softmax")))
+    model = lf.Model(spec, isa=isa)
+    ids = rng.integers(0, 20, (3, 50))
+    y = model.predict(ids)
+    s = model.stream(3)
+    steps = np.stack([s.step(ids[:, t]) for t in range(50)], axis=1)
+    np.testing.assert_allclose(steps, y, rtol=0, atol=1e-6)
+    s.reset()
+    chunks = np.concatenate([s.run(ids[:, a:b]) for a, b in ((0, 7), (7, 8), (8, 50))], axis=1)
+    np.testing.assert_allclose(chunks, y, rtol=0, atol=1e-6)
+
+
+def test_unequal_hidden_sizes_state_lists(rng):
+    spec = ModelSpec((lstm_spec(rng, 3, 5), lstm_spec(rng, 5, 7)))
+    model = lf.Model(spec)
+    x = rng.standard_normal((2, 9, 3)).astype(np.float32)
+    h0 = [rng.standard_normal((2, 5)), rng.standard_normal((2, 7))]
+    c0 = [rng.standard_normal((2, 5)), rng.standard_normal((2, 7))]
+    y, (h, c) = model.predict(x, initial_state=(h0, c0), return_state=True)
+    y_ref, states = spec_forward(spec, x, initial_state=list(zip(h0, c0, strict=True)))
+    np.testing.assert_allclose(y, y_ref, atol=TOL)
+    assert [a.shape for a in h] == [(2, 5), (2, 7)]
+    for k in range(2):
+        np.testing.assert_allclose(h[k], states[k][0], atol=TOL)
+        np.testing.assert_allclose(c[k], states[k][1], atol=TOL)
+    with pytest.raises(lf.ShapeError, match="list of 2 arrays"):
+        model.predict(x, initial_state=(np.zeros((2, 2, 5)), np.zeros((2, 2, 5))))
+
+
+def test_go_backwards_cannot_stream(rng):
+    model = lf.Model(ModelSpec((lstm_spec(rng, 3, 4, go_backwards=True),)))
+    with pytest.raises(lf.UnsupportedModelError, match="go_backwards"):
+        model.stream()
+
+
+def test_bad_ids_and_lengths(rng):
+    model = lf.Model(ModelSpec((EmbeddingSpec(rng.normal(size=(5, 3))), lstm_spec(rng, 3, 4))))
+    with pytest.raises(lf.InputError, match="outside"):
+        model.predict(np.array([[1, 5]]))
+    with pytest.raises(lf.InputError, match="outside"):
+        model.predict(np.array([[1, -1]]))
+    with pytest.raises(lf.DTypeError, match="integer ids"):
+        model.predict(np.zeros((1, 2, 3), np.float32))
+    with pytest.raises(lf.InputError, match=r"\[0, T\]"):
+        model.predict(np.array([[1, 2]]), lengths=[3])
+    with pytest.raises(lf.ShapeError, match=r"expected \(1,\)"):
+        model.predict(np.array([[1, 2]]), lengths=[1, 2])
+    with pytest.raises(lf.DTypeError):
+        model.predict(np.array([[1, 2]]), lengths=[1.5])
