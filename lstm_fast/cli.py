@@ -1,16 +1,83 @@
-"""The ``lstm-fast`` command line."""
+"""The ``lstm-fast`` command line: convert, info, run, verify, demo."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
+from typing import Any
+
+import numpy as np
 
 from .errors import LstmFastError
 
 
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="framework", choices=("torch", "keras"),
+                   help="source framework (default: detected from the file)")
+    p.add_argument("--prefix", help="torch: name prefix of the recurrent module to convert when "
+                                    "a state dict holds several (e.g. 'encoder.rnn.')")
+    p.add_argument("--key", help="torch: entry of a training checkpoint holding the state dict "
+                                 "(e.g. 'model_state_dict'; default: detected)")
+    p.add_argument("--head", choices=("sequence", "last"), default="sequence",
+                   help="torch: apply Linear layers at every step (default) or to the last "
+                        "(valid) step only, as a classifier on h_n[-1] does")
+    p.add_argument("--activations", help="torch: comma-separated activations of the Linear "
+                                         "layers, in order (default: linear)")
+    p.add_argument("--config", help="keras: architecture JSON (model.to_json()) for a "
+                                    "save_weights .h5 file")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lstm-fast", description="Fast CPU inference for LSTMs.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="lstm-fast",
+                                description="Fast CPU inference for recurrent networks.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("convert", help="convert a Keras or PyTorch checkpoint",
+                       description="Convert a Keras (.keras, .h5) or PyTorch (.pt/.pth state "
+                                   "dict or training checkpoint, TorchScript, .safetensors) "
+                                   "checkpoint into an lstm_fast model file. No pickle code "
+                                   "is executed and neither framework is needed; when the "
+                                   "source framework is installed, both run on random input "
+                                   "and the difference is printed.")
+    c.add_argument("source", help="checkpoint to convert")
+    c.add_argument("-o", "--output", required=True, help="model file to write")
+    _add_source_options(c)
+    c.add_argument("--no-verify", action="store_true",
+                   help="do not compare with the source framework")
+    c.add_argument("--steps", type=int, default=64, help="steps of the random check input")
+
+    i = sub.add_parser("info", help="describe a model file",
+                       description="Print a model file's layers, shapes, parameter count, "
+                                   "bytes, dtype, format version and provenance.")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    r = sub.add_parser("run", help="batch inference from .npy files",
+                       description="Run a model on inputs from a .npy file: (B, T, I) floats, "
+                                   "or (B, T) integer ids for models that start with an "
+                                   "Embedding. Writes the outputs to a .npy file.")
+    r.add_argument("model")
+    r.add_argument("--input", required=True, help="input .npy file")
+    r.add_argument("--lengths", help="valid steps per sequence: a .npy file or a comma list")
+    r.add_argument("--output", required=True, help="output .npy file")
+
+    v = sub.add_parser("verify", help="compare a model file with its source checkpoint",
+                       description="Run a converted model and its source framework on the same "
+                                   "input (random, or --input) and compare. Exit code 1 when "
+                                   "the max abs difference exceeds --tolerance, 3 when the "
+                                   "source framework cannot run.")
+    v.add_argument("model")
+    v.add_argument("--against", required=True, help="the source checkpoint")
+    _add_source_options(v)
+    v.add_argument("--input", help="input .npy file (default: random)")
+    v.add_argument("--lengths", help="valid steps per sequence: a .npy file or a comma list")
+    v.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference (1e-4)")
+    v.add_argument("--steps", type=int, default=500, help="steps of the random input (500)")
+    v.add_argument("--batch", type=int, default=2, help="batch of the random input (2)")
+
     d = sub.add_parser("demo", help="generate text with the bundled character-level LSTM",
                        description="Run the bundled character-level LSTM: it writes text one "
                                    "character at a time through a stateful stream and reports "
@@ -22,15 +89,171 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def detect_framework(path: str) -> str:
+    """'torch' or 'keras' from a checkpoint's first bytes (and, for zips, its entries)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"\x89HDF"):
+        return "keras"
+    if head.startswith(b"PK"):
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile:
+            raise LstmFastError(f"{path}: a damaged zip file (truncated?)") from None
+        if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
+            return "keras"
+        return "torch"
+    if path.endswith((".keras", ".h5", ".hdf5")):
+        return "keras"
+    return "torch"
+
+
+def _convert_source(args: argparse.Namespace, path: str) -> tuple[Any, str]:
+    kind = args.framework or detect_framework(path)
+    if kind == "keras":
+        from .converters.keras import spec_from_keras_file
+
+        return spec_from_keras_file(path, config=args.config), kind
+    from .converters.torch import spec_from_torch_file
+
+    acts = args.activations.split(",") if args.activations else None
+    return spec_from_torch_file(path, prefix=args.prefix, head=args.head, activations=acts,
+                                key=args.key), kind
+
+
+def _load_lengths(value: str | None) -> np.ndarray | None:
+    if value is None:
+        return None
+    if value.endswith(".npy"):
+        return np.load(value, allow_pickle=False)
+    try:
+        return np.array([int(v) for v in value.split(",")])
+    except ValueError:
+        raise ValueError(f"--lengths must be a .npy file or comma-separated integers, got "
+                         f"{value!r}") from None
+
+
+def _compare(spec: Any, y: np.ndarray, source: str, kind: str, x: np.ndarray,
+             lengths: np.ndarray | None, config: str | None) -> float | None:
+    """Max abs difference with the framework, or None (reason printed) when it cannot run."""
+    from .verify import FrameworkUnavailable, framework_output
+
+    try:
+        ref = framework_output(source, kind, spec, x, lengths, config)
+    except FrameworkUnavailable as e:
+        print(f"comparison with {kind} skipped: {e}")
+        return None
+    if ref.shape != y.shape:
+        raise LstmFastError(f"output shapes differ: lstm_fast {y.shape}, {kind} {ref.shape}")
+    return float(np.max(np.abs(y.astype(np.float64) - ref))) if y.size else 0.0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .format import save_spec
+    from .model import Model
+    from .verify import random_input
+
+    spec, kind = _convert_source(args, args.source)
+    save_spec(spec, args.output)
+    print(f"converted {args.source} ({kind}) -> {args.output}")
+    print(spec.summary())
+    if args.no_verify:
+        return 0
+    x = random_input(spec, 2, max(1, args.steps))
+    y = Model(spec).predict(x)
+    diff = _compare(spec, y, args.source, kind, x, None, args.config)
+    if diff is not None:
+        print(f"max abs difference vs {kind} on random input {x.shape}: {diff:.3g}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .format import FORMAT_VERSION, load_spec
+
+    spec = load_spec(args.model)
+    info = {"file": args.model, "bytes": os.path.getsize(args.model),
+            "format_version": FORMAT_VERSION, "dtype": "float32",
+            "parameters": spec.num_parameters(), "input": _input_text(spec),
+            "output": _output_text(spec), "mask_semantics": spec.mask_semantics,
+            "stateful": spec.stateful, "metadata": spec.metadata}
+    if args.json:
+        info["layers"] = [{"kind": L.kind, "input_size": L.input_size,
+                           "output_size": L.output_size} for L in spec.layers]
+        print(json.dumps(info, indent=2))
+        return 0
+    print(spec.summary())
+    for key, value in info.items():
+        if key != "metadata":
+            print(f"{key}: {value}")
+    for key, value in spec.metadata.items():
+        print(f"source {key}: {value}")
+    return 0
+
+
+def _input_text(spec: Any) -> str:
+    return "(B, T) int ids" if spec.takes_ids else f"(B, T, {spec.input_size}) float32"
+
+
+def _output_text(spec: Any) -> str:
+    t = ", T" if spec.returns_sequences else ""
+    return f"(B{t}, {spec.output_size}) float32"
+
+
+def _load_input(path: str) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from . import load
+
+    model = load(args.model)
+    x = _load_input(args.input)
+    t0 = time.perf_counter()
+    y = model.predict(x, lengths=_load_lengths(args.lengths))
+    ms = (time.perf_counter() - t0) * 1e3
+    np.save(args.output, y)
+    print(f"{args.input} {x.shape} -> {args.output} {y.shape} in {ms:.2f} ms")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from . import load
+    from .verify import random_input
+
+    model = load(args.model)
+    kind = args.framework or detect_framework(args.against)
+    x = (_load_input(args.input) if args.input
+         else random_input(model.spec, max(1, args.batch), max(1, args.steps)))
+    lengths = _load_lengths(args.lengths)
+    y = model.predict(x, lengths=lengths)
+    diff = _compare(model.spec, y, args.against, kind, x, lengths, args.config)
+    if diff is None:
+        return 3
+    ok = diff <= args.tolerance
+    print(f"max abs difference vs {kind} on input {x.shape}: {diff:.3g} "
+          f"({'within' if ok else 'OVER'} tolerance {args.tolerance:g})")
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            if args.chars < 1:
-                raise ValueError("--chars must be at least 1")
-            from .demo import run_demo
+        if args.command == "convert":
+            return _cmd_convert(args)
+        if args.command == "info":
+            return _cmd_info(args)
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "verify":
+            return _cmd_verify(args)
+        if args.chars < 1:
+            raise ValueError("--chars must be at least 1")
+        from .demo import run_demo
 
-            run_demo(args.chars, args.temperature, args.seed)
+        run_demo(args.chars, args.temperature, args.seed)
         return 0
     except (LstmFastError, ValueError, OSError) as e:
         print(f"lstm-fast: error: {e}", file=sys.stderr)

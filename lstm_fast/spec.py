@@ -320,3 +320,33 @@ class ModelSpec:
 
     def num_parameters(self) -> int:
         return sum(int(a.size) for L in self.layers for a in L.arrays().values())
+
+    def summary(self) -> str:
+        """A table of the layers: kind, sizes, options and parameter count."""
+        rows = [("#", "layer", "in -> out", "options", "params")]
+        for k, L in enumerate(self.layers):
+            rows.append((str(k), L.kind, f"{L.input_size} -> {L.output_size}",
+                         _options_text(L), str(sum(a.size for a in L.arrays().values()))))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                 for r in rows]
+        lines.append(f"{self.num_parameters()} parameters (float32), mask semantics "
+                     f"{self.mask_semantics}" + (", stateful" if self.stateful else ""))
+        return "\n".join(lines)
+
+
+def _options_text(L: LayerSpec) -> str:
+    if isinstance(L, LSTMLayerSpec):
+        opts = [f"activation={L.activation}", f"recurrent_activation={L.recurrent_activation}"]
+        if L.bias is None:
+            opts.append("no bias")
+        if not L.return_sequences:
+            opts.append("last step only")
+        if L.go_backwards:
+            opts.append("go_backwards")
+        return ", ".join(opts)
+    if isinstance(L, DenseSpec):
+        return f"activation={L.activation}" + ("" if L.bias is not None else ", no bias")
+    if isinstance(L, EmbeddingSpec):
+        return f"vocabulary={L.vocab_size}" + (", mask_zero" if L.mask_zero else "")
+    return f"mask_value={L.mask_value:g}"
