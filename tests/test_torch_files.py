@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import time
@@ -433,6 +434,9 @@ def _evil_pickles(marker: Path) -> list[tuple[str, bytes]]:
 
 def test_code_in_pickles_is_never_executed(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
+    pickle.loads(_evil_pickles(marker)[1][1])  # sanity: plain pickle does run these
+    assert marker.exists()
+    marker.unlink()
     for n, (name, pkl) in enumerate(_evil_pickles(marker)):
         for kind in ("zip", "torchscript", "legacy"):
             if kind == "zip":
@@ -488,6 +492,8 @@ def test_giant_claims_fail_fast_without_allocating(tmp_path: Path) -> None:
         tensor_pickle(4, (2,), (-1,)),                         # negative stride
         tensor_pickle(4, (-2,), (1,)),                         # negative size
     ]
+    cases.append(b"\x80\x04\x8e" + struct.pack("<Q", 2**40) + b"abc.")  # BINBYTES8 of 1 TiB
+    cases.append(b"\x80\x05\x96" + struct.pack("<Q", 2**35) + b"abc.")  # BYTEARRAY8 of 32 GiB
     for n, pkl in enumerate(cases):
         p = make_archive(tmp_path / f"g{n}.pt", pkl, {"0": small})
         tracemalloc.start()
@@ -584,6 +590,23 @@ def test_corrupted_data_pkl(tmp_path: Path) -> None:
                  lambda n, b: b[:-4] if n.endswith("/data/0") else b)
     with pytest.raises(ModelFileError, match="holds only"):
         load_torch_checkpoint(p)
+
+
+@pytest.mark.parametrize("fixture", ["classifier.pt", "scripted_lm.pt", "checkpoint_dp.pt"])
+def test_random_byte_flips(tmp_path: Path, fixture: str) -> None:
+    """Corrupted files load (the flip hit unused bytes) or raise ModelFileError: nothing else."""
+    rng = np.random.default_rng(2)
+    data = (FIXTURES / fixture).read_bytes()
+    p = tmp_path / fixture
+    for _ in range(150):
+        b = bytearray(data)
+        for i in rng.integers(0, len(b), size=rng.integers(1, 4)):
+            b[i] = int(rng.integers(0, 256))
+        p.write_bytes(bytes(b))
+        try:
+            load_torch_checkpoint(p)
+        except ModelFileError:
+            pass
 
 
 def test_deeply_nested_pickle(tmp_path: Path) -> None:

@@ -274,7 +274,7 @@ class _Unpickler(pickle.Unpickler):
             return _StorageRef(key, stype, int(view[2]), int(view[1]))
         return ref
 
-    # -- allowed callables (bound methods: a pickle cannot alter them) -------------------------
+    # -- allowed callables (each wrapped in a _Call: a pickle cannot alter them) ------------
 
     @staticmethod
     def _ordered_dict(*args: Any) -> OrderedDict:
@@ -425,12 +425,23 @@ def _refuse_globals(where: str, data: bytes, first: str, allowed: Mapping[str, A
 
 def _unpickle(data: bytes | io.BytesIO, where: str, *, script: bool = False,
               legacy: bool = False) -> tuple[Any, _Unpickler]:
-    unpickler = _Unpickler(data, script=script, legacy=legacy)
-    start = data.tell() if isinstance(data, io.BytesIO) else 0
+    stream = data if isinstance(data, io.BytesIO) else io.BytesIO(data)
+    start = stream.tell()
+    # Walk the opcodes first (pure parsing, nothing is built): it rejects corrupt streams and
+    # length fields larger than the data before the C unpickler would allocate them
+    # (BINBYTES8/BYTEARRAY8 allocate their claimed size before reading).
+    try:
+        for _ in pickletools.genops(stream):
+            pass
+    except Exception as e:  # noqa: BLE001 - any parse failure means a corrupt pickle
+        raise ModelFileError(f"{where}: corrupted pickle data ({type(e).__name__}: "
+                             f"{_short(e)})") from None
+    stream.seek(start)
+    unpickler = _Unpickler(stream, script=script, legacy=legacy)
     try:
         return unpickler.load(), unpickler
     except _ForbiddenGlobal as e:
-        raw = data.getbuffer()[start:].tobytes() if isinstance(data, io.BytesIO) else data
+        raw = stream.getbuffer()[start:].tobytes()
         raise _refuse_globals(where, raw, e.name, unpickler._allowed, script) from None
     except LstmFastError:
         raise
@@ -878,8 +889,7 @@ def load_torch_checkpoint(path: str | os.PathLike[str]) -> Any:
         raise ModelFileError(f"{path}: the checkpoint is nested too deeply") from None
     except MemoryError:
         raise ModelFileError(f"{path}: not enough memory to read the checkpoint") from None
-    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, struct.error,
-            zipfile.BadZipFile, NotImplementedError, OverflowError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 - zipfile/zlib/struct/pickle errors of a bad file
         raise ModelFileError(f"{path}: unreadable checkpoint ({type(e).__name__}: "
                              f"{_short(e)}); the file is truncated or corrupted") from None
     raise ModelFileError(
