@@ -135,6 +135,8 @@ def _tensor(data: memoryview, name: str, info: Any, path: str) -> np.ndarray:
                              f"data_offsets give {end - begin}")
     arr = np.frombuffer(data[begin:end], dtype=dtype).reshape(shape)
     if info["dtype"] == "BF16":
-        arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        wide = arr.astype(np.uint32)
+        wide <<= 16
+        arr = wide.view(np.float32)
         arr.flags.writeable = False
     return arr

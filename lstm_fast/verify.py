@@ -52,11 +52,12 @@ def _keras_output(source: str, x: np.ndarray, lengths: np.ndarray | None,
             model.load_weights(source)
         else:
             model = keras.saving.load_model(source, compile=False)
+        y = keras.ops.convert_to_numpy(model(x, training=False))
     except Exception as e:  # noqa: BLE001 - any Keras failure means "cannot compare"
-        raise FrameworkUnavailable(f"Keras {keras.__version__} cannot load {source}: "
+        raise FrameworkUnavailable(f"Keras {keras.__version__} cannot run {source}: "
                                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
                                    ) from None
-    return np.asarray(model(x, training=False), dtype=np.float64)
+    return np.asarray(y, dtype=np.float64)
 
 
 _TORCH_ACTS = {

@@ -106,7 +106,7 @@ def test_bad_weights(rng):
         lf.Model.from_lstm_weights([(w[0][0] * np.nan, w[0][1], None, None)])
     with pytest.raises(lf.WeightsError, match=r"expected \(W_ih, W_hh, b_ih, b_hh\)"):
         lf.Model.from_lstm_weights([w[0][:2]])
-    with pytest.raises(lf.WeightsError, match="at least one layer"):
+    with pytest.raises(lf.WeightsError, match="at least one recurrent layer"):
         lf.Model.from_lstm_weights([])
     with pytest.raises(lf.WeightsError, match="real 2-D"):
         lf.Model.from_lstm_weights([(np.zeros((16, 3), complex), w[0][1], None, None)])

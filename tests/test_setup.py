@@ -36,3 +36,17 @@ def test_the_users_coretype_wins():
 def test_isa_forced_through_the_environment():
     assert probe({"LSTM_FAST_ISA": "portable"})[2] == "portable"
     assert probe({})[2] == lf.blas_info()["best_isa"]
+
+
+def test_every_subpackage_is_packaged():
+    """pyproject lists packages explicitly; a new subpackage must be listed or `pip install .`
+    (not editable) would ship without it."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    on_disk = {".".join(p.parent.relative_to(root).parts)
+               for p in (root / "lstm_fast").rglob("__init__.py")}
+    assert on_disk == listed
