@@ -128,7 +128,7 @@ def _load_lengths(value: str | None) -> np.ndarray | None:
     if value is None:
         return None
     if value.endswith(".npy"):
-        return np.load(value, allow_pickle=False)
+        return _load_input(value)
     try:
         return np.array([int(v) for v in value.split(",")])
     except ValueError:
@@ -203,7 +203,10 @@ def _output_text(spec: Any) -> str:
 
 
 def _load_input(path: str) -> np.ndarray:
-    return np.load(path, allow_pickle=False)
+    try:
+        return np.load(path, allow_pickle=False)
+    except EOFError:
+        raise ValueError(f"{path}: empty or truncated .npy file") from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -95,10 +95,16 @@ def test_convert_torch_state_dict_then_run_and_verify(tmp_path):
 def test_cli_errors_are_one_line(tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
+    model = tmp_path / "m.lfm"
+    assert lstm_fast("convert", str(FIXTURES / "torch" / "lstm2_nobias.pt"), "-o", str(model),
+                     "--no-verify").returncode == 0
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
     for args in (("convert", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "o")),
                  ("convert", str(garbage), "-o", str(tmp_path / "o")),
                  ("info", str(garbage)),
-                 ("run", str(garbage), "--input", "x.npy", "--output", "y.npy")):
+                 ("run", str(garbage), "--input", "x.npy", "--output", "y.npy"),
+                 ("run", str(model), "--input", str(empty), "--output", "y.npy")):
         run = lstm_fast(*args)
         assert run.returncode == 2, args
         assert run.stderr.startswith("lstm-fast: error: ") and "Traceback" not in run.stderr
