@@ -76,6 +76,8 @@ class LSTMLayerSpec:
     ``bias=None`` means no bias. ``return_sequences=False`` outputs only the last step (the last
     *valid* step under a mask) and must be the last recurrent layer. ``go_backwards`` processes
     the steps of each call from last to first and emits outputs in that processing order (Keras).
+    ``w_hr`` (P, H) is PyTorch's projection (``proj_size=P``): ``h = w_hr @ (o * act(c))``, so
+    ``h`` and the output have P features, ``w_hh`` is (4H, P) and ``c`` keeps H.
     """
 
     w_ih: np.ndarray
@@ -85,14 +87,24 @@ class LSTMLayerSpec:
     recurrent_activation: str = "sigmoid"
     return_sequences: bool = True
     go_backwards: bool = False
+    w_hr: np.ndarray | None = None
 
     kind = "lstm"
 
     def __post_init__(self) -> None:
         w_ih = _float32_array(self.w_ih, "w_ih", 2)
         w_hh = _float32_array(self.w_hh, "w_hh", 2)
-        four_h, hidden = w_hh.shape
-        if four_h != 4 * hidden or hidden < 1:
+        w_hr = self.w_hr
+        four_h = w_hh.shape[0]
+        hidden = four_h // 4
+        if w_hr is not None:
+            w_hr = _float32_array(w_hr, "w_hr", 2)
+            if w_hr.shape[1] != hidden or not 1 <= w_hr.shape[0]:
+                raise WeightsError(f"w_hr must be (P, H) = (P, {hidden}), got {w_hr.shape}")
+            if w_hh.shape != (four_h, w_hr.shape[0]) or four_h % 4:
+                raise WeightsError(f"with a projection, w_hh must be (4H, P) = "
+                                   f"({four_h}, {w_hr.shape[0]}), got {w_hh.shape}")
+        elif four_h != 4 * w_hh.shape[1] or hidden < 1:
             raise WeightsError(f"w_hh must be (4H, H), got {w_hh.shape}")
         if w_ih.shape[0] != four_h or w_ih.shape[1] < 1:
             raise WeightsError(f"w_ih must be (4H, I) = ({four_h}, I), got {w_ih.shape}")
@@ -106,6 +118,7 @@ class LSTMLayerSpec:
         object.__setattr__(self, "w_ih", w_ih)
         object.__setattr__(self, "w_hh", w_hh)
         object.__setattr__(self, "bias", bias)
+        object.__setattr__(self, "w_hr", w_hr)
         object.__setattr__(self, "return_sequences", bool(self.return_sequences))
         object.__setattr__(self, "go_backwards", bool(self.go_backwards))
 
@@ -115,17 +128,199 @@ class LSTMLayerSpec:
 
     @property
     def hidden_size(self) -> int:
-        return int(self.w_hh.shape[1])
+        """H: units of the cell state c."""
+        return int(self.w_hh.shape[0]) // 4
 
     @property
     def output_size(self) -> int:
-        return self.hidden_size
+        """Features of h and of the output: P with a projection, else H."""
+        return int(self.w_hh.shape[1])
+
+    @property
+    def state_sizes(self) -> tuple[int, int]:
+        """(size of h, size of c)."""
+        return self.output_size, self.hidden_size
 
     def arrays(self) -> dict[str, np.ndarray]:
-        out = {"w_ih": self.w_ih, "w_hh": self.w_hh}
-        if self.bias is not None:
-            out["bias"] = self.bias
-        return out
+        return _present(w_ih=self.w_ih, w_hh=self.w_hh, bias=self.bias, w_hr=self.w_hr)
+
+
+def _present(**arrays: np.ndarray | None) -> dict[str, np.ndarray]:
+    return {k: v for k, v in arrays.items() if v is not None}
+
+
+def _recurrent_common(spec: object, gates: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Checks w_ih (G*H, I) and w_hh (G*H, H) and the activations; returns them as float32."""
+    w_ih = _float32_array(spec.w_ih, "w_ih", 2)  # type: ignore[attr-defined]
+    w_hh = _float32_array(spec.w_hh, "w_hh", 2)  # type: ignore[attr-defined]
+    gh, hidden = w_hh.shape
+    if gh != gates * hidden or hidden < 1:
+        raise WeightsError(f"{name} w_hh must be ({gates}H, H), got {w_hh.shape}")
+    if w_ih.shape[0] != gh or w_ih.shape[1] < 1:
+        raise WeightsError(f"{name} w_ih must be ({gates}H, I) = ({gh}, I), got {w_ih.shape}")
+    _check_activation(spec.activation, CELL_ACTIVATIONS, "activation")  # type: ignore[attr-defined]
+    object.__setattr__(spec, "return_sequences", bool(spec.return_sequences))  # type: ignore[attr-defined]
+    object.__setattr__(spec, "go_backwards", bool(spec.go_backwards))  # type: ignore[attr-defined]
+    return w_ih, w_hh
+
+
+def _bias(value: object, name: str, size: int) -> np.ndarray | None:
+    if value is None:
+        return None
+    bias = _float32_array(value, name, 1)
+    if bias.shape != (size,):
+        raise WeightsError(f"{name} must be ({size},), got {bias.shape}")
+    return bias
+
+
+@dataclass(frozen=True)
+class GRULayerSpec:
+    """One unidirectional GRU layer; gate row blocks ``[r, z, n]`` (PyTorch's order)::
+
+        r = ract(W_ir x + b_ir + W_hr h + b_hr)      z = ract(W_iz x + b_iz + W_hz h + b_hz)
+        reset_after=True  (PyTorch, Keras default):  n = act(W_in x + b_in + r * (W_hn h + b_hn))
+        reset_after=False (Keras reset_after=False): n = act(W_in x + b_in + W_hn (r * h) + b_hn)
+        h' = z * h + (1 - z) * n
+
+    ``b_ih``/``b_hh`` are (3H,) or None (zeros). Options as in :class:`LSTMLayerSpec`.
+    """
+
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    b_ih: np.ndarray | None = None
+    b_hh: np.ndarray | None = None
+    reset_after: bool = True
+    activation: str = "tanh"
+    recurrent_activation: str = "sigmoid"
+    return_sequences: bool = True
+    go_backwards: bool = False
+
+    kind = "gru"
+
+    def __post_init__(self) -> None:
+        w_ih, w_hh = _recurrent_common(self, 3, "GRU")
+        _check_activation(self.recurrent_activation, CELL_ACTIVATIONS, "recurrent_activation")
+        object.__setattr__(self, "w_ih", w_ih)
+        object.__setattr__(self, "w_hh", w_hh)
+        object.__setattr__(self, "b_ih", _bias(self.b_ih, "b_ih", w_hh.shape[0]))
+        object.__setattr__(self, "b_hh", _bias(self.b_hh, "b_hh", w_hh.shape[0]))
+        object.__setattr__(self, "reset_after", bool(self.reset_after))
+
+    @property
+    def input_size(self) -> int:
+        return int(self.w_ih.shape[1])
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.w_hh.shape[1])
+
+    output_size = hidden_size
+
+    @property
+    def state_sizes(self) -> tuple[int, int]:
+        return self.hidden_size, 0
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return _present(w_ih=self.w_ih, w_hh=self.w_hh, b_ih=self.b_ih, b_hh=self.b_hh)
+
+
+@dataclass(frozen=True)
+class SimpleRNNLayerSpec:
+    """``h' = act(w_ih @ x + w_hh @ h + bias)``; w_ih (H, I), w_hh (H, H), bias (H,) or None
+    (PyTorch ``nn.RNN``'s two biases folded). Options as in :class:`LSTMLayerSpec`."""
+
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    bias: np.ndarray | None = None
+    activation: str = "tanh"
+    return_sequences: bool = True
+    go_backwards: bool = False
+
+    kind = "rnn"
+
+    def __post_init__(self) -> None:
+        w_ih, w_hh = _recurrent_common(self, 1, "SimpleRNN")
+        object.__setattr__(self, "w_ih", w_ih)
+        object.__setattr__(self, "w_hh", w_hh)
+        object.__setattr__(self, "bias", _bias(self.bias, "bias", w_hh.shape[0]))
+
+    @property
+    def input_size(self) -> int:
+        return int(self.w_ih.shape[1])
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.w_hh.shape[1])
+
+    output_size = hidden_size
+
+    @property
+    def state_sizes(self) -> tuple[int, int]:
+        return self.hidden_size, 0
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return _present(w_ih=self.w_ih, w_hh=self.w_hh, bias=self.bias)
+
+
+MERGE_MODES = ("concat", "sum", "ave", "mul")
+
+
+@dataclass(frozen=True)
+class BidirectionalSpec:
+    """Two recurrent layers of one kind over the same input: ``forward`` reads steps 0..T-1,
+    ``backward`` reads T-1..0 (each sequence from its own last valid step under a mask) and its
+    outputs are put back in time order. Outputs are merged: ``concat`` ([fwd, bwd], PyTorch's
+    layout), ``sum``, ``ave`` or ``mul`` (Keras). Masked steps output 0 (Keras forces this
+    inside Bidirectional; PyTorch packed sequences do it too). With
+    ``return_sequences=False`` the merged pair is each direction's last output.
+
+    Both inner layers have ``go_backwards=False`` and the same ``return_sequences``.
+    """
+
+    forward: LSTMLayerSpec | GRULayerSpec | SimpleRNNLayerSpec
+    backward: LSTMLayerSpec | GRULayerSpec | SimpleRNNLayerSpec
+    merge_mode: str = "concat"
+
+    kind = "bidirectional"
+
+    def __post_init__(self) -> None:
+        f, b = self.forward, self.backward
+        if f.kind not in CELL_KINDS or b.kind != f.kind:
+            raise WeightsError(f"Bidirectional needs two recurrent layers of one kind, got "
+                               f"{f.kind} and {b.kind}")
+        if f.go_backwards or b.go_backwards:
+            raise WeightsError("the inner layers of a Bidirectional must have "
+                               "go_backwards=False (the wrapper reverses the backward one)")
+        if f.return_sequences != b.return_sequences:
+            raise WeightsError("both directions must agree on return_sequences")
+        if (f.input_size, f.output_size, f.hidden_size) != (b.input_size, b.output_size,
+                                                            b.hidden_size):
+            raise WeightsError("both directions must have the same sizes")
+        if self.merge_mode not in MERGE_MODES:
+            raise WeightsError(f"merge_mode must be one of {', '.join(MERGE_MODES)}, got "
+                               f"{self.merge_mode!r}")
+
+    @property
+    def return_sequences(self) -> bool:
+        return self.forward.return_sequences
+
+    go_backwards = False
+
+    @property
+    def input_size(self) -> int:
+        return self.forward.input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.forward.hidden_size
+
+    @property
+    def output_size(self) -> int:
+        return self.forward.output_size * (2 if self.merge_mode == "concat" else 1)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**{f"forward.{k}": v for k, v in self.forward.arrays().items()},
+                **{f"backward.{k}": v for k, v in self.backward.arrays().items()}}
 
 
 @dataclass(frozen=True)
@@ -231,8 +426,11 @@ class MaskingSpec:
         return {}
 
 
-LayerSpec = LSTMLayerSpec | DenseSpec | EmbeddingSpec | MaskingSpec
-RECURRENT_KINDS = ("lstm",)
+CellSpec = LSTMLayerSpec | GRULayerSpec | SimpleRNNLayerSpec
+LayerSpec = CellSpec | BidirectionalSpec | DenseSpec | EmbeddingSpec | MaskingSpec
+#: Kinds that hold a recurrent cell, and kinds that have a recurrent state.
+CELL_KINDS = ("lstm", "gru", "rnn")
+RECURRENT_KINDS = (*CELL_KINDS, "bidirectional")
 
 
 @dataclass(frozen=True)
@@ -300,8 +498,17 @@ class ModelSpec:
         return self.layers[-1].output_size
 
     @property
-    def recurrent_layers(self) -> tuple[LSTMLayerSpec, ...]:
+    def recurrent_layers(self) -> tuple[LayerSpec, ...]:
         return tuple(L for L in self.layers if L.kind in RECURRENT_KINDS)
+
+    @property
+    def cells(self) -> tuple[CellSpec, ...]:
+        """The recurrent cells in state order: each layer's, a Bidirectional's forward then
+        backward (PyTorch's ``h_n`` order ``layer * 2 + direction``)."""
+        out: list[CellSpec] = []
+        for L in self.recurrent_layers:
+            out.extend((L.forward, L.backward) if L.kind == "bidirectional" else (L,))
+        return tuple(out)
 
     @property
     def returns_sequences(self) -> bool:
@@ -311,7 +518,8 @@ class ModelSpec:
     @property
     def streamable(self) -> bool:
         """True when the model can be fed step by step (no layer looks at future steps)."""
-        return not any(L.kind in RECURRENT_KINDS and L.go_backwards for L in self.layers)
+        return not any(L.kind == "bidirectional" or (L.kind in CELL_KINDS and L.go_backwards)
+                       for L in self.layers)
 
     @property
     def uses_mask(self) -> bool:

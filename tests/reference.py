@@ -129,49 +129,92 @@ def activation(name: str, x: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown activation {name!r}")
 
 
-def _lstm_masked(x, mask, L, h, c, semantics):
-    """One LSTM layer over (B, T, I) with a (B, T) mask; returns (y (B,T,H), last, h, c)."""
-    H = L.hidden_size
-    w_ih, w_hh = L.w_ih.astype(np.float64), L.w_hh.astype(np.float64)
-    bias = np.zeros(4 * H) if L.bias is None else L.bias.astype(np.float64)
-    act, ract = L.activation, L.recurrent_activation
-    B, T = x.shape[:2]
-    y = np.zeros((B, T, H))
-    prev_out = np.zeros((B, H))
-    order = range(T - 1, -1, -1) if L.go_backwards else range(T)
-    for p, t in enumerate(order):
-        z = x[:, t] @ w_ih.T + h @ w_hh.T + bias
+def _cell_step(L, x, h, c):
+    """One step of a cell spec in float64: returns (output h', c' or None)."""
+    f64 = lambda a: None if a is None else np.asarray(a, np.float64)  # noqa: E731
+    if L.kind == "lstm":
+        H = L.hidden_size
+        z = x @ f64(L.w_ih).T + h @ f64(L.w_hh).T
+        if L.bias is not None:
+            z = z + f64(L.bias)
+        ract, act = L.recurrent_activation, L.activation
         i, f = activation(ract, z[:, :H]), activation(ract, z[:, H:2 * H])
         g, o = activation(act, z[:, 2 * H:3 * H]), activation(ract, z[:, 3 * H:])
-        c_new = f * c + i * g
-        h_new = o * activation(act, c_new)
-        m = mask[:, t][:, None]
-        h, c = np.where(m, h_new, h), np.where(m, c_new, c)
-        if semantics == "keras":
-            prev_out = np.where(m, h_new, prev_out)
-            y[:, p] = prev_out
+        c = f * c + i * g
+        h = o * activation(act, c)
+        if L.w_hr is not None:
+            h = h @ f64(L.w_hr).T
+        return h, c
+    if L.kind == "gru":
+        H = L.hidden_size
+        w_hh = f64(L.w_hh)
+        b_ih = np.zeros(3 * H) if L.b_ih is None else f64(L.b_ih)
+        b_hh = np.zeros(3 * H) if L.b_hh is None else f64(L.b_hh)
+        gx = x @ f64(L.w_ih).T + b_ih
+        gh = h @ w_hh[:2 * H].T + b_hh[:2 * H]
+        r = activation(L.recurrent_activation, gx[:, :H] + gh[:, :H])
+        z = activation(L.recurrent_activation, gx[:, H:2 * H] + gh[:, H:])
+        if L.reset_after:
+            hn = h @ w_hh[2 * H:].T + b_hh[2 * H:]
+            n = activation(L.activation, gx[:, 2 * H:] + r * hn)
         else:
-            y[:, p] = np.where(m, h_new, 0.0)
-    if semantics == "keras":
-        last = prev_out
-    else:
-        last = h
-    return y, last, h, c
+            n = activation(L.activation, gx[:, 2 * H:] + (r * h) @ w_hh[2 * H:].T + b_hh[2 * H:])
+        return z * h + (1.0 - z) * n, None
+    if L.kind == "rnn":
+        z = x @ f64(L.w_ih).T + h @ f64(L.w_hh).T
+        if L.bias is not None:
+            z = z + f64(L.bias)
+        return activation(L.activation, z), None
+    raise ValueError(f"unknown cell kind {L.kind!r}")
+
+
+def _run_cell(x, mask, L, h, c, *, keras, reverse, time_aligned, zero_out):
+    """One cell over (B, T, I) with a (B, T) mask. Masked steps carry the state and output
+    0 (zero_out) or the previous output (0 before the first valid one). Steps run T-1..0 when
+    reverse; outputs go to their step's time (time_aligned) or to processing order.
+    Returns (y, last output, h, c)."""
+    B, T = x.shape[:2]
+    y = np.zeros((B, T, L.output_size))
+    prev_out = np.zeros((B, L.output_size))
+    for p in range(T):
+        t = T - 1 - p if reverse else p
+        h_new, c_new = _cell_step(L, x[:, t], h, c)
+        m = mask[:, t][:, None]
+        h = np.where(m, h_new, h)
+        if c is not None:
+            c = np.where(m, c_new, c)
+        prev_out = np.where(m, h_new, prev_out)
+        y[:, t if time_aligned else p] = np.where(m, h_new, 0.0) if zero_out else prev_out
+    return y, (prev_out if keras else h), h, c
+
+
+_MERGE = {"concat": lambda f, b: np.concatenate([f, b], axis=-1), "sum": np.add,
+          "ave": lambda f, b: (f + b) / 2.0, "mul": np.multiply}
+
+
+def _initial(L, B, initial_state, k):
+    if initial_state is None:
+        h = np.zeros((B, L.output_size))
+        c = np.zeros((B, L.hidden_size)) if L.kind == "lstm" else None
+        return h, c
+    h, c = initial_state[k]
+    return np.asarray(h, np.float64), (None if c is None else np.asarray(c, np.float64))
 
 
 def spec_forward(spec, x, *, lengths=None, initial_state=None):
     """Run a ``lstm_fast.spec.ModelSpec`` in float64.
 
     ``x`` is (B, T, F) floats or (B, T) ids; ``lengths`` (B,) masks steps t >= lengths[b];
-    ``initial_state`` is a list of (h, c) per recurrent layer. Returns ``(y, states)`` with
-    ``states`` the final (h, c) per recurrent layer.
+    ``initial_state`` is a list of (h, c or None) per cell in ``spec.cells`` order. Returns
+    ``(y, states)`` with ``states`` the final (h, c or None) per cell, in the same order.
     """
     x = np.asarray(x)
     B, T = x.shape[:2]
     mask = np.ones((B, T), dtype=bool)
     if lengths is not None:
         mask &= np.arange(T)[None, :] < np.asarray(lengths)[:, None]
-    states, k = [], 0
+    keras = spec.mask_semantics == "keras"
+    states: list = []
     for L in spec.layers:
         if L.kind == "embedding":
             ids = x.astype(np.int64)
@@ -188,15 +231,22 @@ def spec_forward(spec, x, *, lengths=None, initial_state=None):
             if L.bias is not None:
                 z = z + L.bias
             x = activation(L.activation, z)
-        elif L.kind == "lstm":
-            H = L.hidden_size
-            h0, c0 = (np.zeros((B, H)), np.zeros((B, H))) if initial_state is None \
-                else (np.asarray(a, np.float64) for a in initial_state[k])
-            y, last, h, c = _lstm_masked(np.asarray(x, np.float64), mask, L, h0, c0,
-                                         spec.mask_semantics)
+        elif L.kind in ("lstm", "gru", "rnn"):
+            h, c = _initial(L, B, initial_state, len(states))
+            y, last, h, c = _run_cell(np.asarray(x, np.float64), mask, L, h, c, keras=keras,
+                                      reverse=L.go_backwards, time_aligned=False,
+                                      zero_out=not keras)
             states.append((h, c))
-            k += 1
             x = y if L.return_sequences else last
+        elif L.kind == "bidirectional":
+            xs, outs = np.asarray(x, np.float64), []
+            for cell, reverse in ((L.forward, False), (L.backward, True)):
+                h, c = _initial(cell, B, initial_state, len(states))
+                y, last, h, c = _run_cell(xs, mask, cell, h, c, keras=keras, reverse=reverse,
+                                          time_aligned=True, zero_out=True)
+                states.append((h, c))
+                outs.append(y if L.return_sequences else last)
+            x = _MERGE[L.merge_mode](*outs)
         else:
             raise ValueError(f"unknown layer kind {L.kind!r}")
     return x, states
