@@ -9,15 +9,23 @@
 #define LF_BLOCK_ROWS 1024  /* time steps per block = max(1, LF_BLOCK_ROWS / batch) */
 #define LF_DENSE_SMALL_ROWS 8 /* dense layers on at most this many rows skip BLAS */
 
-/* Recurrent weights. Padded hidden units (H..Hp) have zero weights and stay exactly zero. */
+/* One recurrent cell (one direction). Padded units (H..Hp, P..Rp) have zero weights and stay
+ * exactly zero. G gates per unit: LSTM 4 (i f g o), GRU 3 (r z n), RNN 1. */
 typedef struct lf_layer {
-    int32_t I, H, Hp;
+    lf_layer_kind kind;
+    int32_t I, H, Hp, G;
+    int32_t R, Rp;       /* recurrent input = h: P (projection) or H; Rp its padded stride */
+    int reset_after;     /* GRU */
     lf_activation act, ract;
-    int default_acts;  /* act == tanh and ract == sigmoid: the fully fused path */
-    float *wih_t;      /* (I, 4Hp): gate g of unit u in column g*Hp + u; for BLAS */
-    float *whh_t;      /* (H, 4Hp) */
-    float *bias;       /* (4Hp) */
-    float *packed;     /* Hp/vw tiles, each (I + H) rows of [i f g o] x vw floats */
+    int default_acts;    /* act == tanh and ract == sigmoid: the fully fused path */
+    float *wih_t;        /* (I, G*Hp): gate g of unit u in column g*Hp + u; for BLAS */
+    float *whh_t;        /* (R, G*Hp) */
+    float *bias;         /* (G*Hp): LSTM/RNN folded bias; GRU: b_ih + b_hh for r and z, b_in
+                            for n (+ b_hn in reset-before) */
+    float *bias_hn;      /* GRU reset-after: b_hn (Hp) */
+    float *packed;       /* Hp/vw tiles, each (I + R) rows of G gates x vw floats */
+    float *whr_t;        /* LSTM projection (H, Rp), transposed; NULL without */
+    float *zero;         /* Rp zeros (the projection's bias) */
 } lf_layer;
 
 /* One layer of the chain. Outputs are rows of `ld` floats (ld = out padded to LF_HPAD). */
@@ -26,25 +34,30 @@ typedef struct lf_op {
     int32_t in, out, ld;
     uint32_t flags;
     lf_activation act;        /* DENSE */
+    lf_merge merge;           /* bidirectional */
     float mask_value;         /* MASKING */
-    int32_t slot;             /* LSTM: index of its state, else -1 */
-    int32_t state_off;        /* LSTM: floats of state per batch row before this layer's */
-    lf_layer rnn;             /* LSTM */
+    int32_t dirs;             /* recurrent: 1, or 2 when bidirectional; else 0 */
+    int32_t slot;             /* recurrent: index of the forward direction's state, else -1 */
+    int32_t h_off[2], c_off[2]; /* recurrent: floats of state per batch row before each
+                                   direction's h (rows of Rp) and c (rows of Hp) */
+    lf_layer cell[2];         /* recurrent: forward, backward */
     float *w;                 /* DENSE: (in, ld) transposed; EMBEDDING: (vocabulary, out) */
     float *bias;              /* DENSE: (ld) */
 } lf_op;
 
-/* Kernels of one instruction-set level. Rows of h, c and h_out have stride Hp. */
+/* Kernels of one instruction-set level. */
 typedef struct lf_kernels {
     lf_isa isa;
     int32_t vw;        /* floats per vector = tile width of the packed layout */
-    int32_t packed_max_batch;  /* larger batches use BLAS + lstm_pointwise for the recurrence */
-    /* Fused cell for rows [0, B), B <= packed_max_batch:
-     * gates = bias + xproj (if non-NULL) + packed·[x (if non-NULL); h], then c and h_out. */
-    void (*lstm_packed)(const lf_layer *layer, int32_t B,
+    int32_t packed_max_batch;  /* larger LSTM batches use BLAS + lstm_pointwise */
+    /* One step of a cell for rows [0, B): gates = bias + xproj (if non-NULL) + packed·[x (if
+     * non-NULL); h], then the state update. h (B, Rp) is read, h_out (B, Hp) written; c (LSTM,
+     * B x Hp) is updated in place. For an LSTM h_out is o*a(c), before any projection.
+     * scratch: 2*B*Hp floats (GRU reset-before). */
+    void (*cell_packed)(const lf_layer *layer, int32_t B,
                         const float *x, ptrdiff_t ldx, const float *xproj, ptrdiff_t ldxp,
-                        const float *h, float *c, float *h_out);
-    /* gates (B, 4Hp) hold W·x + R·h already; add bias, update c, write h_out. */
+                        const float *h, float *c, float *h_out, float *scratch);
+    /* LSTM: gates (B, 4Hp) hold W·x + R·h already; add bias, update c, write h_out. */
     void (*lstm_pointwise)(const lf_layer *layer, int32_t B, const float *gates,
                            float *c, float *h_out);
     /* y (rows, ld) = x (rows, in; row stride ldx) · w_t (in, ld) + bias; no activation. */
@@ -63,9 +76,9 @@ struct lf_model {
     int32_t collapse;         /* index of the RETURN_LAST recurrent op, or -1 */
     int32_t whole_call;       /* some op needs all steps of a call in one block */
     int32_t mask_source;      /* an embedding with MASK_ZERO or a masking op exists */
-    int32_t width_max;        /* max ld over ops */
-    int32_t hp_max;           /* max Hp over recurrent ops */
-    int32_t state_hp_sum;     /* sum of Hp over recurrent ops: floats of h (or c) per row */
+    int32_t width_max;        /* max ld over ops, and max Hp, Rp over cells */
+    int32_t gates_max;        /* max G*Hp over cells */
+    int32_t h_sum, c_sum;     /* floats of state h and c per batch row, over all states */
     const lf_kernels *kernels;
     lf_op ops[];
 };
@@ -73,19 +86,20 @@ struct lf_model {
 struct lf_state {
     const lf_model *model;
     int32_t batch;
-    float *h;                 /* slot k at offset batch * state_off, rows of Hp */
-    float *c;
+    float *h;                 /* direction d of op at offset batch * h_off[d], rows of Rp */
+    float *c;                 /* at offset batch * c_off[d], rows of Hp (LSTM) */
 };
 
 /* Block plan of one run call: steps per block and workspace layout (in floats). */
 typedef struct lf_plan {
     int32_t block_steps;
-    size_t xin, xproj, buf, mask, rowbuf, lastout;
+    size_t xin, xproj, buf, mask, rowbuf, lastout;  /* buf: 3 copies; rowbuf: 6 */
     size_t total_bytes;       /* 0: overflow */
 } lf_plan;
 
 lf_plan lf_make_plan(const lf_model *model, int32_t batch, int32_t steps);
-const lf_op *lf_slot_op(const lf_model *model, int32_t k);  /* NULL if out of range */
+/* The op holding recurrent state k, and its direction; NULL if out of range. */
+const lf_op *lf_slot_op(const lf_model *model, int32_t k, int32_t *dir);
 void *lf_aligned_alloc(size_t bytes);            /* zeroed; NULL on failure or overflow */
 void lf_aligned_free(void *p);
 int lf_mul_size(size_t a, size_t b, size_t *out); /* 1 on success, 0 on overflow */

@@ -1,11 +1,11 @@
 #include "simd_avx512.h"
-#include "kernel_lstm.h"
+#include "kernel_cells.h"
 
 const lf_kernels lf_kernels_avx512 = {
     .isa = LF_ISA_AVX512,
     .vw = VW,
     .packed_max_batch = INT32_MAX, /* measured: packed beats BLAS at every batch size */
-    .lstm_packed = lstm_packed_avx512,
+    .cell_packed = cell_packed_avx512,
     .lstm_pointwise = lstm_pointwise_avx512,
     .dense_small = dense_small_avx512,
     .bias_act = bias_act_avx512,

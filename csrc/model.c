@@ -50,12 +50,21 @@ const char *lf_status_string(lf_status status)
     return "unknown status";
 }
 
+static void free_cell(lf_layer *L)
+{
+    lf_aligned_free(L->wih_t);
+    lf_aligned_free(L->whh_t);
+    lf_aligned_free(L->bias);
+    lf_aligned_free(L->bias_hn);
+    lf_aligned_free(L->packed);
+    lf_aligned_free(L->whr_t);
+    lf_aligned_free(L->zero);
+}
+
 static void free_op(lf_op *op)
 {
-    lf_aligned_free(op->rnn.wih_t);
-    lf_aligned_free(op->rnn.whh_t);
-    lf_aligned_free(op->rnn.bias);
-    lf_aligned_free(op->rnn.packed);
+    free_cell(&op->cell[0]);
+    free_cell(&op->cell[1]);
     lf_aligned_free(op->w);
     lf_aligned_free(op->bias);
 }
@@ -69,47 +78,93 @@ void lf_model_free(lf_model *model)
     free(model);
 }
 
-/* Copies one LSTM's weights into the BLAS layout and the packed tile layout. */
-static lf_status build_lstm(lf_layer *L, const lf_layer_desc *src, int32_t vw)
+static int32_t gates_of(lf_layer_kind kind)
 {
-    const size_t I = (size_t)src->input_size, H = (size_t)src->units;
-    const size_t Hp = (size_t)pad_hidden(src->units), G = 4 * Hp;
-    size_t n_ih, n_hh, n_packed;
-    if (!lf_mul_size(I, G, &n_ih) || !lf_mul_size(H, G, &n_hh)
-        || !lf_mul_size(I + H, G, &n_packed) || n_packed > SIZE_MAX / sizeof(float))
+    return kind == LF_LAYER_LSTM ? 4 : kind == LF_LAYER_GRU ? 3 : 1;
+}
+
+/* Copies one cell's weights into the BLAS layout and the packed tile layout. */
+static lf_status build_cell(lf_layer *L, const lf_layer_desc *d, int backward, int32_t vw)
+{
+    const float *w_ih = backward ? d->w_b : d->w, *w_hh = backward ? d->w_rec_b : d->w_rec;
+    const float *b = backward ? d->bias_b : d->bias, *b_rec = backward ? d->bias_rec_b
+                                                                        : d->bias_rec;
+    const float *w_hr = backward ? d->w_proj_b : d->w_proj;
+    const size_t I = (size_t)d->input_size, H = (size_t)d->units, G = (size_t)gates_of(d->kind);
+    const size_t Hp = (size_t)pad_hidden(d->units), GH = G * Hp;
+    const size_t R = w_hr ? (size_t)d->proj_size : H, Rp = (size_t)pad_hidden((int32_t)R);
+    size_t n_ih, n_hh, n_packed, n_hr;
+    if (!lf_mul_size(I, GH, &n_ih) || !lf_mul_size(R, GH, &n_hh)
+        || !lf_mul_size(I + R, GH, &n_packed) || !lf_mul_size(H, Rp, &n_hr)
+        || n_packed > SIZE_MAX / sizeof(float) || n_hr > SIZE_MAX / sizeof(float))
         return LF_E_TOO_LARGE;
+    L->kind = d->kind;
     L->I = (int32_t)I;
     L->H = (int32_t)H;
     L->Hp = (int32_t)Hp;
-    L->act = src->activation;
-    L->ract = src->recurrent_activation;
+    L->G = (int32_t)G;
+    L->R = (int32_t)R;
+    L->Rp = (int32_t)Rp;
+    L->reset_after = (d->flags & LF_LAYER_RESET_AFTER) != 0;
+    L->act = d->activation;
+    L->ract = d->recurrent_activation;
     L->default_acts = L->act == LF_ACT_TANH && L->ract == LF_ACT_SIGMOID;
     L->wih_t = lf_aligned_alloc(n_ih * sizeof(float));
     L->whh_t = lf_aligned_alloc(n_hh * sizeof(float));
-    L->bias = lf_aligned_alloc(G * sizeof(float));
+    L->bias = lf_aligned_alloc(GH * sizeof(float));
+    L->bias_hn = lf_aligned_alloc(Hp * sizeof(float));
     L->packed = lf_aligned_alloc(n_packed * sizeof(float));
-    if (!L->wih_t || !L->whh_t || !L->bias || !L->packed)
+    if (!L->wih_t || !L->whh_t || !L->bias || !L->bias_hn || !L->packed)
         return LF_E_NO_MEMORY;
-    const size_t K = I + H, tile = K * 4 * (size_t)vw;
-    for (size_t g = 0; g < 4; g++) {
+    const size_t K = I + R, tile = K * G * (size_t)vw;
+    for (size_t g = 0; g < G; g++) {
         for (size_t u = 0; u < H; u++) {
-            const float *wi = src->w + (g * H + u) * I;
-            const float *wh = src->w_rec + (g * H + u) * H;
+            const float *wi = w_ih + (g * H + u) * I;
+            const float *wh = w_hh + (g * H + u) * R;
             const size_t col = g * Hp + u;
             float *pk = L->packed + (u / (size_t)vw) * tile + g * (size_t)vw + u % (size_t)vw;
             for (size_t k = 0; k < I; k++) {
-                L->wih_t[k * G + col] = wi[k];
-                pk[k * 4 * (size_t)vw] = wi[k];
+                L->wih_t[k * GH + col] = wi[k];
+                pk[k * G * (size_t)vw] = wi[k];
             }
-            for (size_t k = 0; k < H; k++) {
-                L->whh_t[k * G + col] = wh[k];
-                pk[(I + k) * 4 * (size_t)vw] = wh[k];
+            for (size_t k = 0; k < R; k++) {
+                L->whh_t[k * GH + col] = wh[k];
+                pk[(I + k) * G * (size_t)vw] = wh[k];
             }
-            if (src->bias)
-                L->bias[col] = src->bias[g * H + u];
+            float bi = b ? b[g * H + u] : 0.0f, bh = b_rec ? b_rec[g * H + u] : 0.0f;
+            if (d->kind == LF_LAYER_GRU && g == 2 && L->reset_after) {
+                L->bias[col] = bi;
+                L->bias_hn[u] = bh;
+            } else {
+                L->bias[col] = bi + bh;
+            }
         }
     }
+    if (w_hr) {
+        L->whr_t = lf_aligned_alloc(n_hr * sizeof(float));
+        L->zero = lf_aligned_alloc(Rp * sizeof(float));
+        if (!L->whr_t || !L->zero)
+            return LF_E_NO_MEMORY;
+        for (size_t p = 0; p < R; p++)
+            for (size_t u = 0; u < H; u++)
+                L->whr_t[u * Rp + p] = w_hr[p * H + u];
+    }
     return LF_OK;
+}
+
+static int recurrent(lf_layer_kind kind)
+{
+    return kind == LF_LAYER_LSTM || kind == LF_LAYER_GRU || kind == LF_LAYER_RNN;
+}
+
+/* Output features of a layer as the next layer sees them. */
+static int32_t out_features(const lf_layer_desc *d)
+{
+    if (!recurrent(d->kind))
+        return d->units;
+    int32_t h = d->w_proj ? d->proj_size : d->units;
+    int bi = (d->flags & LF_LAYER_BIDIRECTIONAL) != 0;
+    return bi && d->merge == LF_MERGE_CONCAT ? 2 * h : h;
 }
 
 /* Dense: w (out, in) -> w_t (in, ld); bias (ld). Embedding: table copied as is. */
@@ -118,15 +173,25 @@ static lf_status build_op(lf_op *op, const lf_layer_desc *d, int32_t vw)
     size_t n;
     op->kind = d->kind;
     op->in = d->input_size;
-    op->out = d->units;
-    op->ld = pad_hidden(d->units);
+    op->out = out_features(d);
+    op->ld = pad_hidden(op->out);
     op->flags = d->flags;
     op->act = d->activation;
+    op->merge = d->merge;
     op->mask_value = d->mask_value;
     op->slot = -1;
     switch (d->kind) {
     case LF_LAYER_LSTM:
-        return build_lstm(&op->rnn, d, vw);
+    case LF_LAYER_GRU:
+    case LF_LAYER_RNN: {
+        op->dirs = (d->flags & LF_LAYER_BIDIRECTIONAL) ? 2 : 1;
+        for (int dir = 0; dir < op->dirs; dir++) {
+            lf_status st = build_cell(&op->cell[dir], d, dir, vw);
+            if (st != LF_OK)
+                return st;
+        }
+        return LF_OK;
+    }
     case LF_LAYER_DENSE:
         if (!lf_mul_size((size_t)op->in, (size_t)op->ld, &n) || n > SIZE_MAX / sizeof(float))
             return LF_E_TOO_LARGE;
@@ -157,23 +222,38 @@ static lf_status build_op(lf_op *op, const lf_layer_desc *d, int32_t vw)
 
 static int elementwise(lf_activation a) { return a >= LF_ACT_LINEAR && a < LF_ACT_SOFTMAX; }
 
+static lf_status check_cell(const lf_layer_desc *d, int collapsed)
+{
+    const uint32_t allowed = LF_LAYER_RETURN_LAST | LF_LAYER_GO_BACKWARDS
+                             | LF_LAYER_ZERO_MASKED_OUTPUT | LF_LAYER_BIDIRECTIONAL
+                             | (d->kind == LF_LAYER_GRU ? LF_LAYER_RESET_AFTER : 0);
+    const int bi = (d->flags & LF_LAYER_BIDIRECTIONAL) != 0;
+    if (!d->w || !d->w_rec || (bi && (!d->w_b || !d->w_rec_b)))
+        return LF_E_NULL;
+    if (d->w_proj && (d->kind != LF_LAYER_LSTM || !valid_dim(d->proj_size)))
+        return d->kind != LF_LAYER_LSTM ? LF_E_BAD_LAYER : LF_E_INVALID_SIZE;
+    if (bi && (!d->w_proj) != (!d->w_proj_b))
+        return LF_E_NULL;
+    if (collapsed || !elementwise(d->activation) || !elementwise(d->recurrent_activation)
+        || (d->flags & ~allowed) || (bi && (d->flags & LF_LAYER_GO_BACKWARDS))
+        || (bi && (d->merge < LF_MERGE_CONCAT || d->merge > LF_MERGE_MUL)))
+        return LF_E_BAD_LAYER;
+    return LF_OK;
+}
+
 /* Checks one layer description in its place in the chain. */
 static lf_status check_desc(const lf_layer_desc *d, int32_t l, const lf_layer_desc *prev,
                             int collapsed)
 {
     if (!valid_dim(d->input_size) || !valid_dim(d->units))
         return LF_E_INVALID_SIZE;
-    if (prev && d->input_size != prev->units)
+    if (prev && d->input_size != out_features(prev))
         return LF_E_INVALID_SIZE;
     switch (d->kind) {
     case LF_LAYER_LSTM:
-        if (!d->w || !d->w_rec)
-            return LF_E_NULL;
-        if (collapsed || !elementwise(d->activation) || !elementwise(d->recurrent_activation)
-            || (d->flags & ~(LF_LAYER_RETURN_LAST | LF_LAYER_GO_BACKWARDS
-                             | LF_LAYER_ZERO_MASKED_OUTPUT)))
-            return LF_E_BAD_LAYER;
-        return LF_OK;
+    case LF_LAYER_GRU:
+    case LF_LAYER_RNN:
+        return check_cell(d, collapsed);
     case LF_LAYER_DENSE:
         if (!d->w)
             return LF_E_NULL;
@@ -193,6 +273,8 @@ static lf_status check_desc(const lf_layer_desc *d, int32_t l, const lf_layer_de
     return LF_E_BAD_LAYER;
 }
 
+static int32_t max32(int32_t a, int32_t b) { return a > b ? a : b; }
+
 lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_isa isa,
                           lf_model **out)
 {
@@ -201,18 +283,18 @@ lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_is
     *out = NULL;
     if (num_layers < 1 || num_layers > LF_MAX_LAYERS)
         return LF_E_INVALID_SIZE;
-    int collapsed = 0, recurrent = 0;
+    int collapsed = 0, cells = 0;
     for (int32_t l = 0; l < num_layers; l++) {
         const lf_layer_desc *d = &layers[l];
         lf_status st = check_desc(d, l, l ? &layers[l - 1] : NULL, collapsed);
         if (st != LF_OK)
             return st;
-        if (d->kind == LF_LAYER_LSTM) {
-            recurrent++;
+        if (recurrent(d->kind)) {
+            cells++;
             collapsed |= (d->flags & LF_LAYER_RETURN_LAST) != 0;
         }
     }
-    if (!recurrent)
+    if (!cells)
         return LF_E_BAD_LAYER;
     if (isa == LF_ISA_AUTO)
         isa = lf_cpu_best_isa();
@@ -224,7 +306,7 @@ lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_is
         return LF_E_NO_MEMORY;
     m->kernels = k;
     m->collapse = -1;
-    int64_t hp_sum = 0;
+    int64_t h_sum = 0, c_sum = 0;
     for (int32_t l = 0; l < num_layers; l++) {
         lf_op *op = &m->ops[l];
         m->num_ops = l + 1;
@@ -233,39 +315,52 @@ lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_is
             lf_model_free(m);
             return st;
         }
-        m->width_max = op->ld > m->width_max ? op->ld : m->width_max;
-        if (op->kind == LF_LAYER_LSTM) {
-            op->slot = m->num_slots++;
-            op->state_off = (int32_t)hp_sum;
-            hp_sum += op->rnn.Hp;
-            m->hp_max = op->rnn.Hp > m->hp_max ? op->rnn.Hp : m->hp_max;
+        m->width_max = max32(m->width_max, op->ld);
+        if (op->dirs) {
+            op->slot = m->num_slots;
+            m->num_slots += op->dirs;
+            for (int dir = 0; dir < op->dirs; dir++) {
+                const lf_layer *L = &op->cell[dir];
+                op->h_off[dir] = (int32_t)h_sum;
+                op->c_off[dir] = (int32_t)c_sum;
+                h_sum += L->Rp;
+                c_sum += L->kind == LF_LAYER_LSTM ? L->Hp : 0;
+                m->width_max = max32(m->width_max, max32(L->Hp, L->Rp));
+                m->gates_max = max32(m->gates_max, L->G * L->Hp);
+            }
             if ((op->flags & LF_LAYER_RETURN_LAST) && m->collapse < 0)
                 m->collapse = l;
-            m->whole_call |= (op->flags & LF_LAYER_GO_BACKWARDS) != 0;
+            m->whole_call |= (op->flags & (LF_LAYER_GO_BACKWARDS | LF_LAYER_BIDIRECTIONAL)) != 0;
         }
         m->mask_source |= op->kind == LF_LAYER_MASKING
                           || (op->kind == LF_LAYER_EMBEDDING && (op->flags & LF_LAYER_MASK_ZERO));
-        if (hp_sum > INT32_MAX) {
+        if (h_sum > INT32_MAX / 2 || c_sum > INT32_MAX / 2) {
             lf_model_free(m);
             return LF_E_TOO_LARGE;
         }
     }
-    m->state_hp_sum = (int32_t)hp_sum;
+    m->h_sum = (int32_t)h_sum;
+    m->c_sum = (int32_t)c_sum;
     *out = m;
     return LF_OK;
 }
 
-const lf_op *lf_slot_op(const lf_model *m, int32_t k)
+const lf_op *lf_slot_op(const lf_model *m, int32_t k, int32_t *dir)
 {
+    *dir = 0;
     if (!m || k < 0 || k >= m->num_slots)
         return NULL;
-    for (int32_t l = 0; l < m->num_ops; l++)
-        if (m->ops[l].slot == k)
-            return &m->ops[l];
+    for (int32_t l = 0; l < m->num_ops; l++) {
+        const lf_op *op = &m->ops[l];
+        if (op->dirs && k >= op->slot && k < op->slot + op->dirs) {
+            *dir = k - op->slot;
+            return op;
+        }
+    }
     return NULL;
 }
 
-int32_t lf_model_num_recurrent(const lf_model *m) { return m ? m->num_slots : -1; }
+int32_t lf_model_num_states(const lf_model *m) { return m ? m->num_slots : -1; }
 int32_t lf_model_input_size(const lf_model *m)
 {
     return !m ? -1 : m->ops[0].kind == LF_LAYER_EMBEDDING ? 1 : m->ops[0].in;
@@ -275,10 +370,18 @@ int lf_model_takes_ids(const lf_model *m) { return m && m->ops[0].kind == LF_LAY
 int lf_model_returns_last(const lf_model *m) { return m && m->collapse >= 0; }
 lf_isa lf_model_isa(const lf_model *m) { return m ? m->kernels->isa : LF_ISA_AUTO; }
 
-int32_t lf_model_hidden_size(const lf_model *m, int32_t k)
+lf_status lf_model_state_sizes(const lf_model *m, int32_t k, int32_t *h_size, int32_t *c_size)
 {
-    const lf_op *op = lf_slot_op(m, k);
-    return op ? op->rnn.H : -1;
+    int32_t dir;
+    const lf_op *op = lf_slot_op(m, k, &dir);
+    if (!op)
+        return m ? LF_E_INVALID_SIZE : LF_E_NULL;
+    const lf_layer *L = &op->cell[dir];
+    if (h_size)
+        *h_size = L->R;
+    if (c_size)
+        *c_size = L->kind == LF_LAYER_LSTM ? L->H : 0;
+    return LF_OK;
 }
 
 lf_status lf_state_create(const lf_model *model, int32_t batch, lf_state **out)
@@ -288,17 +391,19 @@ lf_status lf_state_create(const lf_model *model, int32_t batch, lf_state **out)
     *out = NULL;
     if (!valid_dim(batch))
         return LF_E_INVALID_SIZE;
-    size_t n;
-    if (!lf_mul_size((size_t)batch, (size_t)model->state_hp_sum, &n)
-        || !lf_mul_size(n, sizeof(float), &n))
+    size_t nh, nc;
+    if (!lf_mul_size((size_t)batch, (size_t)model->h_sum, &nh)
+        || !lf_mul_size(nh, sizeof(float), &nh)
+        || !lf_mul_size((size_t)batch, (size_t)model->c_sum + 1, &nc)
+        || !lf_mul_size(nc, sizeof(float), &nc))
         return LF_E_TOO_LARGE;
     lf_state *s = calloc(1, sizeof(lf_state));
     if (!s)
         return LF_E_NO_MEMORY;
     s->model = model;
     s->batch = batch;
-    s->h = lf_aligned_alloc(n);
-    s->c = lf_aligned_alloc(n);
+    s->h = lf_aligned_alloc(nh);
+    s->c = lf_aligned_alloc(nc);
     if (!s->h || !s->c) {
         lf_state_free(s);
         return LF_E_NO_MEMORY;
@@ -322,10 +427,10 @@ lf_status lf_state_reset(lf_state *s, const int32_t *indices, int32_t n)
 {
     if (!s)
         return LF_E_NULL;
+    const lf_model *m = s->model;
     if (!indices) {
-        size_t bytes = (size_t)s->batch * (size_t)s->model->state_hp_sum * sizeof(float);
-        memset(s->h, 0, bytes);
-        memset(s->c, 0, bytes);
+        memset(s->h, 0, (size_t)s->batch * (size_t)m->h_sum * sizeof(float));
+        memset(s->c, 0, (size_t)s->batch * (size_t)m->c_sum * sizeof(float));
         return LF_OK;
     }
     if (n < 0)
@@ -333,25 +438,32 @@ lf_status lf_state_reset(lf_state *s, const int32_t *indices, int32_t n)
     for (int32_t i = 0; i < n; i++)
         if (indices[i] < 0 || indices[i] >= s->batch)
             return LF_E_BATCH_MISMATCH;
-    for (int32_t k = 0; k < s->model->num_slots; k++) {
-        const lf_op *op = lf_slot_op(s->model, k);
-        const size_t Hp = (size_t)op->rnn.Hp, off = (size_t)op->state_off * (size_t)s->batch;
+    for (int32_t k = 0; k < m->num_slots; k++) {
+        int32_t dir;
+        const lf_op *op = lf_slot_op(m, k, &dir);
+        const lf_layer *L = &op->cell[dir];
+        const size_t B = (size_t)s->batch;
         for (int32_t i = 0; i < n; i++) {
-            memset(s->h + off + (size_t)indices[i] * Hp, 0, Hp * sizeof(float));
-            memset(s->c + off + (size_t)indices[i] * Hp, 0, Hp * sizeof(float));
+            const size_t b = (size_t)indices[i];
+            memset(s->h + (size_t)op->h_off[dir] * B + b * (size_t)L->Rp, 0,
+                   (size_t)L->Rp * sizeof(float));
+            if (L->kind == LF_LAYER_LSTM)
+                memset(s->c + (size_t)op->c_off[dir] * B + b * (size_t)L->Hp, 0,
+                       (size_t)L->Hp * sizeof(float));
         }
     }
     return LF_OK;
 }
 
-/* Copies (B, H) rows between a caller's array and a state array of rows Hp; NULL src = 0. */
-static void copy_rows(float *dst, size_t dld, const float *src, size_t sld, size_t B, size_t H)
+/* Copies (B, n) rows between a caller's array (row stride sld) and a state array (dld);
+ * a NULL src means zeros. */
+static void copy_rows(float *dst, size_t dld, const float *src, size_t sld, size_t B, size_t n)
 {
     for (size_t b = 0; b < B; b++) {
         if (src)
-            memcpy(dst + b * dld, src + b * sld, H * sizeof(float));
+            memcpy(dst + b * dld, src + b * sld, n * sizeof(float));
         else
-            memset(dst + b * dld, 0, H * sizeof(float));
+            memset(dst + b * dld, 0, n * sizeof(float));
     }
 }
 
@@ -359,13 +471,17 @@ lf_status lf_state_set(lf_state *s, int32_t k, const float *h, const float *c)
 {
     if (!s)
         return LF_E_NULL;
-    const lf_op *op = lf_slot_op(s->model, k);
+    int32_t dir;
+    const lf_op *op = lf_slot_op(s->model, k, &dir);
     if (!op)
         return LF_E_INVALID_SIZE;
-    const size_t H = (size_t)op->rnn.H, Hp = (size_t)op->rnn.Hp;
-    const size_t off = (size_t)op->state_off * (size_t)s->batch;
-    copy_rows(s->h + off, Hp, h, H, (size_t)s->batch, H);
-    copy_rows(s->c + off, Hp, c, H, (size_t)s->batch, H);
+    const lf_layer *L = &op->cell[dir];
+    const size_t B = (size_t)s->batch;
+    copy_rows(s->h + (size_t)op->h_off[dir] * B, (size_t)L->Rp, h, (size_t)L->R, B,
+              (size_t)L->R);
+    if (L->kind == LF_LAYER_LSTM)
+        copy_rows(s->c + (size_t)op->c_off[dir] * B, (size_t)L->Hp, c, (size_t)L->H, B,
+                  (size_t)L->H);
     return LF_OK;
 }
 
@@ -373,15 +489,18 @@ lf_status lf_state_get(const lf_state *s, int32_t k, float *h, float *c)
 {
     if (!s)
         return LF_E_NULL;
-    const lf_op *op = lf_slot_op(s->model, k);
+    int32_t dir;
+    const lf_op *op = lf_slot_op(s->model, k, &dir);
     if (!op)
         return LF_E_INVALID_SIZE;
-    const size_t H = (size_t)op->rnn.H, Hp = (size_t)op->rnn.Hp;
-    const size_t off = (size_t)op->state_off * (size_t)s->batch;
+    const lf_layer *L = &op->cell[dir];
+    const size_t B = (size_t)s->batch;
     if (h)
-        copy_rows(h, H, s->h + off, Hp, (size_t)s->batch, H);
-    if (c)
-        copy_rows(c, H, s->c + off, Hp, (size_t)s->batch, H);
+        copy_rows(h, (size_t)L->R, s->h + (size_t)op->h_off[dir] * B, (size_t)L->Rp, B,
+                  (size_t)L->R);
+    if (c && L->kind == LF_LAYER_LSTM)
+        copy_rows(c, (size_t)L->H, s->c + (size_t)op->c_off[dir] * B, (size_t)L->Hp, B,
+                  (size_t)L->H);
     return LF_OK;
 }
 

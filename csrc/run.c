@@ -22,12 +22,11 @@ lf_plan lf_make_plan(const lf_model *m, int32_t batch, int32_t steps)
     size_t rows, n, total = 0;
     if (!lf_mul_size((size_t)p.block_steps, B, &rows))
         return p;
-    const size_t sizes[] = {(size_t)m->ops[0].in, 4 * (size_t)m->hp_max, (size_t)m->width_max,
-                            1, (size_t)(m->hp_max > m->width_max ? m->hp_max : m->width_max),
-                            (size_t)m->state_hp_sum};
+    const size_t sizes[] = {(size_t)m->ops[0].in, (size_t)m->gates_max, (size_t)m->width_max,
+                            1, (size_t)m->width_max, (size_t)m->h_sum};
     const size_t count[] = {rows, rows, rows, rows / 4 + 1, B, B};
     size_t *out[] = {&p.xin, &p.xproj, &p.buf, &p.mask, &p.rowbuf, &p.lastout};
-    const size_t copies[] = {1, 1, 2, 1, 4, 1};
+    const size_t copies[] = {1, 1, 4, 1, 7, 1};
     for (int i = 0; i < 6; i++) {
         if (!lf_mul_size(sizes[i], count[i], &n) || n > SIZE_MAX / 8)
             return p;
@@ -79,77 +78,143 @@ static int strides_ok(int32_t B, int32_t T, int32_t n, ptrdiff_t sb, ptrdiff_t s
 
 /* The per-call buffers of the workspace. */
 typedef struct lf_bufs {
-    float *xin, *xproj, *buf[2], *hnew, *cold, *lastout, *coll[2];
+    float *xin, *xproj, *buf[2], *dir[2], *hnew, *cold, *hc, *scratch, *lastout, *coll[2];
     unsigned char *mask;
 } lf_bufs;
 
-/* One recurrent step for all B rows: gates (with x projected, or x read by the fused kernel). */
-static void lstm_step(const lf_model *m, const lf_layer *L, int32_t B, const float *x,
-                      ptrdiff_t ldx, float *gates, const float *h_prev, float *c, float *h_out)
+/* One recurrent step for all B rows: x projected in gates, or read by the fused kernel. */
+static void cell_step(const lf_model *m, const lf_layer *L, int32_t B, const float *x,
+                      ptrdiff_t ldx, float *gates, const float *h_prev, float *c, float *h_out,
+                      const lf_bufs *w)
 {
     const lf_kernels *k = m->kernels;
-    const int G = 4 * L->Hp;
-    if (B <= k->packed_max_batch) {
-        k->lstm_packed(L, B, x, ldx, x ? NULL : gates, G, h_prev, c, h_out);
+    const int G = L->G * L->Hp;
+    float *h_cell = L->whr_t ? w->hc : h_out;
+    if (L->kind != LF_LAYER_LSTM || B <= k->packed_max_batch) {
+        k->cell_packed(L, B, x, ldx, x ? NULL : gates, G, h_prev, c, h_cell, w->scratch);
     } else {
-        lf_sgemm(B, G, L->H, h_prev, L->Hp, L->whh_t, G, gates, G, 1);
-        k->lstm_pointwise(L, B, gates, c, h_out);
+        lf_sgemm(B, G, L->R, h_prev, L->Rp, L->whh_t, G, gates, G, 1);
+        k->lstm_pointwise(L, B, gates, c, h_cell);
     }
+    if (!L->whr_t)
+        return;
+    if (B <= LF_DENSE_SMALL_ROWS)
+        k->dense_small(L->whr_t, L->zero, L->H, L->Rp, B, h_cell, L->Hp, h_out);
+    else
+        lf_sgemm(B, L->Rp, L->H, h_cell, L->Hp, L->whr_t, L->Rp, h_out, L->Rp, 0);
 }
 
-/* One LSTM layer over n steps. Input rows r = t*B + b at in + r*ld_in; outputs (n*B, Hp), in
- * processing order, to out. mask (n*B bytes, 0 = masked) may be NULL. */
-static void run_lstm(const lf_model *m, const lf_op *op, int32_t B, int32_t n,
+enum { DIR_REVERSE = 1, DIR_TIME_ALIGNED = 2, DIR_ZERO_OUT = 4, DIR_TRACK_LAST = 8 };
+
+/* One cell over n steps. Input rows r = t*B + b at in + r*ld_in; outputs (n*B, Rp) to out,
+ * in processing order or (DIR_TIME_ALIGNED) at their step's row. mask (n*B bytes, 0 =
+ * masked) may be NULL. Masked steps carry the state and output 0 (DIR_ZERO_OUT) or the
+ * previous output; lastout keeps the last valid output (DIR_TRACK_LAST). */
+static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_t B, int32_t n,
                      const float *in, ptrdiff_t ld_in, const unsigned char *mask,
                      float *h_state, float *c_state, float *lastout, const lf_bufs *w,
                      float *out)
 {
-    const lf_layer *L = &op->rnn;
-    const size_t Hp = (size_t)L->Hp, G = 4 * Hp, row_bytes = Hp * sizeof(float);
-    const int fused = n == 1 && B <= m->kernels->packed_max_batch;
-    const int back = (op->flags & LF_LAYER_GO_BACKWARDS) != 0;
-    const int zero_out = (op->flags & LF_LAYER_ZERO_MASKED_OUTPUT) != 0;
+    const size_t Rp = (size_t)L->Rp, Hp = (size_t)L->Hp, G = (size_t)L->G * Hp;
+    const size_t hb = Rp * sizeof(float), cb = Hp * sizeof(float);
+    const int fused = n == 1 && (L->kind != LF_LAYER_LSTM || B <= m->kernels->packed_max_batch);
+    const float *h_prev = h_state;
     if (!fused)
         lf_sgemm(n * B, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
     for (int32_t p = 0; p < n; p++) {
-        const int32_t t = back ? n - 1 - p : p;
+        const int32_t t = (mode & DIR_REVERSE) ? n - 1 - p : p;
         const float *x = fused ? in : NULL;
-        float *gates = w->xproj + (size_t)t * B * G, *h_out = out + (size_t)p * B * Hp;
+        float *gates = w->xproj + (size_t)t * B * G;
+        float *h_out = out + (size_t)((mode & DIR_TIME_ALIGNED) ? t : p) * B * Rp;
         const unsigned char *mk = mask ? mask + (size_t)t * B : NULL;
         if (!mk) {
-            const float *h_prev = p == 0 ? h_state : h_out - (size_t)B * Hp;
-            lstm_step(m, L, B, x, ld_in, gates, h_prev, c_state, h_out);
+            cell_step(m, L, B, x, ld_in, gates, h_prev, c_state, h_out, w);
+            h_prev = h_out;
             continue;
         }
         if (!memchr(mk, 0, (size_t)B)) {
-            lstm_step(m, L, B, x, ld_in, gates, h_state, c_state, h_out);
-            memcpy(h_state, h_out, (size_t)B * row_bytes);
-            if (!zero_out)
-                memcpy(lastout, h_out, (size_t)B * row_bytes);
+            cell_step(m, L, B, x, ld_in, gates, h_state, c_state, h_out, w);
+            memcpy(h_state, h_out, (size_t)B * hb);
+            if (mode & DIR_TRACK_LAST)
+                memcpy(lastout, h_out, (size_t)B * hb);
             continue;
         }
-        for (int32_t b = 0; b < B; b++)
-            if (!mk[b])
-                memcpy(w->cold + b * Hp, c_state + b * Hp, row_bytes);
-        lstm_step(m, L, B, x, ld_in, gates, h_state, c_state, w->hnew);
+        if (c_state)
+            for (int32_t b = 0; b < B; b++)
+                if (!mk[b])
+                    memcpy(w->cold + b * Hp, c_state + b * Hp, cb);
+        cell_step(m, L, B, x, ld_in, gates, h_state, c_state, w->hnew, w);
         for (int32_t b = 0; b < B; b++) {
-            float *o = h_out + b * Hp;
+            float *o = h_out + b * Rp;
             if (mk[b]) {
-                memcpy(h_state + b * Hp, w->hnew + b * Hp, row_bytes);
-                memcpy(o, w->hnew + b * Hp, row_bytes);
-                if (!zero_out)
-                    memcpy(lastout + b * Hp, o, row_bytes);
+                memcpy(h_state + b * Rp, w->hnew + b * Rp, hb);
+                memcpy(o, w->hnew + b * Rp, hb);
+                if (mode & DIR_TRACK_LAST)
+                    memcpy(lastout + b * Rp, o, hb);
             } else {
-                memcpy(c_state + b * Hp, w->cold + b * Hp, row_bytes);
-                if (zero_out)
-                    memset(o, 0, row_bytes);
+                if (c_state)
+                    memcpy(c_state + b * Hp, w->cold + b * Hp, cb);
+                if (mode & DIR_ZERO_OUT)
+                    memset(o, 0, hb);
                 else
-                    memcpy(o, lastout + b * Hp, row_bytes);
+                    memcpy(o, lastout + b * Rp, hb);
             }
         }
     }
     if (!mask)
-        memcpy(h_state, out + (size_t)(n - 1) * B * Hp, (size_t)B * row_bytes);
+        memcpy(h_state, h_prev, (size_t)B * hb);
+}
+
+/* out (rows, ld) = merge of f and b, each (rows, Rp) with R features. */
+static void merge_rows(lf_merge mode, int32_t rows, int32_t R, int32_t Rp, const float *f,
+                       const float *b, float *out, int32_t ld)
+{
+    for (int32_t r = 0; r < rows; r++) {
+        const float *fr = f + (size_t)r * Rp, *br = b + (size_t)r * Rp;
+        float *o = out + (size_t)r * ld;
+        switch (mode) {
+        case LF_MERGE_CONCAT:
+            memcpy(o, fr, (size_t)R * sizeof(float));
+            memcpy(o + R, br, (size_t)R * sizeof(float));
+            break;
+        case LF_MERGE_SUM:
+            for (int32_t i = 0; i < R; i++)
+                o[i] = fr[i] + br[i];
+            break;
+        case LF_MERGE_AVE:
+            for (int32_t i = 0; i < R; i++)
+                o[i] = (fr[i] + br[i]) * 0.5f;
+            break;
+        case LF_MERGE_MUL:
+            for (int32_t i = 0; i < R; i++)
+                o[i] = fr[i] * br[i];
+            break;
+        }
+    }
+}
+
+/* A recurrent layer (one or two directions) over n steps. */
+static void run_recurrent(const lf_model *m, lf_state *s, const lf_op *op, int32_t n,
+                          const float *in, ptrdiff_t ld, const unsigned char *mask,
+                          const lf_bufs *w, float *out)
+{
+    const size_t B = (size_t)s->batch;
+    const int keras = !(op->flags & LF_LAYER_ZERO_MASKED_OUTPUT);
+    unsigned base = (keras ? DIR_TRACK_LAST : 0) | (op->dirs == 2 || !keras ? DIR_ZERO_OUT : 0);
+    for (int dir = 0; dir < op->dirs; dir++) {
+        const lf_layer *L = &op->cell[dir];
+        unsigned mode = base;
+        if (op->dirs == 2)
+            mode |= DIR_TIME_ALIGNED | (dir ? DIR_REVERSE : 0);
+        else if (op->flags & LF_LAYER_GO_BACKWARDS)
+            mode |= DIR_REVERSE;
+        run_cell(m, L, mode, (int32_t)B, n, in, ld, mask, s->h + op->h_off[dir] * B,
+                 L->kind == LF_LAYER_LSTM ? s->c + op->c_off[dir] * B : NULL,
+                 w->lastout + op->h_off[dir] * B, w, op->dirs == 2 ? w->dir[dir] : out);
+    }
+    if (op->dirs == 2)
+        merge_rows(op->merge, n * (int32_t)B, op->cell[0].R, op->cell[0].Rp, w->dir[0],
+                   w->dir[1], out, op->ld);
 }
 
 static void run_dense(const lf_model *m, const lf_op *op, int32_t rows, const float *in,
@@ -269,12 +334,11 @@ static const float *run_ops(const lf_model *m, lf_state *s, int32_t first, int32
         float *out = bufs[(l - first) & 1] == in ? bufs[((l - first) & 1) ^ 1]
                                                  : bufs[(l - first) & 1];
         switch (op->kind) {
-        case LF_LAYER_LSTM: {
-            const size_t off = (size_t)op->state_off * (size_t)B;
-            run_lstm(m, op, B, n, in, ld, *mask_on ? w->mask : NULL, s->h + off, s->c + off,
-                     w->lastout + off, w, out);
+        case LF_LAYER_LSTM:
+        case LF_LAYER_GRU:
+        case LF_LAYER_RNN:
+            run_recurrent(m, s, op, n, in, ld, *mask_on ? w->mask : NULL, w, out);
             break;
-        }
         case LF_LAYER_DENSE:
             run_dense(m, op, rows, in, ld, out);
             break;
@@ -328,15 +392,19 @@ lf_status lf_run(const lf_model *m, lf_state *s, const lf_io *io, void *ws, size
     w.xproj = w.xin + p.xin;
     w.buf[0] = w.xproj + p.xproj;
     w.buf[1] = w.buf[0] + p.buf;
-    w.hnew = w.buf[1] + p.buf;
+    w.dir[0] = w.buf[1] + p.buf;
+    w.dir[1] = w.dir[0] + p.buf;
+    w.hnew = w.dir[1] + p.buf;
     w.cold = w.hnew + p.rowbuf;
-    w.coll[0] = w.cold + p.rowbuf;
+    w.hc = w.cold + p.rowbuf;
+    w.scratch = w.hc + p.rowbuf;
+    w.coll[0] = w.scratch + 2 * p.rowbuf;
     w.coll[1] = w.coll[0] + p.rowbuf;
     w.lastout = w.coll[1] + p.rowbuf;
     const int masked = io->lengths || m->mask_source;
     w.mask = masked ? (unsigned char *)(w.lastout + p.lastout) : NULL;
     if (masked)
-        memset(w.lastout, 0, (size_t)m->state_hp_sum * (size_t)B * sizeof(float));
+        memset(w.lastout, 0, (size_t)m->h_sum * (size_t)B * sizeof(float));
 
     const int32_t seq_end = m->collapse >= 0 ? m->collapse + 1 : m->num_ops;
     const int32_t O = m->ops[m->num_ops - 1].out;
@@ -354,11 +422,19 @@ lf_status lf_run(const lf_model *m, lf_state *s, const lf_io *io, void *ws, size
     }
     if (m->collapse >= 0) {
         const lf_op *op = &m->ops[m->collapse];
-        const size_t off = (size_t)op->state_off * (size_t)B;
         /* mask_on: whether the collapsing layer ran under a mask. */
         const int keras_last = mask_on && !(op->flags & LF_LAYER_ZERO_MASKED_OUTPUT);
-        const float *in = keras_last ? w.lastout + off : s->h + off;
-        ptrdiff_t ld = op->rnn.Hp;
+        const float *last[2] = {NULL, NULL};
+        for (int dir = 0; dir < op->dirs; dir++)
+            last[dir] = (keras_last ? w.lastout : s->h) + (size_t)op->h_off[dir] * (size_t)B;
+        const float *in = last[0];
+        ptrdiff_t ld = op->cell[0].Rp;
+        if (op->dirs == 2) {
+            merge_rows(op->merge, B, op->cell[0].R, op->cell[0].Rp, last[0], last[1],
+                       w.coll[0], op->ld);
+            in = w.coll[0];
+            ld = op->ld;
+        }
         mask_on = 0;
         in = run_ops(m, s, m->collapse + 1, m->num_ops, 1, in, ld, &w, w.coll, &mask_on, &ld);
         if (io->y)

@@ -21,7 +21,10 @@ cdef extern from "lstm_fast.h" nogil:
     ctypedef enum lf_isa:
         LF_ISA_AUTO, LF_ISA_PORTABLE, LF_ISA_AVX2, LF_ISA_AVX512
     ctypedef enum lf_layer_kind:
-        LF_LAYER_LSTM, LF_LAYER_DENSE, LF_LAYER_EMBEDDING, LF_LAYER_MASKING
+        LF_LAYER_LSTM, LF_LAYER_DENSE, LF_LAYER_EMBEDDING, LF_LAYER_MASKING, LF_LAYER_GRU,
+        LF_LAYER_RNN
+    ctypedef enum lf_merge:
+        LF_MERGE_CONCAT, LF_MERGE_SUM, LF_MERGE_AVE, LF_MERGE_MUL
     ctypedef enum lf_activation:
         pass
     ctypedef struct lf_model:
@@ -35,10 +38,19 @@ cdef extern from "lstm_fast.h" nogil:
         const float *w
         const float *w_rec
         const float *bias
+        const float *bias_rec
+        const float *w_proj
+        int32_t proj_size
         lf_activation activation
         lf_activation recurrent_activation
         uint32_t flags
         float mask_value
+        const float *w_b
+        const float *w_rec_b
+        const float *bias_b
+        const float *bias_rec_b
+        const float *w_proj_b
+        lf_merge merge
     ctypedef struct lf_io:
         int32_t steps
         const float *x
@@ -52,7 +64,7 @@ cdef extern from "lstm_fast.h" nogil:
         uint32_t flags
     unsigned LF_RUN_CHECK_FINITE
     unsigned LF_LAYER_RETURN_LAST, LF_LAYER_GO_BACKWARDS, LF_LAYER_MASK_ZERO
-    unsigned LF_LAYER_ZERO_MASKED_OUTPUT
+    unsigned LF_LAYER_ZERO_MASKED_OUTPUT, LF_LAYER_BIDIRECTIONAL, LF_LAYER_RESET_AFTER
     int LF_MAX_DIM, LF_MAX_LAYERS
     const char *lf_status_string(lf_status status)
     lf_isa lf_cpu_best_isa()
@@ -60,8 +72,9 @@ cdef extern from "lstm_fast.h" nogil:
                               lf_model **out)
     void lf_model_free(lf_model *model)
     lf_isa lf_model_isa(const lf_model *model)
-    int32_t lf_model_num_recurrent(const lf_model *model)
-    int32_t lf_model_hidden_size(const lf_model *model, int32_t k)
+    int32_t lf_model_num_states(const lf_model *model)
+    lf_status lf_model_state_sizes(const lf_model *model, int32_t k, int32_t *h_size,
+                                   int32_t *c_size)
     int32_t lf_model_input_size(const lf_model *model)
     int32_t lf_model_output_size(const lf_model *model)
     int lf_model_takes_ids(const lf_model *model)
@@ -81,14 +94,30 @@ ISA_NAMES = {LF_ISA_PORTABLE: "portable", LF_ISA_AVX2: "avx2", LF_ISA_AVX512: "a
 ISA_CODES = {"auto": LF_ISA_AUTO, **{v: k for k, v in ISA_NAMES.items()}}
 MAX_DIM = LF_MAX_DIM
 KINDS = {"lstm": LF_LAYER_LSTM, "dense": LF_LAYER_DENSE, "embedding": LF_LAYER_EMBEDDING,
-         "masking": LF_LAYER_MASKING}
+         "masking": LF_LAYER_MASKING, "gru": LF_LAYER_GRU, "rnn": LF_LAYER_RNN}
+MERGES = {"concat": LF_MERGE_CONCAT, "sum": LF_MERGE_SUM, "ave": LF_MERGE_AVE,
+          "mul": LF_MERGE_MUL}
+# Desc fields holding arrays: name -> (rank).
+ARRAY_FIELDS = ("w", "w_rec", "bias", "bias_rec", "w_proj", "w_b", "w_rec_b", "bias_b",
+                "bias_rec_b", "w_proj_b")
 # Order of enum lf_activation in lstm_fast.h.
 ACTIVATIONS = {name: code for code, name in enumerate((
     "linear", "relu", "relu6", "tanh", "sigmoid", "hard_sigmoid", "hard_sigmoid_keras2",
     "softsign", "softplus", "elu", "selu", "silu", "gelu", "exponential", "softmax",
     "log_softmax"))}
 FLAGS = {"return_last": LF_LAYER_RETURN_LAST, "go_backwards": LF_LAYER_GO_BACKWARDS,
-         "mask_zero": LF_LAYER_MASK_ZERO, "zero_masked_output": LF_LAYER_ZERO_MASKED_OUTPUT}
+         "mask_zero": LF_LAYER_MASK_ZERO, "zero_masked_output": LF_LAYER_ZERO_MASKED_OUTPUT,
+         "bidirectional": LF_LAYER_BIDIRECTIONAL, "reset_after": LF_LAYER_RESET_AFTER}
+
+
+cdef const float *array_ptr(object a, list keep) except? NULL:
+    """Pointer to the first element of a float32 C-contiguous array (kept alive by `keep`)."""
+    cdef const float[::1] flat
+    if a is None:
+        return NULL
+    flat = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    keep.append(flat)
+    return &flat[0]
 
 
 cdef int check(lf_status st, str what) except -1:
@@ -133,14 +162,12 @@ cdef class CModel:
     cdef lf_model *ptr
     cdef readonly int input_size, output_size
     cdef readonly bint takes_ids, returns_last
-    cdef readonly tuple hidden_sizes
+    cdef readonly tuple state_sizes
     cdef readonly str isa
 
     def __cinit__(self, list layers, str isa="auto"):
         cdef Py_ssize_t n = len(layers), l
         cdef lf_layer_desc[256] descs
-        cdef const float[:, ::1] mat
-        cdef const float[::1] vec
         if n < 1 or n > LF_MAX_LAYERS:
             raise WeightsError(f"a model needs 1 to {LF_MAX_LAYERS} layers, got {n}")
         keep = []
@@ -149,19 +176,18 @@ cdef class CModel:
             descs[l].kind = KINDS[d["kind"]]
             descs[l].input_size = d["input_size"]
             descs[l].units = d["units"]
-            descs[l].w = descs[l].w_rec = descs[l].bias = NULL
-            if d.get("w") is not None:
-                mat = d["w"]
-                keep.append(mat)
-                descs[l].w = &mat[0, 0]
-            if d.get("w_rec") is not None:
-                mat = d["w_rec"]
-                keep.append(mat)
-                descs[l].w_rec = &mat[0, 0]
-            if d.get("bias") is not None:
-                vec = d["bias"]
-                keep.append(vec)
-                descs[l].bias = &vec[0]
+            descs[l].w = array_ptr(d.get("w"), keep)
+            descs[l].w_rec = array_ptr(d.get("w_rec"), keep)
+            descs[l].bias = array_ptr(d.get("bias"), keep)
+            descs[l].bias_rec = array_ptr(d.get("bias_rec"), keep)
+            descs[l].w_proj = array_ptr(d.get("w_proj"), keep)
+            descs[l].proj_size = d.get("proj_size", 0)
+            descs[l].w_b = array_ptr(d.get("w_b"), keep)
+            descs[l].w_rec_b = array_ptr(d.get("w_rec_b"), keep)
+            descs[l].bias_b = array_ptr(d.get("bias_b"), keep)
+            descs[l].bias_rec_b = array_ptr(d.get("bias_rec_b"), keep)
+            descs[l].w_proj_b = array_ptr(d.get("w_proj_b"), keep)
+            descs[l].merge = <lf_merge>MERGES[d.get("merge", "concat")]
             descs[l].activation = <lf_activation>ACTIVATIONS[d.get("activation", "linear")]
             descs[l].recurrent_activation = <lf_activation>ACTIVATIONS[
                 d.get("recurrent_activation", "sigmoid")]
@@ -181,8 +207,12 @@ cdef class CModel:
         self.output_size = lf_model_output_size(self.ptr)
         self.takes_ids = lf_model_takes_ids(self.ptr)
         self.returns_last = lf_model_returns_last(self.ptr)
-        self.hidden_sizes = tuple(lf_model_hidden_size(self.ptr, l)
-                                  for l in range(lf_model_num_recurrent(self.ptr)))
+        cdef int32_t hs, cs
+        sizes = []
+        for l in range(lf_model_num_states(self.ptr)):
+            lf_model_state_sizes(self.ptr, l, &hs, &cs)
+            sizes.append((hs, cs))
+        self.state_sizes = tuple(sizes)
         self.isa = ISA_NAMES[lf_model_isa(self.ptr)]
 
     def __dealloc__(self):
@@ -237,25 +267,34 @@ cdef class CState:
         idx = arr
         check(lf_state_reset(self.ptr, &idx[0], <int32_t>arr.size), "reset")
 
-    cdef int layer_size(self, int layer) except -1:
-        if layer < 0 or layer >= len(self.model.hidden_sizes):
-            raise IndexError(f"recurrent layer {layer} out of range")
-        return self.model.hidden_sizes[layer]
+    cdef tuple sizes(self, int k):
+        if k < 0 or k >= len(self.model.state_sizes):
+            raise IndexError(f"recurrent state {k} out of range")
+        return self.model.state_sizes[k]
 
-    def get(self, int layer):
-        cdef int H = self.layer_size(layer)
-        cdef float[:, ::1] h = np.empty((self.batch, H), dtype=np.float32)
-        cdef float[:, ::1] c = np.empty((self.batch, H), dtype=np.float32)
-        check(lf_state_get(self.ptr, layer, &h[0, 0], &c[0, 0]), "reading the state")
-        return h.base, c.base
+    def get(self, int k):
+        """State k as (h (B, h_size), c (B, c_size) or None)."""
+        cdef int hs, cs
+        hs, cs = self.sizes(k)
+        cdef float[:, ::1] h = np.empty((self.batch, hs), dtype=np.float32)
+        cdef float[:, ::1] c = np.empty((self.batch, max(cs, 1)), dtype=np.float32)
+        check(lf_state_get(self.ptr, k, &h[0, 0], &c[0, 0]), "reading the state")
+        return h.base, (c.base if cs else None)
 
-    def set(self, int layer, h_arr, c_arr):
-        cdef int H = self.layer_size(layer)
+    def set(self, int k, h_arr, c_arr=None):
+        cdef int hs, cs
+        hs, cs = self.sizes(k)
         cdef const float[:, ::1] h = np.ascontiguousarray(h_arr, dtype=np.float32)
-        cdef const float[:, ::1] c = np.ascontiguousarray(c_arr, dtype=np.float32)
-        if h.shape[0] != self.batch or h.shape[1] != H or c.shape[0] != self.batch or c.shape[1] != H:
-            raise ShapeError(f"state of layer {layer} must be ({self.batch}, {H})")
-        check(lf_state_set(self.ptr, layer, &h[0, 0], &c[0, 0]), "setting the state")
+        cdef const float[:, ::1] c
+        cdef const float *cp = NULL
+        if h.shape[0] != self.batch or h.shape[1] != hs:
+            raise ShapeError(f"h of state {k} must be ({self.batch}, {hs})")
+        if cs:
+            c = np.ascontiguousarray(c_arr, dtype=np.float32)
+            if c.shape[0] != self.batch or c.shape[1] != cs:
+                raise ShapeError(f"c of state {k} must be ({self.batch}, {cs})")
+            cp = &c[0, 0]
+        check(lf_state_set(self.ptr, k, &h[0, 0], cp), "setting the state")
 
     def run(self, x, lengths=None, bint check_finite=True):
         """x: (B, T, I) float32 or (B, T) ids; returns y (B, T, O), or (B, O) for

@@ -11,9 +11,24 @@ import numpy as np
 from ._checks import check_array, check_ids
 from ._core import CModel, CState
 from .errors import ShapeError, UnsupportedModelError, WeightsError
-from .spec import DenseSpec, EmbeddingSpec, LSTMLayerSpec, MaskingSpec, ModelSpec
+from .spec import (
+    BidirectionalSpec,
+    CellSpec,
+    DenseSpec,
+    EmbeddingSpec,
+    GRULayerSpec,
+    LayerSpec,
+    LSTMLayerSpec,
+    MaskingSpec,
+    ModelSpec,
+    SimpleRNNLayerSpec,
+)
 
-State = tuple[np.ndarray, np.ndarray]
+#: A recurrent state, one entry per cell in ModelSpec.cells order (each direction of each
+#: recurrent layer): ``(h, c)`` stacked to (N, B, ·) when every cell is an LSTM of one size
+#: (PyTorch's ``(h_n, c_n)``), ``h`` stacked to (N, B, H) when every cell is a GRU/RNN of one
+#: size (PyTorch's ``h_n``), else a list with ``(h, c)`` for LSTM cells and ``h`` for others.
+State = Any
 
 
 class Model:
@@ -103,14 +118,15 @@ class Model:
         return self._spec.recurrent_layers[-1].hidden_size
 
     @property
-    def hidden_sizes(self) -> tuple[int, ...]:
-        """Hidden size of each recurrent layer, in order."""
-        return tuple(L.hidden_size for L in self._spec.recurrent_layers)
+    def num_layers(self) -> int:
+        """Number of recurrent layers (a Bidirectional counts once)."""
+        return len(self._spec.recurrent_layers)
 
     @property
-    def num_layers(self) -> int:
-        """Number of recurrent layers (the length of the state lists)."""
-        return len(self._spec.recurrent_layers)
+    def state_sizes(self) -> tuple[tuple[int, int], ...]:
+        """(h size, c size) of each recurrent state, in :attr:`ModelSpec.cells` order (each
+        direction of each recurrent layer; c size 0 for GRU and RNN cells)."""
+        return self._c.state_sizes
 
     @property
     def takes_ids(self) -> bool:
@@ -153,12 +169,14 @@ class Model:
             modules); ids when the model starts with an Embedding. float32 is used without a
             copy (any strides); other float dtypes are converted; integer/complex/object
             dtypes for a float model raise :class:`DTypeError`.
-        initial_state : (h0, c0), optional
-            Each (num_layers, B, H) (PyTorch's ``h_0``/``c_0`` order) when all recurrent layers
-            have the same size, else a list with one (B, H_k) array per recurrent layer.
-            Default zeros.
+        initial_state : optional
+            One entry per recurrent cell in :attr:`ModelSpec.cells` order (PyTorch's ``h_n``
+            order ``layer * 2 + direction``; Keras's ``return_state`` order): ``(h0, c0)``
+            each (N, B, H) when all cells are LSTMs of one size, ``h0`` (N, B, H) when all are
+            GRU/RNN cells of one size, else a list of ``(h, c)`` (LSTM) or ``h`` entries.
+            With a projection, h has P features. Default zeros.
         return_state : bool
-            Also return the final ``(h_n, c_n)`` in the same form.
+            Also return the final state in the same form.
         lengths : array_like of int, (B,), optional
             Valid steps of each (right-padded) sequence. Steps ``t >= lengths[b]`` are masked:
             the state is carried through them, so the final state is the one after the last
@@ -238,7 +256,7 @@ class Stream:
 
     @property
     def state(self) -> State:
-        """``(h, c)``, each (num_layers, B, H): a copy of the current state."""
+        """A copy of the current state (see :meth:`Model.predict` for its form)."""
         return _get_state(self._c, self._model)
 
     @state.setter
@@ -246,17 +264,42 @@ class Stream:
         _set_state(self._c, self._model, value)
 
 
+def _cell_arrays(L: CellSpec, suffix: str = "") -> dict[str, Any]:
+    """A cell's arrays under the C descriptor's field names (suffix "_b": backward)."""
+    if isinstance(L, GRULayerSpec):
+        out = {"w": L.w_ih, "w_rec": L.w_hh, "bias": L.b_ih, "bias_rec": L.b_hh}
+    elif isinstance(L, LSTMLayerSpec):
+        out = {"w": L.w_ih, "w_rec": L.w_hh, "bias": L.bias, "w_proj": L.w_hr}
+    else:
+        out = {"w": L.w_ih, "w_rec": L.w_hh, "bias": L.bias}
+    return {k + suffix: v for k, v in out.items()}
+
+
+def _cell_dict(L: CellSpec, spec: ModelSpec, outer: LayerSpec) -> dict[str, Any]:
+    flags = [name for name, on in (
+        ("return_last", not outer.return_sequences), ("go_backwards", outer.go_backwards),
+        ("zero_masked_output", spec.mask_semantics == "torch"),
+        ("bidirectional", outer.kind == "bidirectional"),
+        ("reset_after", getattr(L, "reset_after", False))) if on]
+    d = dict(kind=L.kind, input_size=L.input_size, units=L.hidden_size, flags=flags,
+             activation=L.activation,
+             recurrent_activation=getattr(L, "recurrent_activation", "sigmoid"),
+             **_cell_arrays(L))
+    if getattr(L, "w_hr", None) is not None:
+        d["proj_size"] = L.output_size
+    if isinstance(outer, BidirectionalSpec):
+        d.update(_cell_arrays(outer.backward, "_b"), merge=outer.merge_mode)
+    return d
+
+
 def _layer_dicts(spec: ModelSpec) -> list[dict[str, Any]]:
     """The spec's layers as the plain dicts the Cython layer builds the C model from."""
     out: list[dict[str, Any]] = []
     for L in spec.layers:
-        if isinstance(L, LSTMLayerSpec):
-            flags = [name for name, on in (
-                ("return_last", not L.return_sequences), ("go_backwards", L.go_backwards),
-                ("zero_masked_output", spec.mask_semantics == "torch")) if on]
-            out.append(dict(kind="lstm", input_size=L.input_size, units=L.hidden_size,
-                            w=L.w_ih, w_rec=L.w_hh, bias=L.bias, activation=L.activation,
-                            recurrent_activation=L.recurrent_activation, flags=flags))
+        if isinstance(L, BidirectionalSpec):
+            out.append(_cell_dict(L.forward, spec, L))
+        elif isinstance(L, (LSTMLayerSpec, GRULayerSpec, SimpleRNNLayerSpec)):
+            out.append(_cell_dict(L, spec, L))
         elif isinstance(L, DenseSpec):
             out.append(dict(kind="dense", input_size=L.input_size, units=L.output_size,
                             w=L.weight, bias=L.bias, activation=L.activation))
@@ -271,36 +314,59 @@ def _layer_dicts(spec: ModelSpec) -> list[dict[str, Any]]:
     return out
 
 
-def _uniform(model: Model) -> bool:
-    return len(set(model.hidden_sizes)) == 1
+def _state_form(model: Model) -> str:
+    """'lstm': (h, c) stacked; 'h': h stacked; 'list': one entry per recurrent state."""
+    sizes = model.state_sizes
+    if len(set(sizes)) == 1:
+        return "lstm" if sizes[0][1] else "h"
+    return "list"
 
 
-def _get_state(state: CState, model: Model) -> State:
-    parts = [state.get(k) for k in range(model.num_layers)]
-    hs, cs = [h for h, _ in parts], [c for _, c in parts]
-    if _uniform(model):
-        return np.stack(hs), np.stack(cs)
-    return hs, cs  # type: ignore[return-value]
+def _get_state(state: CState, model: Model) -> Any:
+    parts = [state.get(k) for k in range(len(model.state_sizes))]
+    form = _state_form(model)
+    if form == "lstm":
+        return np.stack([h for h, _ in parts]), np.stack([c for _, c in parts])
+    if form == "h":
+        return np.stack([h for h, _ in parts])
+    return [(h, c) if c is not None else h for h, c in parts]
 
 
-def _set_state(state: CState, model: Model, value: State) -> None:
+def _state_help(model: Model) -> str:
+    n, form = len(model.state_sizes), _state_form(model)
+    if form == "lstm":
+        h, c = model.state_sizes[0]
+        return f"(h, c) with h ({n}, B, {h}) and c ({n}, B, {c})"
+    if form == "h":
+        return f"h of shape ({n}, B, {model.state_sizes[0][0]})"
+    return (f"a list of {n} entries, (h, c) for LSTM states and h for others, with "
+            f"(h, c) sizes {model.state_sizes}")
+
+
+def _set_state(state: CState, model: Model, value: Any) -> None:
+    form, B = _state_form(model), state.batch
+    n = len(model.state_sizes)
     try:
-        h, c = value
-    except (TypeError, ValueError):
-        raise ShapeError("state must be a pair (h, c)") from None
-    n = model.num_layers
-    if isinstance(h, (list, tuple)) or isinstance(c, (list, tuple)) or not _uniform(model):
-        if not (isinstance(h, (list, tuple)) and isinstance(c, (list, tuple))
-                and len(h) == n and len(c) == n):
-            raise ShapeError(f"state must be (h, c), each a list of {n} arrays (B, H_k) with "
-                             f"H_k = {model.hidden_sizes}, or arrays (num_layers, B, H) when "
-                             f"all layers have the same size")
-        for k in range(n):
-            shape = (state.batch, model.hidden_sizes[k])
-            state.set(k, check_array(h[k], f"h[{k}]", shape), check_array(c[k], f"c[{k}]", shape))
-        return
-    shape = (n, state.batch, model.hidden_size)
-    h = check_array(h, "h", shape)
-    c = check_array(c, "c", shape)
-    for k in range(n):
-        state.set(k, h[k], c[k])
+        if form == "lstm":
+            h, c = value
+            hs, cs = model.state_sizes[0]
+            h = check_array(h, "h", (n, B, hs))
+            c = check_array(c, "c", (n, B, cs))
+            entries = [(h[k], c[k]) for k in range(n)]
+        elif form == "h":
+            h = check_array(value, "h", (n, B, model.state_sizes[0][0]))
+            entries = [(h[k], None) for k in range(n)]
+        else:
+            if len(value) != n:
+                raise ValueError
+            entries = []
+            for k, (item, (hs, cs)) in enumerate(zip(value, model.state_sizes, strict=True)):
+                h, c = item if cs else (item, None)
+                entries.append((check_array(h, f"h[{k}]", (B, hs)),
+                                None if c is None else check_array(c, f"c[{k}]", (B, cs))))
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ShapeError):
+            raise
+        raise ShapeError(f"state must be {_state_help(model)}") from None
+    for k, (h, c) in enumerate(entries):
+        state.set(k, h, c)

@@ -72,7 +72,7 @@ def test_bad_state(model):
     s = model.stream(batch=2)
     with pytest.raises(lf.ShapeError, match=r"expected \(2, 2, 10\)"):
         s.state = (np.zeros((2, 1, 10)), np.zeros((2, 1, 10)))
-    with pytest.raises(lf.ShapeError, match="pair"):
+    with pytest.raises(lf.ShapeError, match=r"state must be \(h, c\)"):
         s.state = np.zeros((3, 2, 10))
     with pytest.raises(lf.ShapeError):
         model.predict(np.zeros((2, 3, 6), np.float32), initial_state=(np.zeros((2, 2, 9)),) * 2)

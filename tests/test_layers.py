@@ -9,11 +9,14 @@ import lstm_fast as lf
 from lstm_fast.spec import (
     CELL_ACTIVATIONS,
     DENSE_ACTIVATIONS,
+    BidirectionalSpec,
     DenseSpec,
     EmbeddingSpec,
+    GRULayerSpec,
     LSTMLayerSpec,
     MaskingSpec,
     ModelSpec,
+    SimpleRNNLayerSpec,
 )
 
 from .reference import spec_forward
@@ -28,6 +31,35 @@ def lstm_spec(rng, I, H, **kw):
     s = 1.0 / np.sqrt(H)
     return LSTMLayerSpec(rng.uniform(-s, s, (4 * H, I)), rng.uniform(-s, s, (4 * H, H)),
                          rng.uniform(-s, s, 4 * H) if kw.pop("bias", True) else None, **kw)
+
+
+def cell_spec(rng, kind, I, H, **kw):
+    """A random cell of one kind: lstm, lstm_proj, gru, gru_before or rnn."""
+    s = 1.0 / np.sqrt(H)
+
+    def u(*shape):
+        return rng.uniform(-s, s, shape)
+
+    bias = kw.pop("bias", True)
+    if kind.startswith("lstm"):
+        P = max(1, H // 2) if kind == "lstm_proj" else None
+        return LSTMLayerSpec(u(4 * H, I), u(4 * H, P or H), u(4 * H) if bias else None,
+                             w_hr=u(P, H) if P else None, **kw)
+    if kind.startswith("gru"):
+        return GRULayerSpec(u(3 * H, I), u(3 * H, H), u(3 * H) if bias else None,
+                            u(3 * H) if bias else None, reset_after=kind == "gru", **kw)
+    kw.pop("recurrent_activation", None)
+    return SimpleRNNLayerSpec(u(H, I), u(H, H), u(H) if bias else None, **kw)
+
+
+def per_cell(state, model):
+    """Any state form (see lstm_fast.model.State) as a list of (h, c or None) per cell."""
+    n = len(model.state_sizes)
+    if isinstance(state, tuple):
+        return [(state[0][k], state[1][k]) for k in range(n)]
+    if isinstance(state, np.ndarray):
+        return [(state[k], None) for k in range(n)]
+    return [item if isinstance(item, tuple) else (item, None) for item in state]
 
 
 def dense_spec(rng, I, O, activation="linear"):
@@ -55,13 +87,24 @@ def models(draw):
     for k in range(n_rnn):
         H = draw(st.integers(1, 40))
         last = k == n_rnn - 1 and draw(st.booleans())
-        layers.append(lstm_spec(
-            rng, width, H, bias=draw(st.booleans()),
+        kind = draw(st.sampled_from(["lstm", "lstm", "lstm_proj", "gru", "gru_before", "rnn"]))
+        merge = draw(st.sampled_from([None, None, "concat", "sum", "ave", "mul"]))
+        opts = dict(
+            bias=draw(st.booleans()),
             activation=draw(st.sampled_from(["tanh", "tanh", *BOUNDED_GROWTH])),
             recurrent_activation=draw(st.sampled_from(
                 ["sigmoid", "sigmoid", "hard_sigmoid", "hard_sigmoid_keras2"])),
-            return_sequences=not last, go_backwards=draw(st.integers(0, 4)) == 0))
-        width = H
+            return_sequences=not last)
+        if kind == "rnn" and opts["activation"] not in ("tanh", "softsign", "sigmoid"):
+            opts["activation"] = "tanh"  # an unbounded plain RNN may overflow float32
+        if merge is None:
+            layer = cell_spec(rng, kind, width, H, **opts,
+                              go_backwards=draw(st.integers(0, 4)) == 0)
+        else:
+            layer = BidirectionalSpec(cell_spec(rng, kind, width, H, **opts),
+                                      cell_spec(rng, kind, width, H, **opts), merge)
+        layers.append(layer)
+        width = layer.output_size
     for _ in range(draw(st.integers(0, 2))):
         out = draw(st.integers(1, 20))
         layers.append(dense_spec(rng, width, out, draw(st.sampled_from(DENSE_ACTIVATIONS))))
@@ -87,12 +130,14 @@ def test_chain_matches_oracle(model, B, T, isa, use_lengths, holes):
     x = random_input(spec, rng, B, T, holes)
     lengths = rng.integers(0, T + 1, B) if use_lengths else None
     y_ref, states_ref = spec_forward(spec, x, lengths=lengths)
-    y, (h, c) = lf.Model(spec, isa=isa).predict(x, lengths=lengths, return_state=True)
+    model = lf.Model(spec, isa=isa)
+    y, state = model.predict(x, lengths=lengths, return_state=True)
     assert y.shape == y_ref.shape and y.dtype == np.float32
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=TOL)
-    for k, (hr, cr) in enumerate(states_ref):
-        np.testing.assert_allclose(h[k], hr, rtol=1e-5, atol=TOL)
-        np.testing.assert_allclose(c[k], cr, rtol=1e-5, atol=TOL)
+    for (h, c), (hr, cr) in zip(per_cell(state, model), states_ref, strict=True):
+        np.testing.assert_allclose(h, hr, rtol=1e-5, atol=TOL)
+        if cr is not None:
+            np.testing.assert_allclose(c, cr, rtol=1e-5, atol=TOL)
 
 
 @pytest.mark.parametrize("semantics", ["keras", "torch"])
@@ -141,17 +186,17 @@ def test_unequal_hidden_sizes_state_lists(rng):
     spec = ModelSpec((lstm_spec(rng, 3, 5), lstm_spec(rng, 5, 7)))
     model = lf.Model(spec)
     x = rng.standard_normal((2, 9, 3)).astype(np.float32)
-    h0 = [rng.standard_normal((2, 5)), rng.standard_normal((2, 7))]
-    c0 = [rng.standard_normal((2, 5)), rng.standard_normal((2, 7))]
-    y, (h, c) = model.predict(x, initial_state=(h0, c0), return_state=True)
-    y_ref, states = spec_forward(spec, x, initial_state=list(zip(h0, c0, strict=True)))
+    init = [(rng.standard_normal((2, 5)), rng.standard_normal((2, 5))),
+            (rng.standard_normal((2, 7)), rng.standard_normal((2, 7)))]
+    y, states = model.predict(x, initial_state=init, return_state=True)
+    y_ref, states_ref = spec_forward(spec, x, initial_state=init)
     np.testing.assert_allclose(y, y_ref, atol=TOL)
-    assert [a.shape for a in h] == [(2, 5), (2, 7)]
-    for k in range(2):
-        np.testing.assert_allclose(h[k], states[k][0], atol=TOL)
-        np.testing.assert_allclose(c[k], states[k][1], atol=TOL)
-    with pytest.raises(lf.ShapeError, match="list of 2 arrays"):
-        model.predict(x, initial_state=(np.zeros((2, 2, 5)), np.zeros((2, 2, 5))))
+    assert [h.shape for h, _ in states] == [(2, 5), (2, 7)]
+    for (h, c), (hr, cr) in zip(states, states_ref, strict=True):
+        np.testing.assert_allclose(h, hr, atol=TOL)
+        np.testing.assert_allclose(c, cr, atol=TOL)
+    with pytest.raises(lf.ShapeError, match="a list of 2 entries"):
+        model.predict(x, initial_state=(np.zeros((2, 2, 5)), np.zeros((2, 2, 5)), 0))
 
 
 def test_go_backwards_cannot_stream(rng):

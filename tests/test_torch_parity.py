@@ -42,9 +42,9 @@ def test_stream_matches_torch_stateful_calls():
 
 
 def test_unsupported_torch_modules_are_refused():
-    with pytest.raises(lf.UnsupportedModelError, match="bidirectional"):
-        lf.from_torch(torch.nn.LSTM(3, 4, bidirectional=True))
-    with pytest.raises(lf.UnsupportedModelError, match="proj_size"):
-        lf.from_torch(torch.nn.LSTM(3, 4, proj_size=2))
+    with pytest.raises(lf.UnsupportedModelError, match="LSTMCell"):
+        lf.from_torch(torch.nn.LSTMCell(3, 4))
+    with pytest.raises(lf.UnsupportedModelError, match="Conv1d"):
+        lf.from_torch(torch.nn.Sequential(torch.nn.Conv1d(3, 4, 1), torch.nn.LSTM(4, 4)))
     with pytest.raises(lf.UnsupportedModelError, match="Linear"):
         lf.from_torch(torch.nn.Linear(3, 4))

@@ -22,7 +22,13 @@
  *   LF_LAYER_MASKING    a step whose features all equal mask_value is masked, and its
  *                       features become 0 (Keras Masking).
  *   LF_LAYER_DENSE      y = activation(w x + bias) at every step; w is (units, input_size).
- *   LF_LAYER_LSTM       a unidirectional LSTM (equations below).
+ *   LF_LAYER_LSTM       an LSTM (equations below), optionally projected (PyTorch proj_size).
+ *   LF_LAYER_GRU        a GRU, reset-after (PyTorch) or reset-before (Keras reset_after=False).
+ *   LF_LAYER_RNN        h_t = a(w_ih x_t + w_hh h_{t-1} + bias).
+ * A recurrent layer with LF_LAYER_BIDIRECTIONAL also runs a backward direction (its own
+ * weights) from each call's last step to its first, puts its outputs back in time order and
+ * merges the two (lf_merge); masked steps of a bidirectional layer output 0. Its state is two
+ * recurrent states, forward then backward.
  * Only the layers up to the first recurrent layer with LF_LAYER_RETURN_LAST see time: that
  * layer outputs one row per sequence (its last step) and the layers after it run once.
  *
@@ -39,12 +45,19 @@
  *     the first valid step: Keras), or is 0 with LF_LAYER_ZERO_MASKED_OUTPUT (PyTorch packed
  *     sequences). A RETURN_LAST layer outputs its last output (Keras), or with
  *     ZERO_MASKED_OUTPUT its final h (PyTorch h_n).
+ * GRU (gates r, z, n; w_ih (3H, I), w_hh (3H, H)):
+ *         r = s(W_ir x + b_ir + W_hr h + b_hr)        z = s(W_iz x + b_iz + W_hz h + b_hz)
+ *         reset-after:  n = a(W_in x + b_in + r * (W_hn h + b_hn))
+ *         reset-before: n = a(W_in x + b_in + W_hn (r * h) + b_hn)
+ *         h_t = z * h_{t-1} + (1 - z) * n          (s = recurrent_activation, a = activation)
  * Activations are accurate to a few ulp (no crude approximations).
  *
  * Arrays
  *   - Sequences are batch-first: x[b, t, i] lives at x[b*stride_batch + t*stride_time + i].
  *     Strides are in elements, may be any value, and the innermost stride is 1.
- *   - State arrays exchanged with lf_state_get/set are (B, H) per recurrent layer, row-major.
+ *   - State arrays exchanged with lf_state_get/set are row-major (B, n) per recurrent state
+ *     (one per direction of each recurrent layer, in layer order, forward first): h has the
+ *     layer's output size (P or H), c (LSTM only) has H.
  *
  * Usage
  *     lf_layer_desc layers[2] = {
@@ -112,8 +125,18 @@ typedef enum lf_layer_kind {
     LF_LAYER_LSTM = 1,
     LF_LAYER_DENSE = 2,
     LF_LAYER_EMBEDDING = 3,
-    LF_LAYER_MASKING = 4
+    LF_LAYER_MASKING = 4,
+    LF_LAYER_GRU = 5,
+    LF_LAYER_RNN = 6
 } lf_layer_kind;
+
+/* How a bidirectional layer combines its two directions' outputs. */
+typedef enum lf_merge {
+    LF_MERGE_CONCAT = 0,        /* [forward, backward] (PyTorch's layout, Keras's default) */
+    LF_MERGE_SUM = 1,
+    LF_MERGE_AVE = 2,
+    LF_MERGE_MUL = 3
+} lf_merge;
 
 /* Element-wise activations, plus two row-wise ones (softmax, log_softmax) for dense layers. */
 typedef enum lf_activation {
@@ -140,20 +163,30 @@ typedef enum lf_activation {
 #define LF_LAYER_GO_BACKWARDS 2u       /* recurrent: process each call's steps last to first */
 #define LF_LAYER_MASK_ZERO 4u          /* embedding: id 0 masks the step */
 #define LF_LAYER_ZERO_MASKED_OUTPUT 8u /* recurrent: masked steps output 0 (PyTorch) */
+#define LF_LAYER_BIDIRECTIONAL 16u     /* recurrent: add a backward direction (w_b, ...) */
+#define LF_LAYER_RESET_AFTER 32u       /* GRU: r multiplies (w_hn h + b_hn) (PyTorch, Keras
+                                          default); without it r multiplies h before w_hn */
 
 /* One layer (see the top of this file). The arrays are copied by lf_model_create. */
 typedef struct lf_layer_desc {
     lf_layer_kind kind;
     int32_t input_size;   /* LSTM: I; DENSE: inputs; EMBEDDING: vocabulary; MASKING: features */
     int32_t units;        /* LSTM: H; DENSE: outputs; EMBEDDING: dim; MASKING: = input_size */
-    const float *w;       /* LSTM: w_ih (4H, I); DENSE: (units, input_size); EMBEDDING:
-                             (vocabulary, units); MASKING: unused */
-    const float *w_rec;   /* LSTM: w_hh (4H, H); others unused */
-    const float *bias;    /* LSTM: (4H,); DENSE: (units,); NULL means zeros */
-    lf_activation activation;            /* LSTM: candidate and cell; DENSE: output */
-    lf_activation recurrent_activation;  /* LSTM: the i, f, o gates */
+    const float *w;       /* w_ih: LSTM (4H, I), GRU (3H, I), RNN (H, I); DENSE: (units,
+                             input_size); EMBEDDING: (vocabulary, units); MASKING: unused */
+    const float *w_rec;   /* w_hh: LSTM (4H, R), GRU (3H, H), RNN (H, H); R = proj_size or H */
+    const float *bias;    /* LSTM (4H,) = b_ih + b_hh; GRU: b_ih (3H,); RNN (H,) = b_ih + b_hh;
+                             DENSE (units,); NULL means zeros */
+    const float *bias_rec; /* GRU: b_hh (3H,) (b_hn cannot be folded); NULL means zeros */
+    const float *w_proj;  /* LSTM: w_hr (proj_size, H), or NULL for no projection */
+    int32_t proj_size;    /* LSTM with w_proj: P; h and the output have P features */
+    lf_activation activation;            /* cells: candidate (and LSTM cell); DENSE: output */
+    lf_activation recurrent_activation;  /* LSTM: the i, f, o gates; GRU: r and z */
     uint32_t flags;       /* LF_LAYER_* */
     float mask_value;     /* MASKING */
+    /* LF_LAYER_BIDIRECTIONAL: the backward direction's arrays, shaped as the forward ones. */
+    const float *w_b, *w_rec_b, *bias_b, *bias_rec_b, *w_proj_b;
+    lf_merge merge;
 } lf_layer_desc;
 
 /* One lf_run call. */
@@ -189,9 +222,10 @@ lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_is
                           lf_model **out);
 void lf_model_free(lf_model *model);
 
-int32_t lf_model_num_recurrent(const lf_model *model);          /* recurrent layers */
-int32_t lf_model_hidden_size(const lf_model *model, int32_t k); /* H of recurrent layer k,
-                                                                   -1 if out of range */
+int32_t lf_model_num_states(const lf_model *model);  /* recurrent states (directions) */
+/* Sizes of recurrent state k: h (P or H) and c (H for an LSTM, 0 otherwise). */
+lf_status lf_model_state_sizes(const lf_model *model, int32_t k, int32_t *h_size,
+                               int32_t *c_size);
 int32_t lf_model_input_size(const lf_model *model);  /* I, or 1 for id models */
 int32_t lf_model_output_size(const lf_model *model); /* O: features of the last layer */
 int lf_model_takes_ids(const lf_model *model);       /* 1 if the first layer is an embedding */
@@ -208,8 +242,9 @@ int32_t lf_state_batch(const lf_state *state);
  * changes nothing. */
 lf_status lf_state_reset(lf_state *state, const int32_t *indices, int32_t n);
 
-/* Copy recurrent layer k's state in or out as row-major (B, H) arrays. In lf_state_set a NULL
- * h or c means zeros; in lf_state_get a NULL pointer skips that array. */
+/* Copy recurrent state k in or out as row-major (B, h_size) and (B, c_size) arrays (see
+ * lf_model_state_sizes). In lf_state_set a NULL h or c means zeros; in lf_state_get a NULL
+ * pointer skips that array. c is ignored for cells without one. */
 lf_status lf_state_set(lf_state *state, int32_t k, const float *h, const float *c);
 lf_status lf_state_get(const lf_state *state, int32_t k, float *h, float *c);
 

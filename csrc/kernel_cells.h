@@ -1,0 +1,271 @@
+/* Recurrent-cell and dense kernels, written once on the vector type `vf` (VW lanes) and
+ * instantiated per ISA by kernels_<isa>.c, which includes its simd_<isa>.h first.
+ * Packed layout: per tile of VW units, rows k of G gates x VW floats (x rows, then h rows). */
+#include "internal.h"
+#include "simd_math.h"
+
+#define LF_INLINE static inline __attribute__((always_inline))
+
+/* Any element-wise activation; the ones without a vector form go lane by lane. */
+LF_INLINE vf v_act(lf_activation a, vf x)
+{
+    switch (a) {
+    case LF_ACT_LINEAR: return x;
+    case LF_ACT_TANH: return v_tanh(x);
+    case LF_ACT_SIGMOID: return v_sigmoid(x);
+    case LF_ACT_RELU: return v_max(v_zero(), x);
+    case LF_ACT_RELU6: return v_min(v_set1(6.0f), v_max(v_zero(), x));
+    case LF_ACT_HARD_SIGMOID:
+        return v_min(v_set1(1.0f), v_max(v_zero(), v_fmadd(x, v_set1(1.0f / 6.0f), v_set1(0.5f))));
+    case LF_ACT_HARD_SIGMOID_02:
+        return v_min(v_set1(1.0f), v_max(v_zero(), v_fmadd(x, v_set1(0.2f), v_set1(0.5f))));
+    case LF_ACT_SOFTSIGN: return v_div(x, v_add(v_set1(1.0f), v_abs(x)));
+    case LF_ACT_SILU: return v_mul(x, v_sigmoid(x));
+    case LF_ACT_EXPONENTIAL: /* v_exp saturates at exp(88); real exp overflows to inf */
+        return v_select_lt(v_set1(88.7228394f), x, v_set1(__builtin_inff()), v_exp(x));
+    default: {
+        float lane[VW];
+        v_store(lane, x);
+        for (int l = 0; l < VW; l++)
+            lane[l] = lf_act_scalar(a, lane[l]);
+        return v_load(lane);
+    }
+    }
+}
+
+/* c' = r(f)·c + r(i)·a(g);  h' = r(o)·a(c') for VW units (r = sigmoid, a = tanh by default). */
+LF_INLINE void lstm_update(const lf_layer *restrict L, vf gi, vf gf, vf gg, vf go,
+                           float *restrict c, float *restrict h_out)
+{
+    if (L->default_acts) {
+        vf cn = v_fmadd(v_sigmoid(gf), v_load(c), v_mul(v_sigmoid(gi), v_tanh(gg)));
+        v_store(c, cn);
+        v_store(h_out, v_mul(v_sigmoid(go), v_tanh(cn)));
+    } else {
+        const lf_activation a = L->act, r = L->ract;
+        vf cn = v_fmadd(v_act(r, gf), v_load(c), v_mul(v_act(r, gi), v_act(a, gg)));
+        v_store(c, cn);
+        v_store(h_out, v_mul(v_act(r, go), v_act(a, cn)));
+    }
+}
+
+LF_INLINE vf ract_of(const lf_layer *restrict L, vf x)
+{
+    return L->default_acts ? v_sigmoid(x) : v_act(L->ract, x);
+}
+
+LF_INLINE vf act_of(const lf_layer *restrict L, vf x)
+{
+    return L->default_acts ? v_tanh(x) : v_act(L->act, x);
+}
+
+/* acc[r][g - g0] += sum_k w[k][g] * v_r[k] for gates g in [g0, g0 + NG) of rows with GT
+ * gates. With one batch row, two interleaved chains (acc2) keep both FMA pipes busy. */
+LF_INLINE void accumulate(const int BG, const int GT, const int g0, const int NG,
+                          const float *restrict w, int32_t K, const float *restrict v,
+                          ptrdiff_t ldv, vf acc[][4], vf acc2[][4])
+{
+    const size_t row = (size_t)GT * VW;
+    int32_t k = 0;
+    if (BG == 1) {
+        for (; k + 1 < K; k += 2) {
+            const float *wk = w + (size_t)k * row + g0 * VW;
+            vf a = v_set1(v[k]), b = v_set1(v[k + 1]);
+            for (int g = 0; g < NG; g++) {
+                acc[0][g] = v_fmadd(v_load(wk + g * VW), a, acc[0][g]);
+                acc2[0][g] = v_fmadd(v_load(wk + row + g * VW), b, acc2[0][g]);
+            }
+        }
+    }
+    for (; k < K; k++) {
+        const float *wk = w + (size_t)k * row + g0 * VW;
+        vf wg[4];
+        for (int g = 0; g < NG; g++)
+            wg[g] = v_load(wk + g * VW);
+        for (int r = 0; r < BG; r++) {
+            vf a = v_set1(v[r * ldv + k]);
+            for (int g = 0; g < NG; g++)
+                acc[r][g] = v_fmadd(wg[g], a, acc[r][g]);
+        }
+    }
+}
+
+LF_INLINE void fold(const int BG, const int NG, vf acc[][4], vf acc2[][4])
+{
+    if (BG == 1)
+        for (int g = 0; g < NG; g++)
+            acc[0][g] = v_add(acc[0][g], acc2[0][g]);
+}
+
+/* acc[r][g] = bias (+ xproj) for gates [g0, g0 + NG); acc2 = 0. */
+LF_INLINE void init_acc(const int BG, const int g0, const int NG, const float *restrict bias,
+                        const float *restrict xp, ptrdiff_t ldxp, int32_t Hp, int32_t u0,
+                        vf acc[][4], vf acc2[][4])
+{
+    for (int g = 0; g < NG; g++) {
+        vf b = v_load(bias + (g0 + g) * Hp + u0);
+        for (int r = 0; r < BG; r++) {
+            acc[r][g] = xp ? v_add(b, v_load(xp + r * ldxp + (g0 + g) * Hp + u0)) : b;
+            acc2[r][g] = v_zero();
+        }
+    }
+}
+
+/* The tile step of every cell kind, for BG consecutive batch rows and units [u0, u0 + VW).
+ * phase: GRU reset-before runs phase 0 (r, z; writes r*h and z to scratch) over all tiles,
+ * then phase 1 (n and h'). */
+LF_INLINE void cell_tile(const int BG, const lf_layer *restrict L, int phase, int32_t u0,
+                         const float *restrict x, ptrdiff_t ldx,
+                         const float *restrict xp, ptrdiff_t ldxp,
+                         const float *restrict h, ptrdiff_t ldh, float *restrict c,
+                         float *restrict h_out, float *restrict rh, float *restrict zs)
+{
+    const int32_t Hp = L->Hp, G = L->G;
+    const float *w = L->packed + (size_t)u0 * (size_t)(L->I + L->R) * (size_t)G;
+    const float *wh = w + (size_t)L->I * (size_t)G * VW;
+    vf acc[BG_MAX][4], acc2[BG_MAX][4];
+    if (L->kind == LF_LAYER_LSTM) {
+        init_acc(BG, 0, 4, L->bias, xp, ldxp, Hp, u0, acc, acc2);
+        if (x)
+            accumulate(BG, 4, 0, 4, w, L->I, x, ldx, acc, acc2);
+        accumulate(BG, 4, 0, 4, wh, L->R, h, ldh, acc, acc2);
+        fold(BG, 4, acc, acc2);
+        for (int r = 0; r < BG; r++)
+            lstm_update(L, acc[r][0], acc[r][1], acc[r][2], acc[r][3], c + r * Hp + u0,
+                        h_out + r * Hp + u0);
+    } else if (L->kind == LF_LAYER_RNN) {
+        init_acc(BG, 0, 1, L->bias, xp, ldxp, Hp, u0, acc, acc2);
+        if (x)
+            accumulate(BG, 1, 0, 1, w, L->I, x, ldx, acc, acc2);
+        accumulate(BG, 1, 0, 1, wh, L->R, h, ldh, acc, acc2);
+        fold(BG, 1, acc, acc2);
+        for (int r = 0; r < BG; r++)
+            v_store(h_out + r * Hp + u0, v_act(L->act, acc[r][0]));
+    } else if (L->reset_after) {
+        /* acc: r, z (x and h parts), n's h part (+ b_hn); xn: n's x part (+ b_in). */
+        vf xn[BG_MAX][4], xn2[BG_MAX][4];
+        init_acc(BG, 0, 2, L->bias, xp, ldxp, Hp, u0, acc, acc2);
+        init_acc(BG, 2, 1, L->bias, xp, ldxp, Hp, u0, xn, xn2);
+        for (int r = 0; r < BG; r++)
+            acc[r][2] = v_load(L->bias_hn + u0);
+        if (x) {
+            accumulate(BG, 3, 0, 2, w, L->I, x, ldx, acc, acc2);
+            accumulate(BG, 3, 2, 1, w, L->I, x, ldx, xn, xn2);
+            fold(BG, 1, xn, xn2);
+        }
+        for (int r = 0; r < BG; r++)
+            acc2[r][2] = v_zero();
+        accumulate(BG, 3, 0, 3, wh, L->R, h, ldh, acc, acc2);
+        fold(BG, 3, acc, acc2);
+        for (int r = 0; r < BG; r++) {
+            vf rg = ract_of(L, acc[r][0]), z = ract_of(L, acc[r][1]);
+            vf n = act_of(L, v_fmadd(rg, acc[r][2], xn[r][0]));
+            vf hp = v_load(h + r * ldh + u0);
+            v_store(h_out + r * Hp + u0, v_fmadd(z, v_sub(hp, n), n));
+        }
+    } else if (phase == 0) {
+        init_acc(BG, 0, 2, L->bias, xp, ldxp, Hp, u0, acc, acc2);
+        if (x)
+            accumulate(BG, 3, 0, 2, w, L->I, x, ldx, acc, acc2);
+        accumulate(BG, 3, 0, 2, wh, L->R, h, ldh, acc, acc2);
+        fold(BG, 2, acc, acc2);
+        for (int r = 0; r < BG; r++) {
+            v_store(rh + r * Hp + u0, v_mul(ract_of(L, acc[r][0]), v_load(h + r * ldh + u0)));
+            v_store(zs + r * Hp + u0, ract_of(L, acc[r][1]));
+        }
+    } else {
+        init_acc(BG, 2, 1, L->bias, xp, ldxp, Hp, u0, acc, acc2);
+        if (x)
+            accumulate(BG, 3, 2, 1, w, L->I, x, ldx, acc, acc2);
+        accumulate(BG, 3, 2, 1, wh, L->R, rh, Hp, acc, acc2);
+        fold(BG, 1, acc, acc2);
+        for (int r = 0; r < BG; r++) {
+            vf n = act_of(L, acc[r][0]), z = v_load(zs + r * Hp + u0);
+            vf hp = v_load(h + r * ldh + u0);
+            v_store(h_out + r * Hp + u0, v_fmadd(z, v_sub(hp, n), n));
+        }
+    }
+}
+
+#define TILE_ROWS(BG) cell_tile(BG, L, phase, u0, x ? x + b * ldx : NULL, ldx, \
+                                xp ? xp + b * ldxp : NULL, ldxp, h + b * ldh, ldh, \
+                                c ? c + b * Hp : NULL, h_out + b * Hp, rh + b * Hp, \
+                                zs + b * Hp)
+
+static void KSUFFIX(cell_packed)(const lf_layer *L, int32_t B,
+                                 const float *x, ptrdiff_t ldx, const float *xp, ptrdiff_t ldxp,
+                                 const float *h, float *c, float *h_out, float *scratch)
+{
+    const ptrdiff_t Hp = L->Hp, ldh = L->Rp;
+    float *rh = scratch, *zs = scratch ? scratch + (size_t)B * Hp : NULL;
+    const int phases = L->kind == LF_LAYER_GRU && !L->reset_after ? 2 : 1;
+    for (int phase = 0; phase < phases; phase++)
+        for (int32_t u0 = 0; u0 < L->Hp; u0 += VW) {
+            int32_t b = 0;
+            for (; b + BG_MAX <= B; b += BG_MAX)
+                TILE_ROWS(BG_MAX);
+            switch (B - b) {
+#if BG_MAX > 5
+            case 5: TILE_ROWS(5); break;
+#endif
+#if BG_MAX > 4
+            case 4: TILE_ROWS(4); break;
+#endif
+#if BG_MAX > 3
+            case 3: TILE_ROWS(3); break;
+#endif
+#if BG_MAX > 2
+            case 2: TILE_ROWS(2); break;
+#endif
+            case 1: TILE_ROWS(1); break;
+            default: break;
+            }
+        }
+}
+
+static void KSUFFIX(lstm_pointwise)(const lf_layer *L, int32_t B, const float *gates,
+                                    float *c, float *h_out)
+{
+    const int32_t Hp = L->Hp;
+    const float *bias = L->bias;
+    for (int32_t b = 0; b < B; b++) {
+        const float *gb = gates + (size_t)b * 4 * Hp;
+        for (int32_t u = 0; u < Hp; u += VW)
+            lstm_update(L, v_add(v_load(gb + u), v_load(bias + u)),
+                        v_add(v_load(gb + Hp + u), v_load(bias + Hp + u)),
+                        v_add(v_load(gb + 2 * Hp + u), v_load(bias + 2 * Hp + u)),
+                        v_add(v_load(gb + 3 * Hp + u), v_load(bias + 3 * Hp + u)),
+                        c + (size_t)b * Hp + u, h_out + (size_t)b * Hp + u);
+    }
+}
+
+/* y (rows, ld) = x · w_t + bias, VW output columns at a time. */
+static void KSUFFIX(dense_small)(const float *w_t, const float *bias, int32_t in, int32_t ld,
+                                 int32_t rows, const float *x, ptrdiff_t ldx, float *y)
+{
+    for (int32_t r = 0; r < rows; r++) {
+        const float *xr = x + r * ldx;
+        for (int32_t j = 0; j < ld; j += VW) {
+            vf acc = v_load(bias + j), acc2 = v_zero();
+            int32_t k = 0;
+            for (; k + 1 < in; k += 2) {
+                acc = v_fmadd(v_load(w_t + (size_t)k * ld + j), v_set1(xr[k]), acc);
+                acc2 = v_fmadd(v_load(w_t + (size_t)(k + 1) * ld + j), v_set1(xr[k + 1]), acc2);
+            }
+            if (k < in)
+                acc = v_fmadd(v_load(w_t + (size_t)k * ld + j), v_set1(xr[k]), acc);
+            v_store(y + (size_t)r * ld + j, v_add(acc, acc2));
+        }
+    }
+}
+
+static void KSUFFIX(bias_act)(lf_activation act, const float *bias, int32_t rows, int32_t ld,
+                              float *y)
+{
+    for (int32_t r = 0; r < rows; r++)
+        for (int32_t j = 0; j < ld; j += VW) {
+            float *p = y + (size_t)r * ld + j;
+            vf v = bias ? v_add(v_load(p), v_load(bias + j)) : v_load(p);
+            v_store(p, v_act(act, v));
+        }
+}
