@@ -32,19 +32,23 @@ from .errors import (  # noqa: E402
 )
 from .model import Model, Stream  # noqa: E402
 from .spec import (  # noqa: E402
+    BidirectionalSpec,
     DenseSpec,
     EmbeddingSpec,
+    GRULayerSpec,
     LSTMLayerSpec,
     MaskingSpec,
     ModelSpec,
+    SimpleRNNLayerSpec,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CpuFeatureError", "DTypeError", "DenseSpec", "EmbeddingSpec", "EngineError",
-    "FormatVersionError", "InputError", "LSTMLayerSpec", "LstmFastError", "MaskingSpec", "Model",
-    "ModelFileError", "ModelSpec", "NonFiniteError", "ShapeError", "Stream",
+    "BidirectionalSpec", "CpuFeatureError", "DTypeError", "DenseSpec", "EmbeddingSpec",
+    "EngineError", "FormatVersionError", "GRULayerSpec", "InputError", "LSTMLayerSpec",
+    "LstmFastError", "MaskingSpec", "Model", "ModelFileError", "ModelSpec", "NonFiniteError",
+    "ShapeError", "SimpleRNNLayerSpec", "Stream",
     "UnsupportedModelError", "WeightsError", "blas_info", "from_keras", "from_torch", "load",
     "set_num_threads",
 ]

@@ -26,6 +26,9 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
                         "(valid) step only, as a classifier on h_n[-1] does")
     p.add_argument("--activations", help="torch: comma-separated activations of the Linear "
                                          "layers, in order (default: linear)")
+    p.add_argument("--nonlinearity", choices=("tanh", "relu"), default="tanh",
+                   help="torch: the nonlinearity of nn.RNN layers (a state dict does not "
+                        "record it; default tanh)")
     p.add_argument("--config", help="keras: architecture JSON (model.to_json()) for a "
                                     "save_weights .h5 file")
 
@@ -121,7 +124,7 @@ def _convert_source(args: argparse.Namespace, path: str) -> tuple[Any, str]:
 
     acts = args.activations.split(",") if args.activations else None
     return spec_from_torch_file(path, prefix=args.prefix, head=args.head, activations=acts,
-                                key=args.key), kind
+                                key=args.key, nonlinearity=args.nonlinearity), kind
 
 
 def _load_lengths(value: str | None) -> np.ndarray | None:

@@ -26,21 +26,27 @@ from . import safetensors
 from .errors import FormatVersionError, LstmFastError, ModelFileError
 from .spec import (
     SPEC_VERSION,
+    BidirectionalSpec,
     DenseSpec,
     EmbeddingSpec,
+    GRULayerSpec,
     LSTMLayerSpec,
     MaskingSpec,
     ModelSpec,
+    SimpleRNNLayerSpec,
 )
 
 FORMAT = "lstm_fast.model"
 FORMAT_VERSION = 1
 
 # Per kind: the spec class, its tensor fields, and its option fields with their types.
+_CELL_OPTIONS = {"activation": str, "return_sequences": bool, "go_backwards": bool}
 _KINDS: dict[str, tuple[type, tuple[str, ...], dict[str, type]]] = {
-    "lstm": (LSTMLayerSpec, ("w_ih", "w_hh", "bias"),
-             {"activation": str, "recurrent_activation": str, "return_sequences": bool,
-              "go_backwards": bool}),
+    "lstm": (LSTMLayerSpec, ("w_ih", "w_hh", "bias", "w_hr"),
+             {**_CELL_OPTIONS, "recurrent_activation": str}),
+    "gru": (GRULayerSpec, ("w_ih", "w_hh", "b_ih", "b_hh"),
+            {**_CELL_OPTIONS, "recurrent_activation": str, "reset_after": bool}),
+    "rnn": (SimpleRNNLayerSpec, ("w_ih", "w_hh", "bias"), dict(_CELL_OPTIONS)),
     "dense": (DenseSpec, ("weight", "bias"), {"activation": str}),
     "embedding": (EmbeddingSpec, ("weight",), {"mask_zero": bool}),
     "masking": (MaskingSpec, (), {"size": int, "mask_value": float}),
@@ -50,8 +56,12 @@ _KINDS: dict[str, tuple[type, tuple[str, ...], dict[str, type]]] = {
 def save_spec(spec: ModelSpec, path: str | os.PathLike[str]) -> None:
     """Write ``spec`` to ``path``."""
     tensors: dict[str, np.ndarray] = {}
-    layers = []
-    for k, L in enumerate(spec.layers):
+
+    def entry_of(L: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(L, BidirectionalSpec):
+            return {"kind": "bidirectional", "merge_mode": L.merge_mode,
+                    "forward": entry_of(L.forward, prefix + "forward."),
+                    "backward": entry_of(L.backward, prefix + "backward.")}
         _, array_fields, option_fields = _KINDS[L.kind]
         entry: dict[str, Any] = {"kind": L.kind}
         entry.update({name: getattr(L, name) for name in option_fields})
@@ -59,10 +69,12 @@ def save_spec(spec: ModelSpec, path: str | os.PathLike[str]) -> None:
         for name in array_fields:
             arr = getattr(L, name)
             if arr is not None:
-                names[name] = f"layers.{k}.{name}"
+                names[name] = prefix + name
                 tensors[names[name]] = arr
         entry["tensors"] = names
-        layers.append(entry)
+        return entry
+
+    layers = [entry_of(L, f"layers.{k}.") for k, L in enumerate(spec.layers)]
     model = {"spec_version": SPEC_VERSION, "mask_semantics": spec.mask_semantics,
              "stateful": spec.stateful, "metadata": spec.metadata, "layers": layers}
     safetensors.write(path, tensors, {"format": FORMAT, "format_version": str(FORMAT_VERSION),
@@ -111,36 +123,8 @@ def _spec_from_json(model: Any, tensors: dict[str, np.ndarray], path: str) -> Mo
         raise FormatVersionError(f"{path}: spec version {model.get('spec_version')!r} is not "
                                  f"{SPEC_VERSION}; upgrade lstm_fast")
     used: set[str] = set()
-    layers = []
-    for k, entry in enumerate(model["layers"]):
-        if not isinstance(entry, dict) or entry.get("kind") not in _KINDS:
-            raise ModelFileError(f"{path}: layer {k} has an unknown kind "
-                                 f"{entry.get('kind') if isinstance(entry, dict) else entry!r}")
-        cls, array_fields, option_fields = _KINDS[entry["kind"]]
-        kwargs: dict[str, Any] = {}
-        for name, typ in option_fields.items():
-            value = entry.get(name)
-            if typ is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if type(value) is not typ:
-                raise ModelFileError(f"{path}: layer {k} ({entry['kind']}): option {name!r} "
-                                     f"must be {typ.__name__}, got {value!r}")
-            kwargs[name] = value
-        names = entry.get("tensors")
-        if not isinstance(names, dict) or not set(names) <= set(array_fields):
-            raise ModelFileError(f"{path}: layer {k}: invalid tensor list {names!r}")
-        for name, key in names.items():
-            if key not in tensors:
-                raise ModelFileError(f"{path}: layer {k}: tensor {key!r} is missing")
-            if tensors[key].dtype != np.float32:
-                raise ModelFileError(f"{path}: tensor {key!r} must be F32, got "
-                                     f"{tensors[key].dtype}")
-            kwargs[name] = tensors[key]
-            used.add(key)
-        try:
-            layers.append(cls(**kwargs))
-        except LstmFastError as e:
-            raise ModelFileError(f"{path}: layer {k} ({entry['kind']}): {e}") from None
+    layers = [_layer_from_json(entry, str(k), tensors, used, path)
+              for k, entry in enumerate(model["layers"])]
     extra = set(tensors) - used
     if extra:
         raise ModelFileError(f"{path}: tensors not used by any layer: {sorted(extra)[:5]}")
@@ -152,3 +136,45 @@ def _spec_from_json(model: Any, tensors: dict[str, np.ndarray], path: str) -> Mo
                          stateful=bool(model.get("stateful", False)), metadata=meta)
     except LstmFastError as e:
         raise ModelFileError(f"{path}: invalid model: {e}") from None
+
+
+def _layer_from_json(entry: Any, k: str, tensors: dict[str, np.ndarray], used: set[str],
+                     path: str) -> Any:
+    if isinstance(entry, dict) and entry.get("kind") == "bidirectional":
+        merge = entry.get("merge_mode")
+        if not isinstance(merge, str):
+            raise ModelFileError(f"{path}: layer {k} (bidirectional): invalid merge_mode")
+        inner = [_layer_from_json(entry.get(d), f"{k}.{d}", tensors, used, path)
+                 for d in ("forward", "backward")]
+        try:
+            return BidirectionalSpec(inner[0], inner[1], merge)
+        except LstmFastError as e:
+            raise ModelFileError(f"{path}: layer {k} (bidirectional): {e}") from None
+    if not isinstance(entry, dict) or entry.get("kind") not in _KINDS:
+        raise ModelFileError(f"{path}: layer {k} has an unknown kind "
+                             f"{entry.get('kind') if isinstance(entry, dict) else entry!r}")
+    cls, array_fields, option_fields = _KINDS[entry["kind"]]
+    kwargs: dict[str, Any] = {}
+    for name, typ in option_fields.items():
+        value = entry.get(name)
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not typ:
+            raise ModelFileError(f"{path}: layer {k} ({entry['kind']}): option {name!r} "
+                                 f"must be {typ.__name__}, got {value!r}")
+        kwargs[name] = value
+    names = entry.get("tensors")
+    if not isinstance(names, dict) or not set(names) <= set(array_fields):
+        raise ModelFileError(f"{path}: layer {k}: invalid tensor list {names!r}")
+    for name, key in names.items():
+        if key not in tensors:
+            raise ModelFileError(f"{path}: layer {k}: tensor {key!r} is missing")
+        if tensors[key].dtype != np.float32:
+            raise ModelFileError(f"{path}: tensor {key!r} must be F32, got "
+                                 f"{tensors[key].dtype}")
+        kwargs[name] = tensors[key]
+        used.add(key)
+    try:
+        return cls(**kwargs)
+    except LstmFastError as e:
+        raise ModelFileError(f"{path}: layer {k} ({entry['kind']}): {e}") from None

@@ -544,9 +544,18 @@ class ModelSpec:
 
 
 def _options_text(L: LayerSpec) -> str:
-    if isinstance(L, LSTMLayerSpec):
-        opts = [f"activation={L.activation}", f"recurrent_activation={L.recurrent_activation}"]
-        if L.bias is None:
+    if isinstance(L, BidirectionalSpec):
+        return f"bidirectional {L.forward.kind} (merge {L.merge_mode}), " + \
+            _options_text(L.forward)
+    if isinstance(L, (LSTMLayerSpec, GRULayerSpec, SimpleRNNLayerSpec)):
+        opts = [f"activation={L.activation}"]
+        if not isinstance(L, SimpleRNNLayerSpec):
+            opts.append(f"recurrent_activation={L.recurrent_activation}")
+        if isinstance(L, GRULayerSpec):
+            opts.append("reset_after" if L.reset_after else "reset_before")
+        if isinstance(L, LSTMLayerSpec) and L.w_hr is not None:
+            opts.append(f"proj_size={L.output_size}")
+        if not L.arrays().keys() - {"w_ih", "w_hh", "w_hr"}:
             opts.append("no bias")
         if not L.return_sequences:
             opts.append("last step only")

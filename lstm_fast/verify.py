@@ -9,6 +9,7 @@ architecture, so the torch side is rebuilt from the converted layers with torch'
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,6 @@ def _torch_output(spec: ModelSpec, x: np.ndarray, lengths: np.ndarray | None) ->
     except ImportError as e:
         raise FrameworkUnavailable(f"torch is not installed ({e})") from None
     from torch import nn
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     def param(a: np.ndarray) -> nn.Parameter:
         return nn.Parameter(torch.from_numpy(np.array(a, dtype=np.float32)))
@@ -84,23 +84,8 @@ def _torch_output(spec: ModelSpec, x: np.ndarray, lengths: np.ndarray | None) ->
         for L in spec.layers:
             if L.kind == "embedding":
                 h = nn.functional.embedding(h.long(), torch.from_numpy(np.array(L.weight)))
-            elif L.kind == "lstm":
-                if L.activation != "tanh" or L.recurrent_activation != "sigmoid" \
-                        or L.go_backwards:
-                    raise FrameworkUnavailable("torch's LSTM has fixed activations and no "
-                                               "go_backwards")
-                m = nn.LSTM(L.input_size, L.hidden_size, batch_first=True)
-                m.weight_ih_l0, m.weight_hh_l0 = param(L.w_ih), param(L.w_hh)
-                bias = np.zeros(4 * L.hidden_size) if L.bias is None else L.bias
-                m.bias_ih_l0, m.bias_hh_l0 = param(bias), param(np.zeros_like(bias))
-                if lengths is not None:
-                    packed = pack_padded_sequence(h, torch.as_tensor(lengths), batch_first=True,
-                                                  enforce_sorted=False)
-                    out, (h_n, _) = m(packed)
-                    out = pad_packed_sequence(out, batch_first=True, total_length=T)[0]
-                else:
-                    out, (h_n, _) = m(h)
-                h = out if L.return_sequences else h_n[-1]
+            elif L.kind in ("lstm", "gru", "rnn", "bidirectional"):
+                h = _torch_recurrent(torch, L, h, lengths, T)
             elif L.kind == "dense":
                 h = nn.functional.linear(h, torch.from_numpy(np.array(L.weight)),
                                          None if L.bias is None
@@ -115,3 +100,51 @@ def _torch_output(spec: ModelSpec, x: np.ndarray, lengths: np.ndarray | None) ->
             else:
                 raise FrameworkUnavailable(f"no torch equivalent of a {L.kind} layer")
         return h.double().numpy()
+
+
+def _torch_recurrent(torch: Any, L: Any, h: Any, lengths: np.ndarray | None, T: int) -> Any:
+    """One recurrent layer (or Bidirectional) as a one-layer torch module."""
+    from torch import nn
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    bi = L.kind == "bidirectional"
+    cells = (L.forward, L.backward) if bi else (L,)
+    f = cells[0]
+    if bi and L.merge_mode != "concat":
+        raise FrameworkUnavailable("torch's bidirectional layers only concatenate")
+    if f.go_backwards or f.activation not in ("tanh", "relu") \
+            or getattr(f, "recurrent_activation", "sigmoid") != "sigmoid" \
+            or (f.kind != "rnn" and f.activation != "tanh") \
+            or (f.kind == "gru" and not f.reset_after):
+        raise FrameworkUnavailable(f"torch has no {f.kind} with these options")
+    if f.kind == "lstm":
+        m = nn.LSTM(f.input_size, f.hidden_size, batch_first=True, bidirectional=bi,
+                    proj_size=f.output_size if f.w_hr is not None else 0)
+    elif f.kind == "gru":
+        m = nn.GRU(f.input_size, f.hidden_size, batch_first=True, bidirectional=bi)
+    else:
+        m = nn.RNN(f.input_size, f.hidden_size, batch_first=True, bidirectional=bi,
+                   nonlinearity=f.activation)
+    for cell, sfx in zip(cells, ("_l0", "_l0_reverse"), strict=False):
+        arrays = cell.arrays()
+        b_ih = arrays.get("b_ih", arrays.get("bias"))
+        b_hh = arrays.get("b_hh")
+        size = cell.w_ih.shape[0]
+        named = {"weight_ih": cell.w_ih, "weight_hh": cell.w_hh, "weight_hr": arrays.get("w_hr"),
+                 "bias_ih": np.zeros(size) if b_ih is None else b_ih,
+                 "bias_hh": np.zeros(size) if b_hh is None else b_hh}
+        for name, value in named.items():
+            if value is not None:
+                setattr(m, name + sfx, nn.Parameter(torch.tensor(np.asarray(value),
+                                                                 dtype=torch.float32)))
+    if lengths is not None:
+        packed = pack_padded_sequence(h, torch.as_tensor(lengths), batch_first=True,
+                                      enforce_sorted=False)
+        out, state = m(packed)
+        out = pad_packed_sequence(out, batch_first=True, total_length=T)[0]
+    else:
+        out, state = m(h)
+    if L.return_sequences:
+        return out
+    h_n = state[0] if f.kind == "lstm" else state
+    return torch.cat([h_n[-2], h_n[-1]], dim=-1) if bi else h_n[-1]

@@ -1,15 +1,16 @@
 """Golden PyTorch fixtures, checked without torch.
 
 tests/fixtures/make_torch_fixtures.py wrote each checkpoint with torch 2.13 together with
-``<name>.io.npz``: the input, torch's output and the conversion arguments. Converting the file
-with the torch-free reader must reproduce torch's output, both in the float64 oracle and in the
-engine.
+``<name>.io.npz``: the input, torch's output (and final states ``h_n``/``c_n`` for the newer
+fixtures) and the conversion arguments. Converting the file with the torch-free reader must
+reproduce torch's output and states, both in the float64 oracle and in the engine.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,22 +34,51 @@ def _case(name: str) -> tuple[Path, dict, dict[str, np.ndarray]]:
 
 def test_fixture_set_is_complete_and_small() -> None:
     assert set(CASES) == {"classifier", "lstm2_nobias", "checkpoint_dp", "scripted_lm",
-                          "lstm_head"}
+                          "lstm_head", "bigru_packed", "rnn_relu", "lstm_proj", "bilstm_proj"}
     sizes = [p.stat().st_size for p in FIXTURES.iterdir()]
-    assert max(sizes) < 200_000 and sum(sizes) < 1_000_000
+    assert max(sizes) < 100_000 and sum(sizes) < 1_000_000
 
 
+def _per_cell(states: Any) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """``[(h, c or None)]`` per cell from the oracle's list of (h, c_or_None) or any form of
+    ``Model.predict``'s state: (h, c) stacked (all LSTMs of one size), h stacked (all GRU/RNN
+    of one size), or a list of (h, c) (LSTM) and h (others) entries."""
+    if isinstance(states, np.ndarray):
+        return [(h, None) for h in states]
+    if isinstance(states, tuple):
+        h, c = states
+        return list(zip(h, c, strict=True))
+    return [(s[0], s[1]) if isinstance(s, (tuple, list)) else (s, None) for s in states]
+
+
+def _check_states(states: Any, io: dict[str, np.ndarray], spec: lf.ModelSpec, who: str) -> None:
+    """Final states per cell (``spec.cells`` order = torch's ``layer * 2 + direction``) against
+    the recorded h_n / c_n."""
+    h_n, c_n, got = io["h_n"], io.get("c_n"), _per_cell(states)
+    assert len(spec.cells) == len(got) == h_n.shape[0]
+    for i, (cell, (h, c)) in enumerate(zip(spec.cells, got, strict=True)):
+        np.testing.assert_allclose(np.asarray(h), h_n[i], rtol=0, atol=ATOL,
+                                   err_msg=f"{who}: h of cell {i} vs torch h_n[{i}]")
+        if c_n is not None and cell.kind == "lstm":
+            np.testing.assert_allclose(np.asarray(c), c_n[i], rtol=0, atol=ATOL,
+                                       err_msg=f"{who}: c of cell {i} vs torch c_n[{i}]")
+
+
+@pytest.mark.parametrize("target", ["oracle", "engine"])
 @pytest.mark.parametrize("name", CASES)
-def test_golden_fixture(name: str) -> None:
+def test_golden_fixture(name: str, target: str) -> None:
     path, convert, io = _case(name)
     spec = spec_from_torch_file(path, **convert)
     x, y, lengths = io["x"], io["y"], io.get("lengths")
     assert spec.metadata["source_framework"] == "torch"
-    y_ref, _ = spec_forward(spec, x, lengths=lengths)
-    np.testing.assert_allclose(y_ref, y, rtol=0, atol=ATOL, err_msg="oracle vs torch")
-    y_lf = lf.Model(spec).predict(x, lengths=lengths)
-    assert y_lf.shape == y.shape
-    np.testing.assert_allclose(y_lf, y, rtol=0, atol=ATOL, err_msg="engine vs torch")
+    if target == "oracle":
+        y_got, states = spec_forward(spec, x, lengths=lengths)
+    else:
+        y_got, states = lf.Model(spec).predict(x, lengths=lengths, return_state=True)
+    assert y_got.shape == y.shape
+    np.testing.assert_allclose(y_got, y, rtol=0, atol=ATOL, err_msg=f"{target} vs torch")
+    if "h_n" in io:
+        _check_states(states, io, spec, target)
 
 
 def test_golden_layer_structure() -> None:
@@ -60,4 +90,21 @@ def test_golden_layer_structure() -> None:
         "checkpoint_dp": ["lstm", "dense", "dense"],
         "scripted_lm": ["embedding", "lstm", "dense"],
         "lstm_head": ["lstm", "lstm", "dense"],
+        "bigru_packed": ["embedding", "bidirectional", "bidirectional", "dense"],
+        "rnn_relu": ["rnn", "rnn", "dense"],
+        "lstm_proj": ["lstm", "lstm"],
+        "bilstm_proj": ["bidirectional", "bidirectional"],
     }
+
+
+def test_golden_new_kinds_details() -> None:
+    """What the state dicts alone cannot say comes from the recorded conversion arguments."""
+    bigru = spec_from_torch_file(*_case("bigru_packed")[:1], **_case("bigru_packed")[1])
+    assert [c.kind for c in bigru.cells] == ["gru"] * 4
+    assert all(c.b_ih is not None and c.b_hh is not None for c in bigru.cells)
+    assert not bigru.returns_sequences and bigru.output_size == 3
+    relu = spec_from_torch_file(*_case("rnn_relu")[:1], **_case("rnn_relu")[1])
+    assert [c.activation for c in relu.cells] == ["relu", "relu"]
+    proj = spec_from_torch_file(_case("bilstm_proj")[0])
+    assert [(c.output_size, c.hidden_size) for c in proj.cells] == [(3, 8)] * 4
+    assert proj.layers[1].input_size == 6 and proj.output_size == 6

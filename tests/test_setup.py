@@ -41,8 +41,9 @@ def test_isa_forced_through_the_environment():
 def test_every_subpackage_is_packaged():
     """pyproject lists packages explicitly; a new subpackage must be listed or `pip install .`
     (not editable) would ship without it."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     root = Path(__file__).resolve().parents[1]
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]

@@ -13,8 +13,10 @@ Reading files needs only ``h5py`` and numpy; ``keras`` is imported only by :func
 The model must be a ``Sequential`` or a functional model that is a single chain of layers (one
 input, one output, every layer called once on one tensor). Supported layers: ``InputLayer``,
 ``Embedding``, ``Masking``, ``Dense``, ``TimeDistributed(Dense)``, ``Activation`` (folded into
-the ``Dense`` before it), ``LSTM`` (also ``CuDNNLSTM`` and Keras 1's 12-array LSTM) and the
-layers that do nothing at inference (``Dropout`` and friends). Anything else raises
+the ``Dense`` before it), ``LSTM`` (also ``CuDNNLSTM`` and Keras 1's 12-array LSTM), ``GRU``
+(both ``reset_after`` variants, ``CuDNNGRU`` and Keras 1's 9-array GRU), ``SimpleRNN``,
+``Bidirectional`` over any of those (``merge_mode`` concat, sum, ave or mul) and the layers
+that do nothing at inference (``Dropout`` and friends). Anything else raises
 :class:`~lstm_fast.errors.UnsupportedModelError` naming the layer, its class, the option and the
 file. See ``FORMATS.md`` section 2 for the conventions mirrored here.
 """
@@ -37,12 +39,18 @@ from ..errors import ModelFileError, UnsupportedModelError, WeightsError
 from ..spec import (
     CELL_ACTIVATIONS,
     DENSE_ACTIVATIONS,
+    MERGE_MODES,
+    RECURRENT_KINDS,
+    BidirectionalSpec,
+    CellSpec,
     DenseSpec,
     EmbeddingSpec,
+    GRULayerSpec,
     LayerSpec,
     LSTMLayerSpec,
     MaskingSpec,
     ModelSpec,
+    SimpleRNNLayerSpec,
 )
 
 if TYPE_CHECKING:
@@ -55,11 +63,11 @@ _IDENTITY = frozenset({
     "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
     "ActivityRegularization",
 })
-#: Recurrent layers a later issue will add.
-_NOT_YET = frozenset({
-    "GRU", "SimpleRNN", "Bidirectional", "CuDNNGRU", "GRUV1", "GRUV2", "LSTMV1",
-})
-_LSTM_CLASSES = frozenset({"LSTM", "CuDNNLSTM", "LSTMV2"})
+_LSTM_CLASSES = frozenset({"LSTM", "CuDNNLSTM", "LSTMV1", "LSTMV2"})
+_GRU_CLASSES = frozenset({"GRU", "CuDNNGRU", "GRUV1", "GRUV2"})
+_RNN_CLASSES = frozenset({"SimpleRNN"})
+#: Recurrent layers (one cell each) that map to a spec layer.
+_CELL_CLASSES = _LSTM_CLASSES | _GRU_CLASSES | _RNN_CLASSES
 #: Functional op-layers Keras 3.15 serializes to compute a Masking / Embedding mask.
 _MASK_OPS = frozenset({"NotEqual", "Any"})
 #: Config keys of a layer call that we understand (any other call argument is refused).
@@ -74,6 +82,7 @@ _ACTIVATIONS = {
 }
 _MAX_JSON_BYTES = 64 << 20
 _CUDNN_NOTE = "cuDNN weight layout converted as tf-keras does (FORMATS.md 2.6)"
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,8 +325,13 @@ def _sequential(ctx: _Ctx, inner: Any) -> _Arch:
             chain.append(e)
     if batch_shape is None and chain:
         # Keras 1/2: batch_input_shape (or Keras 1 input_dim) on the first layer
-        batch_shape = _batch_shape(chain[0].config, input_dim=chain[0].class_name in
-                                   _LSTM_CLASSES | {"Dense", "Masking"})
+        first = chain[0]
+        batch_shape = _batch_shape(first.config, input_dim=first.class_name in
+                                   _CELL_CLASSES | {"Dense", "Masking"})
+        wrapped = first.config.get("layer")
+        if batch_shape is None and first.class_name == "Bidirectional" and isinstance(
+                wrapped, dict) and isinstance(wrapped.get("config"), dict):
+            batch_shape = _batch_shape(wrapped["config"], input_dim=True)
     if batch_shape is None and isinstance(inner, dict) and inner.get("build_input_shape"):
         batch_shape = tuple(inner["build_input_shape"])
     name = inner.get("name", "") if isinstance(inner, dict) else ""
@@ -458,16 +472,25 @@ def _v3_weights(ctx: _Ctx, root: Any, arch: _Arch) -> WeightFn:
         if g is None:
             raise ModelFileError(f"{ctx.source}: no weights group for layer {e.name!r} "
                                  f"({e.class_name})")
+        if isinstance(g.get("forward_layer"), h5py.Group):          # Bidirectional
+            fwd = read(g["forward_layer"])
+            bwd = read(g.get("backward_layer"))
+            return fwd + bwd, None
+        return read(g), None
+
+    def read(g: Any) -> list[np.ndarray]:
+        if not isinstance(g, h5py.Group):
+            return []
         for sub in ("cell/vars", "layer/vars", "vars"):
             v = g.get(sub)
             if isinstance(v, h5py.Group) and len(v):
                 break
         else:
-            return [], None
+            return []
         keys = sorted(v.keys(), key=lambda s: int(s) if s.isdigit() else -1)
         if keys != [str(i) for i in range(len(keys))]:
             raise ModelFileError(f"{ctx.source}: unexpected weights {keys} in {v.name}")
-        return [_read_dataset(v[k], ctx.source) for k in keys], None
+        return [_read_dataset(v[k], ctx.source) for k in keys]
 
     return get
 
@@ -508,7 +531,8 @@ def _legacy_weights(ctx: _Ctx, group: Any, arch: _Arch) -> WeightFn:
 
 
 def _has_weights(e: _Entry) -> bool:
-    return e.class_name in _LSTM_CLASSES | {"Dense", "Embedding", "TimeDistributed"}
+    return e.class_name in _CELL_CLASSES | {"Dense", "Embedding", "TimeDistributed",
+                                            "Bidirectional"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,9 +634,36 @@ def _dense(ctx: _Ctx, e: _Entry, cfg: Mapping[str, Any], arrays: list[np.ndarray
     return DenseSpec(weight=kernel.T, bias=bias, activation=act)
 
 
-def _lstm_weights(ctx: _Ctx, e: _Entry, arrays: list[np.ndarray], names: list[str] | None,
-                  units: int, use_bias: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    cudnn = e.class_name == "CuDNNLSTM"
+def _cudnn_blocks(kernel: np.ndarray, rec: np.ndarray, units: int,
+                  gates: int) -> tuple[np.ndarray, np.ndarray]:
+    """cuDNN memory order -> Keras blocks (tf-keras ``_convert_rnn_weights``, FORMATS 2.6)."""
+    n_in = kernel.shape[0]
+    kernel = np.concatenate([blk.ravel().reshape(units, n_in).T
+                             for blk in np.split(kernel, gates, axis=1)], axis=1)
+    rec = np.concatenate([blk.T for blk in np.split(rec, gates, axis=1)], axis=1)
+    return kernel, rec
+
+
+def _kernels(ctx: _Ctx, e: _Entry, arrays: list[np.ndarray], names: list[str] | None,
+             units: int, gates: int, use_bias: bool
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(kernel (I, G*u), recurrent_kernel (u, G*u), bias or None), shapes checked."""
+    arrays = _by_suffix(arrays, names, ("kernel", "recurrent_kernel", "bias"))
+    if len(arrays) != (3 if use_bias else 2):
+        raise _bad(ctx, e, f"expected {3 if use_bias else 2} weight arrays (use_bias="
+                           f"{use_bias}), found {len(arrays)}")
+    kernel, rec = arrays[0], arrays[1]
+    g = gates * units
+    if kernel.ndim != 2 or kernel.shape[1] != g:
+        raise _bad(ctx, e, f"kernel has shape {kernel.shape}, expected (input, {g})")
+    if rec.shape != (units, g):
+        raise _bad(ctx, e, f"recurrent_kernel has shape {rec.shape}, expected ({units}, {g})")
+    return kernel, rec, (arrays[2] if use_bias else None)
+
+
+def _lstm_weights(ctx: _Ctx, e: _Entry, cls: str, arrays: list[np.ndarray],
+                  names: list[str] | None, units: int, use_bias: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     if len(arrays) == 12:                      # Keras 1: W_i U_i b_i W_c U_c b_c W_f U_f b_f ...
         W = [arrays[3 * g] for g in (0, 2, 1, 3)]              # reorder i, c, f, o -> i, f, c, o
         U = [arrays[3 * g + 1] for g in (0, 2, 1, 3)]
@@ -620,22 +671,10 @@ def _lstm_weights(ctx: _Ctx, e: _Entry, arrays: list[np.ndarray], names: list[st
         arrays = [np.concatenate(W, axis=-1), np.concatenate(U, axis=-1),
                   np.concatenate(b, axis=-1)]
         names = None
-    arrays = _by_suffix(arrays, names, ("kernel", "recurrent_kernel", "bias"))
-    if len(arrays) != (3 if use_bias else 2):
-        raise _bad(ctx, e, f"expected {3 if use_bias else 2} weight arrays (use_bias="
-                           f"{use_bias}), found {len(arrays)}")
-    kernel, rec = arrays[0], arrays[1]
+    kernel, rec, bias = _kernels(ctx, e, arrays, names, units, 4, use_bias)
     u4 = 4 * units
-    if kernel.ndim != 2 or kernel.shape[1] != u4:
-        raise _bad(ctx, e, f"kernel has shape {kernel.shape}, expected (input, {u4})")
-    if rec.shape != (units, u4):
-        raise _bad(ctx, e, f"recurrent_kernel has shape {rec.shape}, expected ({units}, {u4})")
-    bias = arrays[2] if use_bias else None
-    if cudnn:
-        n_in = kernel.shape[0]
-        kernel = np.concatenate([blk.ravel().reshape(units, n_in).T
-                                 for blk in np.split(kernel, 4, axis=1)], axis=1)
-        rec = np.concatenate([blk.T for blk in np.split(rec, 4, axis=1)], axis=1)
+    if cls == "CuDNNLSTM":
+        kernel, rec = _cudnn_blocks(kernel, rec, units, 4)
         if bias is None or bias.shape != (2 * u4,):
             raise _bad(ctx, e, f"CuDNNLSTM bias must be ({2 * u4},), got "
                                f"{None if bias is None else bias.shape}")
@@ -644,6 +683,98 @@ def _lstm_weights(ctx: _Ctx, e: _Entry, arrays: list[np.ndarray], names: list[st
         raise _bad(ctx, e, f"bias has shape {bias.shape}, expected ({u4},)")
     # Keras columns i, f, c, o == spec rows i, f, g, o: a plain transpose.
     return kernel.T, rec.T, bias
+
+
+def _zrh_to_rzn(a: np.ndarray) -> np.ndarray:
+    """Keras GRU blocks z, r, h (last axis) -> the spec's r, z, n."""
+    z, r, h = np.split(a, 3, axis=-1)
+    return np.concatenate([r, z, h], axis=-1)
+
+
+def _gru_weights(ctx: _Ctx, e: _Entry, cls: str, arrays: list[np.ndarray],
+                 names: list[str] | None, units: int, use_bias: bool,
+                 reset_after: bool | None, default_reset_after: bool
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, bool]:
+    """(w_ih, w_hh, b_ih, b_hh, reset_after) in the spec's layout (FORMATS 0.3)."""
+    if len(arrays) == 9:                       # Keras 1: W_z U_z b_z W_r U_r b_r W_h U_h b_h
+        arrays = [np.concatenate(arrays[k::3], axis=-1) for k in range(3)]
+        names = None
+        if reset_after:
+            raise _bad(ctx, e, "Keras 1 GRU weights (9 arrays) are reset_after=False, but the "
+                               "config says reset_after=True")
+        reset_after = False
+    kernel, rec, bias = _kernels(ctx, e, arrays, names, units, 3, use_bias)
+    u3 = 3 * units
+    if cls == "CuDNNGRU":
+        kernel, rec = _cudnn_blocks(kernel, rec, units, 3)
+        if bias is None or bias.shape != (2 * u3,):
+            raise _bad(ctx, e, f"CuDNNGRU bias must be ({2 * u3},), got "
+                               f"{None if bias is None else bias.shape}")
+        bias = bias.reshape(2, u3)            # [input | recurrent]: a reset-after GRU
+        reset_after = True
+    if bias is not None:
+        if bias.shape == (2, u3):
+            found = True
+        elif bias.shape == (u3,):
+            found = False
+        else:
+            raise _bad(ctx, e, f"bias has shape {bias.shape}, expected (2, {u3}) "
+                               f"(reset_after=True) or ({u3},) (reset_after=False)")
+        if reset_after is not None and reset_after != found:
+            raise _bad(ctx, e, f"bias has shape {bias.shape}, which does not fit "
+                               f"reset_after={reset_after}")
+        reset_after = found
+    elif reset_after is None:
+        reset_after = default_reset_after
+    w_ih, w_hh = _zrh_to_rzn(kernel).T, _zrh_to_rzn(rec).T
+    if bias is None:
+        return w_ih, w_hh, None, None, reset_after
+    if reset_after:
+        return w_ih, w_hh, _zrh_to_rzn(bias[0]), _zrh_to_rzn(bias[1]), True
+    return w_ih, w_hh, _zrh_to_rzn(bias), None, False
+
+
+def _cell(ctx: _Ctx, e: _Entry, cls: str, cfg: Mapping[str, Any], arrays: list[np.ndarray],
+          names: list[str] | None, notes: list[str], go_backwards: bool) -> CellSpec:
+    """One LSTM / GRU / SimpleRNN cell from its config and weights (``e`` names it in
+    messages)."""
+    if cfg.get("time_major"):
+        raise _refuse(ctx, e, "option time_major=True is not supported")
+    units = cfg.get("units", cfg.get("output_dim"))
+    if not isinstance(units, int) or isinstance(units, bool) or units < 1:
+        raise _bad(ctx, e, f"units={units!r} is not a positive integer")
+    use_bias = bool(cfg.get("use_bias", cfg.get("bias", True)))
+    keras1 = (ctx.major or 3) < 2
+    if cls in ("CuDNNLSTM", "CuDNNGRU"):
+        act, ract = "tanh", "sigmoid"
+        use_bias = True
+        notes.append(f"{e.name}: {_CUDNN_NOTE}")
+    else:
+        act = _activation(ctx, e, cfg.get("activation", "tanh"), "activation",
+                          CELL_ACTIVATIONS)
+        ract = "sigmoid"
+        if cls not in _RNN_CLASSES:
+            ract_raw = cfg.get("recurrent_activation",
+                               cfg.get("inner_activation", "hard_sigmoid" if keras1
+                                       else "sigmoid"))
+            ract = _activation(ctx, e, ract_raw, "recurrent_activation", CELL_ACTIVATIONS)
+    common = dict(activation=act, return_sequences=bool(cfg.get("return_sequences", False)),
+                  go_backwards=go_backwards)
+    if cls in _LSTM_CLASSES:
+        w_ih, w_hh, bias = _lstm_weights(ctx, e, cls, arrays, names, units, use_bias)
+        return LSTMLayerSpec(w_ih=w_ih, w_hh=w_hh, bias=bias, recurrent_activation=ract,
+                             **common)
+    if cls in _GRU_CLASSES:
+        cfg_ra = cfg.get("reset_after")
+        w_ih, w_hh, b_ih, b_hh, reset_after = _gru_weights(
+            ctx, e, cls, arrays, names, units, use_bias,
+            None if cfg_ra is None else bool(cfg_ra), default_reset_after=(ctx.major or 3) >= 3)
+        return GRULayerSpec(w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
+                            reset_after=reset_after, recurrent_activation=ract, **common)
+    kernel, rec, bias = _kernels(ctx, e, arrays, names, units, 1, use_bias)
+    if bias is not None and bias.shape != (units,):
+        raise _bad(ctx, e, f"bias has shape {bias.shape}, expected ({units},)")
+    return SimpleRNNLayerSpec(w_ih=kernel.T, w_hh=rec.T, bias=bias, **common)
 
 
 @dataclass
@@ -731,8 +862,9 @@ def _convert(ctx: _Ctx, arch: _Arch, weights: WeightFn) -> ModelSpec:
         _check_common(ctx, e)
         _check_mask_ref(ctx, arch, e, st)
         _convert_layer(ctx, arch, e, pos, st, ids_input, weights)
-    if not st.layers or not any(L.kind == "lstm" for L in st.layers):
-        raise _refuse(ctx, None, "the model has no LSTM layer")
+    if not st.layers or not any(L.kind in RECURRENT_KINDS for L in st.layers):
+        raise _refuse(ctx, None, "the model has no recurrent layer (LSTM, GRU, SimpleRNN or "
+                                 "Bidirectional)")
     if st.pending_masks:
         raise _refuse(ctx, None, "cannot tell the feature size of the Masking layer")
     if ids_input and st.layers[0].kind != "embedding":
@@ -751,16 +883,14 @@ def _convert(ctx: _Ctx, arch: _Arch, weights: WeightFn) -> ModelSpec:
         raise WeightsError(f"{err} [in {ctx.source}]") from None
 
 
-_KNOWN = _IDENTITY | _LSTM_CLASSES | {"Embedding", "Masking", "Dense", "TimeDistributed",
-                                      "Activation"}
+_KNOWN = _IDENTITY | _CELL_CLASSES | {"Embedding", "Masking", "Dense", "TimeDistributed",
+                                      "Activation", "Bidirectional"}
 
 
 def _check_class(ctx: _Ctx, e: _Entry) -> None:
     cls = e.class_name
     if cls in _KNOWN:
         return
-    if cls in _NOT_YET:
-        raise _refuse(ctx, e, f"{cls} layers are not supported yet")
     if cls == "InputLayer":
         raise _refuse(ctx, e, "an InputLayer inside the chain is not supported")
     if cls in ("Sequential", "Functional", "Model"):
@@ -769,7 +899,7 @@ def _check_class(ctx: _Ctx, e: _Entry) -> None:
         cell = e.config.get("cell")
         inner_cls = cell.get("class_name") if isinstance(cell, dict) else "?"
         raise _refuse(ctx, e, f"the generic RNN({inner_cls}) wrapper is not supported (use "
-                              "LSTM)")
+                              "LSTM, GRU or SimpleRNN)")
     raise _refuse(ctx, e, "this layer type is not supported")
 
 
@@ -806,7 +936,7 @@ def _convert_layer(ctx: _Ctx, arch: _Arch, e: _Entry, pos: int, st: _State, ids_
 
     if cls == "Masking":
         for prev in st.layers:
-            if prev.kind in ("embedding", "lstm"):
+            if prev.kind in ("embedding", *RECURRENT_KINDS):
                 raise _refuse(ctx, e, f"a Masking layer after an {prev.kind} layer is not "
                                       "supported (only on the model input or after Dense)")
         if st.mask is not None:
@@ -861,58 +991,114 @@ def _convert_layer(ctx: _Ctx, arch: _Arch, e: _Entry, pos: int, st: _State, ids_
         st.fold_ok = False
         return
 
-    if cls in _LSTM_CLASSES:
-        _lstm(ctx, arch, e, st, weights)
+    if cls in _CELL_CLASSES:
+        _recurrent(ctx, arch, e, st, weights)
+        return
+
+    if cls == "Bidirectional":
+        _bidirectional(ctx, arch, e, st, weights)
         return
 
     raise _refuse(ctx, e, "this layer type is not supported")  # pragma: no cover
 
 
-def _lstm(ctx: _Ctx, arch: _Arch, e: _Entry, st: _State, weights: WeightFn) -> None:
-    cfg = e.config
-    if not st.time_axis:
-        raise _refuse(ctx, e, "an LSTM after a layer that returns only its last step")
-    if cfg.get("time_major"):
-        raise _refuse(ctx, e, "option time_major=True is not supported")
-    if cfg.get("return_state"):
-        if arch.kind == "Sequential":
-            raise _refuse(ctx, e, "option return_state=True is not supported in a Sequential "
-                                  "model (its output would be a list)")
-        # Functional: the chain builder already checked only output #0 is used; harmless.
-    if cfg.get("zero_output_for_mask") and st.mask is not None:
-        raise _refuse(ctx, e, "option zero_output_for_mask=True with a mask is not supported")
-    units = cfg.get("units", cfg.get("output_dim"))
-    if not isinstance(units, int) or units < 1:
-        raise _bad(ctx, e, f"units={units!r} is not a positive integer")
-    use_bias = bool(cfg.get("use_bias", cfg.get("bias", True)))
-    if e.class_name == "CuDNNLSTM":
-        act, ract = "tanh", "sigmoid"
-        use_bias = True
-        st.notes.append(f"{e.name}: {_CUDNN_NOTE}")
-    else:
-        act = _activation(ctx, e, cfg.get("activation", "tanh"), "activation",
-                          CELL_ACTIVATIONS)
-        default_ract = "hard_sigmoid" if (ctx.major or 3) < 2 else "sigmoid"
-        ract_raw = cfg.get("recurrent_activation", cfg.get("inner_activation", default_ract))
-        ract = _activation(ctx, e, ract_raw, "recurrent_activation", CELL_ACTIVATIONS)
-    arrays, names = weights(e)
-    w_ih, w_hh, bias = _lstm_weights(ctx, e, arrays, names, units, use_bias)
-    if st.feat is not None and w_ih.shape[1] != st.feat:
-        raise _bad(ctx, e, f"kernel expects {w_ih.shape[1]} input features, the previous "
+def _append_recurrent(ctx: _Ctx, e: _Entry, st: _State, spec: LayerSpec,
+                      stateful: bool) -> None:
+    if st.feat is not None and spec.input_size != st.feat:
+        raise _bad(ctx, e, f"kernel expects {spec.input_size} input features, the previous "
                            f"layer gives {st.feat}")
-    _set_feat(st, w_ih.shape[1])
-    st.layers.append(LSTMLayerSpec(
-        w_ih=w_ih, w_hh=w_hh, bias=bias, activation=act, recurrent_activation=ract,
-        return_sequences=bool(cfg.get("return_sequences", False)),
-        go_backwards=bool(cfg.get("go_backwards", False)),
-    ))
-    st.feat = units
+    _set_feat(st, spec.input_size)
+    st.layers.append(spec)
+    st.feat = spec.output_size
     st.fold_ok = False
-    if cfg.get("stateful"):
+    if stateful:
         st.stateful = True
-    if not cfg.get("return_sequences", False):
+    if not spec.return_sequences:
         st.time_axis = False
         st.mask = None
+
+
+def _recurrent(ctx: _Ctx, arch: _Arch, e: _Entry, st: _State, weights: WeightFn) -> None:
+    """A plain LSTM / GRU / SimpleRNN layer."""
+    cfg = e.config
+    if not st.time_axis:
+        raise _refuse(ctx, e, "a recurrent layer after a layer that returns only its last "
+                              "step")
+    if cfg.get("return_state") and arch.kind == "Sequential":
+        raise _refuse(ctx, e, "option return_state=True is not supported in a Sequential "
+                              "model (its output would be a list)")
+    # Functional: the chain builder already checked that only output #0 is used; harmless.
+    if cfg.get("zero_output_for_mask") and st.mask is not None:
+        raise _refuse(ctx, e, "option zero_output_for_mask=True with a mask is not supported")
+    arrays, names = weights(e)
+    spec = _cell(ctx, e, e.class_name, cfg, arrays, names, st.notes,
+                 go_backwards=bool(cfg.get("go_backwards", False)))
+    _append_recurrent(ctx, e, st, spec, bool(cfg.get("stateful")))
+
+
+def _inner(ctx: _Ctx, e: _Entry, raw: Any, which: str) -> tuple[str, dict[str, Any]]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict) or \
+            not isinstance(raw.get("class_name"), str):
+        raise ModelFileError(f"{ctx.source}: layer {e.name!r} (Bidirectional) has no readable "
+                             f"{which} config")
+    return raw["class_name"], dict(raw["config"])
+
+
+def _bidirectional(ctx: _Ctx, arch: _Arch, e: _Entry, st: _State, weights: WeightFn) -> None:
+    cfg = e.config
+    if not st.time_axis:
+        raise _refuse(ctx, e, "a recurrent layer after a layer that returns only its last "
+                              "step")
+    merge = cfg.get("merge_mode", "concat")
+    if merge is None:
+        raise _refuse(ctx, e, "option merge_mode=None is not supported (the layer returns the "
+                              "two directions as two outputs); use concat, sum, ave or mul")
+    if merge not in MERGE_MODES:
+        raise _refuse(ctx, e, f"option merge_mode={merge!r} is not supported")
+    fcls, fcfg = _inner(ctx, e, cfg.get("layer"), "layer")
+    if cfg.get("backward_layer") is None:       # Keras 2: the backward copy is implied
+        bcls, bcfg = fcls, dict(fcfg, go_backwards=not fcfg.get("go_backwards", False))
+    else:
+        bcls, bcfg = _inner(ctx, e, cfg["backward_layer"], "backward_layer")
+    for cls in (fcls, bcls):
+        if cls not in _CELL_CLASSES:
+            raise _refuse(ctx, e, f"Bidirectional({cls}) is not supported (only LSTM, GRU and "
+                                  "SimpleRNN inside)")
+    kinds = [("lstm" if c in _LSTM_CLASSES else "gru" if c in _GRU_CLASSES else "rnn")
+             for c in (fcls, bcls)]
+    if kinds[0] != kinds[1]:
+        raise _refuse(ctx, e, f"a backward_layer of class {bcls} with a forward {fcls} is not "
+                              "supported (both directions must be the same kind)")
+    fe = _Entry(e.name, f"Bidirectional({fcls})", fcfg)
+    be = _Entry(e.name, f"Bidirectional({bcls}, backward)", bcfg)
+    for x in (fe, be):
+        _check_common(ctx, x)
+        if x.config.get("stateful"):
+            raise _refuse(ctx, x, "option stateful=True inside a Bidirectional is not supported")
+        if x.config.get("return_state") and arch.kind == "Sequential":
+            raise _refuse(ctx, x, "option return_state=True is not supported in a Sequential "
+                                  "model (its output would be a list)")
+    if fcfg.get("go_backwards") or not bcfg.get("go_backwards"):
+        raise _refuse(ctx, e, "a forward layer with go_backwards=True (or a backward_layer "
+                              "with go_backwards=False) is not supported")
+    if bool(fcfg.get("return_sequences", False)) != bool(bcfg.get("return_sequences", False)):
+        raise _bad(ctx, e, "the two directions disagree on return_sequences")
+    arrays, names = weights(e)
+    if len(arrays) % 2:
+        raise _bad(ctx, e, f"expected the forward and backward weights (an even number of "
+                           f"arrays), found {len(arrays)}")
+    half = len(arrays) // 2                   # forward first, as Keras's load_weights splits
+    fwd = _cell(ctx, fe, fcls, fcfg, arrays[:half], names[:half] if names else None, st.notes,
+                go_backwards=False)
+    bwd = _cell(ctx, be, bcls, bcfg, arrays[half:], names[half:] if names else None, st.notes,
+                go_backwards=False)
+    if (fwd.input_size, fwd.output_size) != (bwd.input_size, bwd.output_size):
+        raise _refuse(ctx, e, f"the backward layer's size ({bwd.output_size} units) differs "
+                              f"from the forward one's ({fwd.output_size}); not supported")
+    if fwd.kind == "gru" and fwd.reset_after != bwd.reset_after:  # type: ignore[union-attr]
+        raise _refuse(ctx, e, "the two directions differ in reset_after; not supported")
+    _append_recurrent(ctx, e, st, BidirectionalSpec(forward=fwd, backward=bwd,
+                                                    merge_mode=merge), False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,12 +4,22 @@ Two entry points:
 
 - :func:`spec_from_state_dict` / :func:`spec_from_torch_file` infer the architecture from a
   state dict's key names and shapes (no torch needed): an optional ``nn.Embedding``, one
-  ``nn.LSTM`` (or several chained ones, ``prefix=[...]``), then a chain of ``nn.Linear``
-  layers. A state dict does not say what ``forward`` does with them, so two choices are
-  arguments: ``head`` (is the head applied at every step or to the last step only) and
-  ``activations`` (what follows each Linear).
-- :func:`from_torch` converts a live module: ``nn.LSTM`` or an ``nn.Sequential`` of supported
-  modules (torch is imported lazily; lstm_fast never needs it otherwise).
+  recurrent module (``nn.LSTM``, ``nn.GRU`` or ``nn.RNN``, any ``num_layers``,
+  ``bidirectional``, and ``proj_size`` for LSTM; or several chained ones, ``prefix=[...]``),
+  then a chain of ``nn.Linear`` layers. A state dict does not say what ``forward`` does with
+  them, so three choices are arguments: ``head`` (is the head applied at every step or to the
+  last step only), ``activations`` (what follows each Linear) and ``nonlinearity`` (an
+  ``nn.RNN``'s tanh or relu).
+- :func:`from_torch` converts a live module: ``nn.LSTM``/``nn.GRU``/``nn.RNN`` or an
+  ``nn.Sequential`` of supported modules (torch is imported lazily; lstm_fast never needs it
+  otherwise).
+
+Mapping (FORMATS.md §1): each layer ``k`` of a recurrent module becomes one layer spec; with
+``bidirectional=True`` it is a ``BidirectionalSpec(forward, backward, "concat")`` whose
+``forward`` holds the ``*_l{k}`` weights and ``backward`` the ``*_l{k}_reverse`` ones, so
+``ModelSpec.cells`` is in PyTorch's ``h_n`` order ``layer * 2 + direction``. LSTM biases (and
+RNN biases) are folded into one in float64; GRU biases stay separate, since ``b_hn`` sits
+inside ``r * (W_hn h + b_hn)``. An LSTM's ``weight_hr_l{k}`` becomes ``w_hr``.
 
 The result always runs batch-first: ``predict`` takes (B, T, I) floats, or (B, T) integer ids
 when the first layer is an Embedding, whatever ``batch_first`` the torch module had.
@@ -17,6 +27,7 @@ when the first layer is an Embedding, whatever ``batch_first`` the torch module 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -25,7 +36,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import UnsupportedModelError, WeightsError
-from ..spec import DENSE_ACTIVATIONS, DenseSpec, EmbeddingSpec, LayerSpec, LSTMLayerSpec, ModelSpec
+from ..spec import (
+    DENSE_ACTIVATIONS,
+    RECURRENT_KINDS,
+    BidirectionalSpec,
+    CellSpec,
+    DenseSpec,
+    EmbeddingSpec,
+    GRULayerSpec,
+    LayerSpec,
+    LSTMLayerSpec,
+    ModelSpec,
+    SimpleRNNLayerSpec,
+)
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -33,6 +56,9 @@ if TYPE_CHECKING:
 __all__ = ["from_torch", "spec_from_state_dict", "spec_from_torch_file"]
 
 HEADS = ("sequence", "last")
+#: ``nn.RNN(nonlinearity=...)`` values (a state dict does not record which one was used).
+NONLINEARITIES = ("tanh", "relu")
+_MODULE_NAMES = {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn": "nn.RNN"}
 
 _RNN_KEY = re.compile(r"^(.*?)(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
 _CELL_KEY = re.compile(r"^(.*?)(weight_ih|weight_hh|bias_ih|bias_hh)$")
@@ -80,58 +106,133 @@ def _recurrent_prefixes(sd: Mapping[str, np.ndarray]) -> list[str]:
     return found
 
 
-def _lstm_layers(sd: Mapping[str, np.ndarray], prefix: str, used: set[str]
-                 ) -> list[LSTMLayerSpec]:
-    """The LSTM layers of the nn.LSTM whose keys start with ``prefix`` (marks them used)."""
+def _cell_kind(sd: Mapping[str, np.ndarray], prefix: str, k: int, sfx: str) -> str:
+    """``"lstm"``, ``"gru"`` or ``"rnn"`` from the shapes of layer k's weights (one direction).
+
+    ``weight_hh`` is (4H, H) for an LSTM, (4H, P) with ``weight_hr`` (P, H) for an LSTM with
+    ``proj_size=P``, (3H, H) for a GRU and (H, H) for an RNN.
+    """
+    where = _module_of(prefix)
+    hh_key, hr_key = f"{prefix}weight_hh_l{k}{sfx}", f"{prefix}weight_hr_l{k}{sfx}"
+    w_hh, w_hr = sd[hh_key], sd.get(hr_key)
+    if w_hh.ndim != 2:
+        raise WeightsError(f"module {where!r}: {hh_key} must be 2-D, got {w_hh.shape}")
+    rows, cols = w_hh.shape
+    if w_hr is not None:
+        if w_hr.ndim != 2 or rows != 4 * w_hr.shape[1] or cols != w_hr.shape[0]:
+            raise WeightsError(
+                f"module {where!r}: {hh_key} {tuple(w_hh.shape)} and {hr_key} "
+                f"{tuple(w_hr.shape)} are not an nn.LSTM with proj_size: expected (4H, P) "
+                f"and (P, H)")
+        return "lstm"
+    if cols >= 1:
+        for kind, gates in (("lstm", 4), ("gru", 3), ("rnn", 1)):
+            if rows == gates * cols:
+                return kind
+    raise WeightsError(f"module {where!r}: {hh_key} has shape {tuple(w_hh.shape)}; expected "
+                       f"(4H, H) (nn.LSTM), (3H, H) (nn.GRU) or (H, H) (nn.RNN)")
+
+
+def _cell(sd: Mapping[str, np.ndarray], prefix: str, k: int, sfx: str, kind: str,
+          nonlinearity: str, used: set[str]) -> CellSpec:
+    """The cell spec of layer k, one direction (``sfx`` is ``""`` or ``"_reverse"``)."""
+    where = _module_of(prefix)
+    keys = {n: f"{prefix}{n}_l{k}{sfx}"
+            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")}
+    w_ih, w_hh = sd[keys["weight_ih"]], sd[keys["weight_hh"]]
+    if w_ih.ndim != 2:
+        raise WeightsError(f"module {where!r}: {keys['weight_ih']} must be 2-D, got "
+                           f"{w_ih.shape}")
+    rows = w_hh.shape[0]
+    b_ih, b_hh = sd.get(keys["bias_ih"]), sd.get(keys["bias_hh"])
+    for key, b in ((keys["bias_ih"], b_ih), (keys["bias_hh"], b_hh)):
+        if b is not None and b.shape != (rows,):
+            raise WeightsError(f"module {where!r}: {key} must be ({rows},), got {b.shape}")
+    folded = None
+    if kind != "gru" and (b_ih is not None or b_hh is not None):
+        folded = np.zeros(rows, np.float64)
+        for b in (b_ih, b_hh):
+            if b is not None:
+                folded += b.astype(np.float64)
+        folded = folded.astype(np.float32)
+    try:
+        cell: CellSpec
+        if kind == "gru":  # never fold: b_hn is multiplied by r
+            cell = GRULayerSpec(w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+        elif kind == "rnn":
+            cell = SimpleRNNLayerSpec(w_ih=w_ih, w_hh=w_hh, bias=folded, activation=nonlinearity)
+        else:
+            cell = LSTMLayerSpec(w_ih=w_ih, w_hh=w_hh, bias=folded, w_hr=sd.get(keys["weight_hr"]))
+    except WeightsError as e:
+        raise WeightsError(f"module {where!r} layer {k}{sfx}: {e}") from None
+    used.update(key for key in keys.values() if key in sd)
+    return cell
+
+
+def _rnn_layers(sd: Mapping[str, np.ndarray], prefix: str, used: set[str],
+                nonlinearity: str = "tanh") -> tuple[str, list[LayerSpec]]:
+    """The kind (``"lstm"``/``"gru"``/``"rnn"``) and layer specs of the nn.LSTM/GRU/RNN whose
+    keys start with ``prefix`` (marks its keys used). Bidirectional layers become
+    :class:`BidirectionalSpec` (forward = ``*_l{k}``, backward = ``*_l{k}_reverse``)."""
     where = _module_of(prefix)
     parsed = [m for k in sd if (m := _RNN_KEY.match(k)) and m.group(1) == prefix]
-    if any(m.group(2) == "weight_hr" for m in parsed):
-        raise UnsupportedModelError(f"module {where!r}: nn.LSTM with proj_size > 0 is not "
-                                    f"supported yet")
-    w_hh0 = sd.get(f"{prefix}weight_hh_l0")
-    if w_hh0 is not None and w_hh0.ndim == 2 and w_hh0.shape[0] != 4 * w_hh0.shape[1]:
-        rows, cols = w_hh0.shape
-        kind = "nn.GRU" if rows == 3 * cols else "nn.RNN" if rows == cols else None
-        if kind:
-            raise UnsupportedModelError(f"module {where!r} is an {kind} ({prefix}weight_hh_l0 "
-                                        f"is {tuple(w_hh0.shape)}); only nn.LSTM is supported "
-                                        f"yet")
-    if any(m.group(4) for m in parsed):
-        raise UnsupportedModelError(f"module {where!r}: bidirectional=True recurrent layers "
-                                    f"are not supported yet")
     layers = sorted({int(m.group(3)) for m in parsed})
     if layers != list(range(len(layers))):
         raise WeightsError(f"module {where!r}: layer indices {layers} are not 0..L-1")
-    out = []
+    reverse = {int(m.group(3)) for m in parsed if m.group(4)}
+    if reverse and reverse != set(layers):
+        missing = sorted(set(layers) - reverse)
+        raise WeightsError(f"module {where!r} is bidirectional but layers {missing} have no "
+                           f"_reverse weights")
+    directions = ("", "_reverse") if reverse else ("",)
+    kind = ""
+    out: list[LayerSpec] = []
     for k in layers:
-        w_ih_key, w_hh_key = f"{prefix}weight_ih_l{k}", f"{prefix}weight_hh_l{k}"
-        if w_ih_key not in sd or w_hh_key not in sd:
-            raise WeightsError(f"module {where!r}: layer {k} lacks {w_ih_key!r} or "
-                               f"{w_hh_key!r}")
-        w_ih, w_hh = sd[w_ih_key], sd[w_hh_key]
-        if w_hh.ndim != 2 or w_ih.ndim != 2:
-            raise WeightsError(f"module {where!r}: {w_hh_key} must be 2-D, got {w_hh.shape}")
-        rows, cols = w_hh.shape
-        if rows != 4 * cols:
-            raise WeightsError(f"module {where!r}: {w_hh_key} has shape {tuple(w_hh.shape)}, "
-                               f"expected (4H, H)")
-        biases = [sd[b] for b in (f"{prefix}bias_ih_l{k}", f"{prefix}bias_hh_l{k}") if b in sd]
-        bias = None
-        if biases:
-            total = np.zeros(rows, np.float64)
-            for b in biases:
-                if b.shape != (rows,):
-                    raise WeightsError(f"module {where!r}: layer {k} bias must be ({rows},), "
-                                       f"got {b.shape}")
-                total += b.astype(np.float64)
-            bias = total.astype(np.float32)
-        try:
-            out.append(LSTMLayerSpec(w_ih=w_ih, w_hh=w_hh, bias=bias))
-        except WeightsError as e:
-            raise WeightsError(f"module {where!r} layer {k}: {e}") from None
-        used.update(key for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-                    if (key := f"{prefix}{name}_l{k}") in sd)
-    return out
+        cells = []
+        for sfx in directions:
+            ih_key, hh_key = f"{prefix}weight_ih_l{k}{sfx}", f"{prefix}weight_hh_l{k}{sfx}"
+            if ih_key not in sd or hh_key not in sd:
+                raise WeightsError(f"module {where!r}: layer {k} lacks {ih_key!r} or "
+                                   f"{hh_key!r}")
+            this = _cell_kind(sd, prefix, k, sfx)
+            if kind and this != kind:
+                raise WeightsError(f"module {where!r}: layer {k}{sfx} has the shapes of an "
+                                   f"{_MODULE_NAMES[this]} but layer 0 those of an "
+                                   f"{_MODULE_NAMES[kind]}")
+            kind = this
+            cells.append(_cell(sd, prefix, k, sfx, kind, nonlinearity, used))
+        layer: LayerSpec = cells[0]
+        if reverse:
+            try:
+                layer = BidirectionalSpec(forward=cells[0], backward=cells[1],
+                                          merge_mode="concat")
+            except WeightsError as e:
+                raise WeightsError(f"module {where!r} layer {k}: {e}") from None
+        if out and layer.input_size != out[-1].output_size:
+            raise WeightsError(f"module {where!r}: layer {k} reads inputs of size "
+                               f"{layer.input_size} but layer {k - 1} outputs "
+                               f"{out[-1].output_size}")
+        out.append(layer)
+    return kind, out
+
+
+def _last_step_only(layer: LayerSpec) -> LayerSpec:
+    """``layer`` with ``return_sequences=False`` (both directions of a Bidirectional)."""
+    if isinstance(layer, BidirectionalSpec):
+        return dataclasses.replace(
+            layer, forward=dataclasses.replace(layer.forward, return_sequences=False),
+            backward=dataclasses.replace(layer.backward, return_sequences=False))
+    return dataclasses.replace(layer, return_sequences=False)
+
+
+def _cell_class(sd: Mapping[str, np.ndarray], prefix: str) -> str:
+    """``"nn.LSTMCell"``/``"nn.GRUCell"``/``"nn.RNNCell"`` from a cell's ``weight_hh`` shape."""
+    w_hh = sd.get(f"{prefix}weight_hh")
+    if w_hh is not None and w_hh.ndim == 2 and w_hh.shape[1] >= 1:
+        for name, gates in (("nn.LSTMCell", 4), ("nn.GRUCell", 3), ("nn.RNNCell", 1)):
+            if w_hh.shape[0] == gates * w_hh.shape[1]:
+                return name
+    return "a cell"
 
 
 def _group_modules(keys: Sequence[str]) -> dict[str, list[str]]:
@@ -149,17 +250,28 @@ def spec_from_state_dict(
     prefix: str | Sequence[str] | None = None,
     head: str = "sequence",
     activations: Sequence[str] | None = None,
+    nonlinearity: str = "tanh",
     source: str = "",
 ) -> ModelSpec:
     """Infer a :class:`ModelSpec` from a PyTorch state dict (no torch needed).
 
-    Recognised modules: the ``nn.LSTM`` at ``prefix`` (keys ``{prefix}weight_ih_l{k}``,
-    ``weight_hh_l{k}`` and optionally ``bias_ih_l{k}``/``bias_hh_l{k}``); an optional
-    ``nn.Embedding`` before it (a module with only a 2-D ``weight`` whose column count is the
-    LSTM's input size); then ``nn.Linear`` modules (``weight`` (out, in), optional ``bias``)
-    chained in state-dict order, the first reading the LSTM's hidden size. Parameter-free
-    modules (dropout, activations) leave no trace in a state dict: give the activations with
-    ``activations``.
+    Recognised modules: the recurrent module at ``prefix``, an ``nn.LSTM``, ``nn.GRU`` or
+    ``nn.RNN`` (keys ``{prefix}weight_ih_l{k}``, ``weight_hh_l{k}``, optionally
+    ``bias_ih_l{k}``/``bias_hh_l{k}``, ``weight_hr_l{k}`` for an LSTM with ``proj_size``, and
+    the same with ``_reverse`` when bidirectional), told apart by shapes: ``weight_hh`` is
+    (4H, H) for an LSTM ((4H, P) next to ``weight_hr`` (P, H) with a projection), (3H, H) for
+    a GRU and (H, H) for an RNN; an optional ``nn.Embedding`` before it (a module with only a
+    2-D ``weight`` whose column count is the recurrent module's input size); then
+    ``nn.Linear`` modules (``weight`` (out, in), optional ``bias``) chained in state-dict
+    order, the first reading the recurrent module's output size (D * H_out: ``2 * P`` for a
+    bidirectional LSTM with ``proj_size=P``). Parameter-free modules (dropout, activations)
+    leave no trace in a state dict: give the activations with ``activations``.
+
+    Each layer of the recurrent module becomes a layer spec (``LSTMLayerSpec`` with ``w_hr``
+    for a projection, ``GRULayerSpec`` with ``reset_after=True`` and its two biases kept
+    apart, ``SimpleRNNLayerSpec``), or a ``BidirectionalSpec(forward, backward, "concat")``
+    for a bidirectional layer; ``spec.cells`` is then in PyTorch's ``h_n`` order
+    (``layer * 2 + direction``).
 
     Parameters
     ----------
@@ -168,17 +280,24 @@ def spec_from_state_dict(
         key (``nn.DataParallel``) is removed.
     prefix : str or sequence of str, optional
         The recurrent module to convert, e.g. ``"rnn"`` or ``"encoder.lstm."`` (the trailing
-        dot is optional; ``""`` is a bare ``nn.LSTM``). Required when the state dict holds
-        several recurrent modules. A sequence chains several ``nn.LSTM`` modules in that order
-        (``lstm1`` feeding ``lstm2``).
+        dot is optional; ``""`` is a bare ``nn.LSTM``/``nn.GRU``/``nn.RNN``). Required when
+        the state dict holds several recurrent modules. A sequence chains several recurrent
+        modules in that order (``lstm1`` feeding ``gru2``).
     head : {"sequence", "last"}
         ``"sequence"``: the model outputs every step, (B, T, F), and the Linear head is applied
-        at every step. ``"last"``: the last LSTM returns only its last valid step (``h_n[-1]``,
-        or ``out[:, -1]`` without padding) and the head maps that, giving (B, F): the usual
-        ``fc(h_n[-1])`` classifier.
+        at every step. ``"last"``: the last recurrent layer returns only its last valid step
+        and the head maps that, giving (B, F): the usual classifier. Unidirectional, that is
+        ``fc(h_n[-1])`` (or ``out[:, -1]`` without padding). Bidirectional, it is the forward
+        direction's output at the last valid step concatenated with the backward direction's
+        output at t=0 (its final state): ``fc(torch.cat([h_n[-2], h_n[-1]], dim=1))``, which
+        is what torch classifiers usually do (not ``fc(out[:, -1])``, whose backward half has
+        seen one step only).
     activations : sequence of str, optional
         One activation per Linear layer, from :data:`lstm_fast.spec.DENSE_ACTIVATIONS`
         (``"relu"``, ``"softmax"``, ...). Default: all ``"linear"``.
+    nonlinearity : {"tanh", "relu"}
+        The ``nonlinearity`` of the ``nn.RNN`` module(s): a state dict does not record it.
+        Ignored for LSTM and GRU.
     source : str
         Recorded in the spec's metadata (e.g. the file name).
 
@@ -186,32 +305,39 @@ def spec_from_state_dict(
     -------
     ModelSpec
         With ``mask_semantics="torch"`` (padded steps output 0, state carried, like packed
-        sequences).
+        sequences; a bidirectional layer's backward direction starts at each sequence's last
+        valid step).
 
     Raises
     ------
     UnsupportedModelError
-        No LSTM is found; several recurrent modules exist and ``prefix`` is missing (the
-        message lists them); the module is a GRU/RNN, bidirectional or uses ``proj_size``
-        (not supported yet); or some keys belong to no recognised module (listed).
+        No recurrent module is found (or only ``nn.LSTMCell``/``GRUCell``/``RNNCell``
+        weights, whose loop is user code); several recurrent modules exist and ``prefix`` is
+        missing (the message lists them); or some keys belong to no recognised module
+        (listed).
     WeightsError
         Shapes are inconsistent.
     ValueError
-        ``head`` or ``activations`` is invalid.
+        ``head``, ``activations`` or ``nonlinearity`` is invalid.
     """
     if head not in HEADS:
         raise ValueError(f"head must be 'sequence' or 'last', got {head!r}")
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu' (nn.RNN's options), got "
+                         f"{nonlinearity!r}")
     sd = _normalize(sd)
     candidates = _recurrent_prefixes(sd)
     if not candidates:
-        cells = sorted({m.group(1) for k in sd if (m := _CELL_KEY.match(k))})
+        matches = (_CELL_KEY.match(k) for k in sd)
+        cells = list(dict.fromkeys(m.group(1) for m in matches if m))
         if cells:
+            named = ", ".join(f"{_module_of(c)!r} ({_cell_class(sd, c)})" for c in cells)
             raise UnsupportedModelError(
-                f"recurrent cells ({', '.join(_module_of(c) for c in cells)}) are not "
-                f"supported: the loop around an nn.LSTMCell/GRUCell is user code; use nn.LSTM")
+                f"recurrent cells ({named}) are not supported: the loop around an "
+                f"nn.LSTMCell/GRUCell/RNNCell is user code; use nn.LSTM, nn.GRU or nn.RNN")
         shown = ", ".join(list(sd)[:12]) + (", ..." if len(sd) > 12 else "")
-        raise UnsupportedModelError(f"no nn.LSTM weights (weight_ih_l0, ...) in the state "
-                                    f"dict; its keys are: {shown or 'none'}")
+        raise UnsupportedModelError(f"no nn.LSTM, nn.GRU or nn.RNN weights (weight_ih_l0, ...) "
+                                    f"in the state dict; its keys are: {shown or 'none'}")
     listed = ", ".join(repr(_module_of(c)) for c in candidates)
     if prefix is None:
         if len(candidates) > 1:
@@ -234,14 +360,16 @@ def spec_from_state_dict(
             prefixes.append(p)
 
     used: set[str] = set()
-    rnn: list[LSTMLayerSpec] = []
+    rnn: list[LayerSpec] = []
+    kinds: list[str] = []
     for p in prefixes:
-        layers = _lstm_layers(sd, p, used)
-        if rnn and layers[0].input_size != rnn[-1].hidden_size:
+        kind, layers = _rnn_layers(sd, p, used, nonlinearity)
+        if rnn and layers[0].input_size != rnn[-1].output_size:
             raise WeightsError(f"module {_module_of(p)!r} reads inputs of size "
-                               f"{layers[0].input_size} but the previous LSTM outputs "
-                               f"{rnn[-1].hidden_size}; these modules do not chain")
+                               f"{layers[0].input_size} but the previous recurrent module "
+                               f"outputs {rnn[-1].output_size}; these modules do not chain")
         rnn += layers
+        kinds.append(kind)
     position = {k: n for n, k in enumerate(sd)}
     first_rnn = min(position[k] for k in used)
     modules = _group_modules([k for k in sd if k not in used])
@@ -263,7 +391,7 @@ def spec_from_state_dict(
 
     # Linear chain, in state-dict order, after the recurrent module(s).
     linears: list[tuple[str, np.ndarray, np.ndarray | None]] = []
-    width = rnn[-1].hidden_size
+    width = rnn[-1].output_size
     for m, leaves in modules.items():
         if m == embedding or m in before or not m:
             continue
@@ -286,10 +414,10 @@ def spec_from_state_dict(
     if leftover:
         shown = ", ".join(leftover[:16]) + (", ..." if len(leftover) > 16 else "")
         raise UnsupportedModelError(
-            f"state dict keys not used by the inferred model (Embedding -> LSTM "
+            f"state dict keys not used by the inferred model (Embedding -> recurrent "
             f"{', '.join(repr(_module_of(p)) for p in prefixes)} -> Linear chain): {shown}. "
-            f"Only nn.Embedding, nn.LSTM and a chain of nn.Linear are recognised; filter the "
-            f"state dict, or convert a live nn.Sequential with from_torch")
+            f"Only nn.Embedding, nn.LSTM/GRU/RNN and a chain of nn.Linear are recognised; "
+            f"filter the state dict, or convert a live nn.Sequential with from_torch")
 
     acts = list(activations) if activations is not None else ["linear"] * len(linears)
     if isinstance(activations, str) or len(acts) != len(linears):
@@ -301,9 +429,7 @@ def spec_from_state_dict(
                              f"{', '.join(DENSE_ACTIVATIONS)}")
 
     if head == "last":
-        last = rnn[-1]
-        rnn[-1] = LSTMLayerSpec(w_ih=last.w_ih, w_hh=last.w_hh, bias=last.bias,
-                                return_sequences=False)
+        rnn[-1] = _last_step_only(rnn[-1])
     spec_layers: list[LayerSpec] = []
     if embedding is not None:
         spec_layers.append(EmbeddingSpec(weight=sd[f"{embedding}.weight"]))
@@ -319,8 +445,11 @@ def spec_from_state_dict(
         "torch_modules": ",".join(
             ([embedding] if embedding else []) + [_module_of(p) for p in prefixes]
             + [m for m, _, _ in linears]),
+        "torch_kinds": ",".join(_MODULE_NAMES[k] for k in kinds),
         "head": head,
     }
+    if "rnn" in kinds:
+        meta["rnn_nonlinearity"] = nonlinearity
     return ModelSpec(layers=tuple(spec_layers), mask_semantics="torch", metadata=meta)
 
 
@@ -330,6 +459,7 @@ def spec_from_torch_file(
     prefix: str | Sequence[str] | None = None,
     head: str = "sequence",
     activations: Sequence[str] | None = None,
+    nonlinearity: str = "tanh",
     key: str | None = None,
 ) -> ModelSpec:
     """Read a checkpoint (no torch needed) and infer its :class:`ModelSpec`.
@@ -350,6 +480,7 @@ def spec_from_torch_file(
 
     sd = read_state_dict(path, key=key)
     return spec_from_state_dict(sd, prefix=prefix, head=head, activations=activations,
+                                nonlinearity=nonlinearity,
                                 source=os.path.basename(os.fspath(path)))
 
 
@@ -388,40 +519,42 @@ def _activation_of(mod: Any, name: str) -> str | None:
     return _ACTIVATIONS[cls]
 
 
-def _check_rnn_module(mod: Any, name: str) -> None:
+def _rnn_module_layers(mod: Any, name: str) -> list[LayerSpec]:
+    """Layer specs of a live nn.LSTM/GRU/RNN (its nonlinearity read from the module)."""
     import torch.nn as nn
 
-    if isinstance(mod, (nn.GRU, nn.RNN)) or (isinstance(mod, nn.RNNBase)
-                                             and not isinstance(mod, nn.LSTM)):
-        raise UnsupportedModelError(f"{name} ({type(mod).__name__}): only nn.LSTM is "
-                                    f"supported yet")
-    if type(mod) is not nn.LSTM:
-        raise UnsupportedModelError(f"{name} ({type(mod).__name__}): subclasses of nn.LSTM "
-                                    f"may change forward; convert an nn.LSTM")
-    if mod.bidirectional:
-        raise UnsupportedModelError(f"{name} (nn.LSTM): bidirectional=True is not supported "
-                                    f"yet")
-    if mod.proj_size:
-        raise UnsupportedModelError(f"{name} (nn.LSTM): proj_size > 0 is not supported yet")
+    cls = type(mod).__name__
+    if type(mod) not in (nn.LSTM, nn.GRU, nn.RNN):
+        raise UnsupportedModelError(f"{name} ({cls}): only plain nn.LSTM, nn.GRU and nn.RNN "
+                                    f"are supported (a subclass may change forward)")
+    nonlinearity = getattr(mod, "nonlinearity", "tanh") if type(mod) is nn.RNN else "tanh"
+    if nonlinearity not in NONLINEARITIES:
+        raise UnsupportedModelError(f"{name} (nn.RNN): nonlinearity={nonlinearity!r} is not "
+                                    f"supported")
+    kind, layers = _rnn_layers(_normalize(dict(mod.state_dict())), "", set(), nonlinearity)
+    if _MODULE_NAMES[kind] != f"nn.{cls}":  # pragma: no cover - shapes always match the class
+        raise WeightsError(f"{name} ({cls}) has the weight shapes of an {_MODULE_NAMES[kind]}")
+    return layers
 
 
 def _module_layers(module: Any) -> list[LayerSpec]:
-    """Layer specs of an nn.LSTM or of the supported modules of an nn.Sequential."""
+    """Layer specs of an nn.LSTM/GRU/RNN or of the supported modules of an nn.Sequential."""
     import torch.nn as nn
 
     if isinstance(module, nn.RNNBase):
-        _check_rnn_module(module, "the module")
-        used: set[str] = set()
-        return list(_lstm_layers(_normalize(dict(module.state_dict())), "", used))
+        return _rnn_module_layers(module, "the module")
     if type(module) is not nn.Sequential:
         cls = type(module).__name__
         hint = ""
-        if isinstance(module, nn.Module) and not isinstance(module, (nn.Linear, nn.Embedding)):
+        if isinstance(module, nn.RNNCellBase):
+            hint = (" A cell's loop is user code: use nn.LSTM, nn.GRU or nn.RNN over the whole "
+                    "sequence.")
+        elif isinstance(module, nn.Module) and not isinstance(module, (nn.Linear, nn.Embedding)):
             hint = (" A custom module's forward cannot be read: convert its weights with "
                     "lstm_fast.converters.torch.spec_from_state_dict(module.state_dict(), "
                     "head=...) and build lstm_fast.Model(spec).")
-        raise UnsupportedModelError(f"from_torch supports nn.LSTM and nn.Sequential, got "
-                                    f"{cls}.{hint}")
+        raise UnsupportedModelError(f"from_torch supports nn.LSTM, nn.GRU, nn.RNN and "
+                                    f"nn.Sequential, got {cls}.{hint}")
     layers: list[LayerSpec] = []
     prev_dense = False  # the last layer is a Dense that has no activation yet
     for child_name, mod in module.named_children():
@@ -441,10 +574,7 @@ def _module_layers(module: Any) -> list[LayerSpec]:
             continue
         prev_dense = False
         if isinstance(mod, nn.RNNBase):
-            _check_rnn_module(mod, name)
-            sd = _normalize(dict(mod.state_dict()))
-            lstm = _lstm_layers(sd, "", set())
-            layers += lstm
+            layers += _rnn_module_layers(mod, name)
         elif type(mod) is nn.Embedding:
             if layers:
                 raise UnsupportedModelError(f"{name} (Embedding): must be the first layer")
@@ -457,9 +587,11 @@ def _module_layers(module: Any) -> list[LayerSpec]:
             layers.append(DenseSpec(weight=_to_numpy(mod.weight, name), bias=bias))
             prev_dense = True
         else:
-            raise UnsupportedModelError(f"{name} ({type(mod).__name__}) is not supported; "
-                                        f"supported: Embedding, LSTM, Linear, Dropout, "
-                                        f"Identity and activations after a Linear")
+            hint = (" (a cell's loop is user code; use nn.LSTM, nn.GRU or nn.RNN)"
+                    if isinstance(mod, nn.RNNCellBase) else "")
+            raise UnsupportedModelError(f"{name} ({type(mod).__name__}) is not supported{hint}; "
+                                        f"supported: Embedding, LSTM, GRU, RNN, Linear, "
+                                        f"Dropout, Identity and activations after a Linear")
     return layers
 
 
@@ -468,16 +600,20 @@ def from_torch(module: Any, *, isa: str | None = None) -> Model:
 
     Supported:
 
-    - ``nn.LSTM`` (any ``num_layers``, ``bias``, ``batch_first``): outputs the last layer's
-      hidden state at every step, like ``module(x)[0]``;
-    - ``nn.Sequential`` of ``nn.Embedding`` (first only), ``nn.LSTM``, ``nn.Linear``,
+    - ``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` (tanh or relu; any ``num_layers``, ``bias``,
+      ``batch_first``, ``bidirectional``, and ``proj_size`` for LSTM): outputs the last
+      layer's output at every step, like ``module(x)[0]`` (``[fwd, bwd]`` concatenated when
+      bidirectional); ``predict(..., return_state=True)`` gives the states in ``h_n`` order
+      (``layer * 2 + direction``);
+    - ``nn.Sequential`` of ``nn.Embedding`` (first only), ``nn.LSTM``/``GRU``/``RNN``,
+      ``nn.Linear``,
       ``nn.Dropout`` / ``nn.Identity`` (skipped: inference) and activation modules (``ReLU``,
       ``Tanh``, ``Sigmoid``, ``Softmax(dim=-1)``, ``LogSoftmax(dim=-1)``, ``ELU(alpha=1)``,
       ``SELU``, ``SiLU``, ``GELU()``, ``Softsign``, ``Softplus()``, ``Hardsigmoid``,
       ``ReLU6``) directly after a Linear, which become that layer's activation. In a
-      Sequential, an ``nn.LSTM``'s output is taken to be its full output sequence
-      (``output``, not ``(h_n, c_n)``) - plain ``nn.Sequential`` cannot pass a tuple on, so
-      this is what a wrapper selecting ``[0]`` computes.
+      Sequential, a recurrent module's output is taken to be its full output sequence
+      (``output``, not ``h_n``) - plain ``nn.Sequential`` cannot pass a tuple on, so this is
+      what a wrapper selecting ``[0]`` computes.
 
     The model is always batch-first: ``predict`` takes (B, T, I) floats, or (B, T) integer ids
     when the Sequential starts with an Embedding. For a custom ``nn.Module`` (whose ``forward``
@@ -498,8 +634,9 @@ def from_torch(module: Any, *, isa: str | None = None) -> Model:
     Raises
     ------
     UnsupportedModelError
-        For other modules (GRU, RNN, Conv, custom modules, ...) or options (bidirectional,
-        proj_size, ``Softmax(dim=1)``, ...); the message names the module and option.
+        For other modules (``LSTMCell``/``GRUCell``/``RNNCell``, subclasses of the recurrent
+        modules, Conv, custom modules, ...) or options (``Softmax(dim=1)``, ``max_norm``, ...);
+        the message names the module and option.
     """
     import torch.nn as nn
 
@@ -509,8 +646,8 @@ def from_torch(module: Any, *, isa: str | None = None) -> Model:
         raise UnsupportedModelError(f"from_torch expects a torch.nn.Module, got "
                                     f"{type(module).__name__}")
     layers = _module_layers(module)
-    if not any(isinstance(L, LSTMLayerSpec) for L in layers):
-        raise UnsupportedModelError("the module holds no nn.LSTM")
+    if not any(L.kind in RECURRENT_KINDS for L in layers):
+        raise UnsupportedModelError("the module holds no nn.LSTM, nn.GRU or nn.RNN")
     meta = {"source_framework": "torch", "source": type(module).__name__}
     try:
         import torch
