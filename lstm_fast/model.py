@@ -210,12 +210,14 @@ class Model:
         Raises
         ------
         UnsupportedModelError
-            When a layer needs the whole sequence (``go_backwards``): use :meth:`predict`.
+            When a layer needs the whole sequence (Bidirectional, ``go_backwards``): use
+            :meth:`predict`.
         """
         if not self._spec.streamable:
             raise UnsupportedModelError(
-                "this model has a layer that reads its input backwards (go_backwards), so it "
-                "cannot run step by step; use predict() on whole sequences")
+                "this model has a layer that reads its input backwards (Bidirectional or "
+                "go_backwards), so it cannot run step by step; use predict() on whole "
+                "sequences")
         return Stream(self, batch)
 
 

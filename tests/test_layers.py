@@ -219,3 +219,47 @@ def test_bad_ids_and_lengths(rng):
         model.predict(np.array([[1, 2]]), lengths=[1, 2])
     with pytest.raises(lf.DTypeError):
         model.predict(np.array([[1, 2]]), lengths=[1.5])
+
+
+@pytest.mark.parametrize("kinds", [("gru", "gru"), ("gru_before", "rnn"), ("lstm_proj", "gru"),
+                                   ("rnn", "lstm")])
+def test_streaming_recurrent_family_equals_predict(kinds, isa, rng):
+    """GRU (both variants), RNN and projected LSTM stacks: steps and chunks == predict."""
+    spec = ModelSpec((cell_spec(rng, kinds[0], 5, 12), cell_spec(rng, kinds[1], 12 if
+                      kinds[0] != "lstm_proj" else 6, 9), dense_spec(rng, 9, 4, "softmax")))
+    model = lf.Model(spec, isa=isa)
+    x = rng.standard_normal((3, 40, 5)).astype(np.float32)
+    y = model.predict(x)
+    np.testing.assert_allclose(y, spec_forward(spec, x)[0], rtol=1e-5, atol=TOL)
+    s = model.stream(3)
+    steps = np.stack([s.step(x[:, t]) for t in range(40)], axis=1)
+    np.testing.assert_allclose(steps, y, rtol=0, atol=1e-6)
+    s.reset()
+    chunks = np.concatenate([s.run(x[:, a:b]) for a, b in ((0, 13), (13, 14), (14, 40))], axis=1)
+    np.testing.assert_allclose(chunks, y, rtol=0, atol=1e-6)
+
+
+def test_partial_reset_of_gru_streams_is_bit_exact(rng):
+    """A server resets some streams; the others continue bit-identically."""
+    spec = ModelSpec((cell_spec(rng, "gru", 4, 16), cell_spec(rng, "lstm_proj", 16, 10)))
+    model = lf.Model(spec)
+    x = rng.standard_normal((5, 30, 4)).astype(np.float32)
+    a, b = model.stream(5), model.stream(5)
+    a.run(x[:, :10])
+    b.run(x[:, :10])
+    a.reset([1, 3])
+    ya, yb = a.run(x[:, 10:]), b.run(x[:, 10:])
+    np.testing.assert_array_equal(ya[[0, 2, 4]], yb[[0, 2, 4]])
+    fresh = model.stream(1)  # the reset row starts over (B=1 groups rows differently: ulps)
+    np.testing.assert_allclose(ya[1], fresh.run(x[1:2, 10:])[0], rtol=0, atol=1e-6)
+    sa = per_cell(a.state, model)
+    assert all(h.shape[0] == 5 for h, _ in sa)
+
+
+def test_bidirectional_cannot_stream_but_predicts(rng):
+    spec = ModelSpec((BidirectionalSpec(cell_spec(rng, "gru", 3, 4), cell_spec(rng, "gru", 3, 4)),))
+    model = lf.Model(spec)
+    with pytest.raises(lf.UnsupportedModelError, match="cannot run step by step"):
+        model.stream()
+    y, h = model.predict(rng.standard_normal((2, 6, 3)), return_state=True)
+    assert y.shape == (2, 6, 8) and h.shape == (2, 2, 4)  # PyTorch's h_n: (layers*2, B, H)
