@@ -4,8 +4,8 @@
   outputs in ``<name>.io.npz`` (regenerate with ``tests/fixtures/make_keras_fixtures.py``);
 - tf.keras 2 / Keras 1 files cannot be produced here, so ``make_keras2_h5.py`` synthesizes them
   with h5py as FORMATS.md section 2.5 describes, and the expected outputs come from a numpy
-  LSTM written below in Keras's own layout (x @ kernel, column blocks i, f, c, o, hard_sigmoid
-  = clip(0.2x + 0.5, 0, 1)).
+  LSTM / GRU written below in Keras's own layout (x @ kernel, column blocks i, f, c, o / z, r, h,
+  hard_sigmoid = clip(0.2x + 0.5, 0, 1)).
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ GOLDEN = {
     "masking_backwards": "keras",
     "stacked_hard_sigmoid": "h5",
     "stateful": "keras",
+    "bidir_gru_text": "keras",
+    "gru_simple_rnn": "h5",
+    "masking_bidir_lstm": "keras",
 }
 
 
@@ -95,6 +98,45 @@ def test_golden_structure() -> None:
     assert second.activation == "relu" and second.bias is not None
     assert spec.metadata["format"] == "h5"
 
+    spec = spec_from_keras_file(FIXTURES / "bidir_gru_text.keras")
+    emb, bi, dense = spec.layers
+    assert emb.mask_zero and spec.takes_ids and dense.activation == "softmax"
+    assert (bi.kind, bi.merge_mode, bi.output_size, bi.return_sequences) == (
+        "bidirectional", "concat", 20, False)
+    assert bi.forward.kind == bi.backward.kind == "gru"
+    assert bi.forward.reset_after and bi.backward.b_hh is not None
+    assert not bi.forward.go_backwards and not bi.backward.go_backwards
+    assert not spec.returns_sequences and not spec.streamable
+    assert [c.kind for c in spec.cells] == ["gru", "gru"]
+
+    spec = spec_from_keras_file(FIXTURES / "gru_simple_rnn.h5")
+    gru, rnn, _ = spec.layers
+    assert (gru.kind, gru.reset_after, gru.recurrent_activation) == (
+        "gru", False, "hard_sigmoid")                                # Keras 3: x/6 + 0.5
+    assert gru.b_ih is not None and gru.b_hh is None
+    assert (rnn.kind, rnn.activation) == ("rnn", "relu")
+    assert spec.metadata["format"] == "h5" and io_steps("gru_simple_rnn") >= 500
+
+    spec = spec_from_keras_file(FIXTURES / "masking_bidir_lstm.keras")
+    masking, bi, _ = spec.layers
+    assert masking.mask_value == 0.0 and masking.size == 3
+    assert (bi.merge_mode, bi.forward.kind, bi.output_size) == ("ave", "lstm", 7)
+
+
+def io_steps(name: str) -> int:
+    return int(_load_golden(name)[1]["x"].shape[1])
+
+
+def test_golden_bidirectional_masked_outputs_are_zero() -> None:
+    """Keras's Bidirectional outputs exactly 0 at masked steps (holes included)."""
+    _, io = _load_golden("masking_bidir_lstm")
+    masked = ~np.any(io["x"] != 0.0, axis=-1)
+    assert masked.sum() >= 5
+    spec = spec_from_keras_file(FIXTURES / "masking_bidir_lstm.keras")
+    dense = spec.layers[-1]
+    np.testing.assert_allclose(io["y"][masked], np.broadcast_to(dense.bias, io["y"][masked].shape),
+                               atol=1e-6, rtol=0)
+
 
 # --- synthesized Keras 2 / Keras 1 files -------------------------------------------------
 
@@ -141,6 +183,38 @@ def keras2_lstm(x: np.ndarray, w: dict[str, np.ndarray], mask: np.ndarray | None
         h, c, out = np.where(m, h_new, h), np.where(m, c_new, c), np.where(m, h_new, out)
         ys[:, t] = out
     return ys, out
+
+
+def keras2_gru(x: np.ndarray, kernel: np.ndarray, rec: np.ndarray, bias: np.ndarray, *,
+               reset_after: bool, ract: str = "hard_sigmoid", go_backwards: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Keras layout (column blocks z, r, h), Keras 2 hard_sigmoid or sigmoid; ``bias`` is
+    (3u,) or (2, 3u). Returns (outputs in processing order (B, T, U), last output)."""
+    def f(z: np.ndarray) -> np.ndarray:
+        if ract == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-z))
+        return np.clip(0.2 * z + 0.5, 0.0, 1.0)
+
+    kernel, rec, bias = (np.asarray(a, np.float64) for a in (kernel, rec, bias))
+    B, T, _ = x.shape
+    u = rec.shape[0]
+    h = np.zeros((B, u))
+    ys = np.zeros((B, T, u))
+    steps = range(T - 1, -1, -1) if go_backwards else range(T)
+    for p, t in enumerate(steps):
+        if reset_after:
+            xz = x[:, t] @ kernel + bias[0]
+            hz = h @ rec + bias[1]
+            z, r = f(xz[:, :u] + hz[:, :u]), f(xz[:, u:2 * u] + hz[:, u:2 * u])
+            cand = np.tanh(xz[:, 2 * u:] + r * hz[:, 2 * u:])
+        else:
+            xz = x[:, t] @ kernel + bias
+            z = f(xz[:, :u] + h @ rec[:, :u])
+            r = f(xz[:, u:2 * u] + h @ rec[:, u:2 * u])
+            cand = np.tanh(xz[:, 2 * u:] + (r * h) @ rec[:, 2 * u:])
+        h = z * h + (1.0 - z) * cand
+        ys[:, p] = h
+    return ys, h
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -247,6 +321,82 @@ def test_cudnn_lstm(k2: dict[str, Path], weights: dict[str, np.ndarray], x2: np.
     tfk = np.concatenate([k.T.reshape(k.shape, order="F") for k in np.split(stored, 4, axis=1)],
                          axis=1)
     np.testing.assert_array_equal(lstm.w_ih, tfk.T)
+
+
+@pytest.fixture(scope="module")
+def gru_weights() -> dict[str, np.ndarray]:
+    return mk.make_gru_weights(8)
+
+
+def _gru_seq_reference(x: np.ndarray, g: dict[str, np.ndarray], bias_key: str = "bias",
+                       ract: str = "hard_sigmoid") -> np.ndarray:
+    ys, _ = keras2_gru(x, g["kernel"], g["recurrent_kernel"], g[bias_key],
+                       reset_after=bias_key == "bias_ra", ract=ract)
+    return softmax(ys @ g["dense_kernel"] + g["dense_bias"])
+
+
+def test_keras2_gru_reset_before_hard_sigmoid(k2: dict[str, Path],
+                                              gru_weights: dict[str, np.ndarray],
+                                              x2: np.ndarray) -> None:
+    spec = spec_from_keras_file(k2["gru"])
+    gru, dense = spec.layers
+    assert (gru.kind, gru.reset_after, gru.recurrent_activation) == (
+        "gru", False, "hard_sigmoid_keras2")                          # keras_version 2.15.0
+    assert gru.b_hh is None and dense.activation == "softmax"
+    expected = _gru_seq_reference(x2, gru_weights)
+    _check(spec, x2, expected)
+    # the Keras 3 meaning of "hard_sigmoid" (slope 1/6) really gives other numbers here
+    k3 = spec_from_keras_file(k2["gru"], keras_version="3.15.1")
+    assert k3.layers[0].recurrent_activation == "hard_sigmoid"
+    assert np.abs(spec_forward(k3, x2)[0] - expected).max() > 1e-3
+
+
+def test_keras2_bidirectional_gru_implied_backward(k2: dict[str, Path],
+                                                   gru_weights: dict[str, np.ndarray],
+                                                   x2: np.ndarray) -> None:
+    """tf-keras Bidirectional config with only ``layer``: the backward copy is implied; its
+    weights are the second half (names with global counters, ``backward_gru_4``)."""
+    spec = spec_from_keras_file(k2["bidir_gru"])
+    bi, dense = spec.layers
+    assert (bi.kind, bi.merge_mode, bi.return_sequences) == ("bidirectional", "concat", False)
+    assert bi.forward.reset_after and bi.backward.reset_after
+    assert bi.forward.recurrent_activation == bi.backward.recurrent_activation == "sigmoid"
+    g = gru_weights
+    _, fwd = keras2_gru(x2, g["kernel"], g["recurrent_kernel"], g["bias_ra"], reset_after=True,
+                        ract="sigmoid")
+    _, bwd = keras2_gru(x2, g["bwd_kernel"], g["bwd_recurrent_kernel"], g["bwd_bias_ra"],
+                        reset_after=True, ract="sigmoid", go_backwards=True)
+    merged = np.concatenate([fwd, bwd], axis=-1)
+    _check(spec, x2, softmax(merged @ g["bi_dense_kernel"] + g["dense_bias"]))
+
+
+def test_keras1_gru_nine_arrays(k2: dict[str, Path], gru_weights: dict[str, np.ndarray],
+                                x2: np.ndarray) -> None:
+    spec = spec_from_keras_file(k2["keras1_gru"])
+    gru = spec.layers[0]
+    assert spec.metadata["keras_version"] == "1"
+    assert (gru.reset_after, gru.recurrent_activation) == (False, "hard_sigmoid_keras2")
+    _check(spec, x2, _gru_seq_reference(x2, gru_weights))
+
+
+def test_cudnn_gru(k2: dict[str, Path], gru_weights: dict[str, np.ndarray],
+                   x2: np.ndarray) -> None:
+    spec = spec_from_keras_file(k2["cudnn_gru"])
+    gru = spec.layers[0]
+    assert (gru.reset_after, gru.activation, gru.recurrent_activation) == (True, "tanh",
+                                                                            "sigmoid")
+    _check(spec, x2, _gru_seq_reference(x2, gru_weights, "bias_ra", ract="sigmoid"))
+
+
+def test_keras2_gru_bias_shape_contradicts_config(k2: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "contradiction.h5"
+    mk.write_gru_model(path, mk.make_gru_weights(8))
+    cfg = mk.gru_sequential_config()
+    cfg["config"]["layers"][1]["config"]["reset_after"] = True
+    with h5py.File(path, "r+") as f:
+        f.attrs["model_config"] = json.dumps(cfg).encode()
+    with pytest.raises(ModelFileError, match="reset_after"):
+        spec_from_keras_file(path)
 
 
 def test_keras2_time_major_refused(k2: dict[str, Path], tmp_path: Path) -> None:

@@ -148,10 +148,166 @@ def long_sequence(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
     return m, rng.normal(size=(2, 600, 4)).astype(np.float32)
 
 
-BUILDERS: list[Callable[[np.random.Generator], tuple[Any, np.ndarray]]] = [
+Builder = Callable[[np.random.Generator], tuple[Any, np.ndarray]]
+
+
+# --- GRU / SimpleRNN / Bidirectional builders --------------------------------------------
+
+def _gru_builder(reset_after: bool, ract: str) -> Builder:
+    def build(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+        m = keras.Sequential([keras.Input((None, 3)),
+                              layers.GRU(6, reset_after=reset_after, recurrent_activation=ract,
+                                         return_sequences=True),
+                              layers.Dense(3)])
+        return m, rng.normal(size=(3, 9, 3)).astype(np.float32) * 2    # reach the clip
+    build.__name__ = f"gru_reset_{'after' if reset_after else 'before'}_{ract}"
+    return build
+
+
+def _rnn_builder(act: str) -> Builder:
+    def build(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+        m = keras.Sequential([keras.Input((None, 3)),
+                              layers.SimpleRNN(6, activation=act, return_sequences=True),
+                              layers.SimpleRNN(4, activation=act, return_sequences=True),
+                              layers.Dense(2)])
+        return m, rng.normal(size=(3, 9, 3)).astype(np.float32)
+    build.__name__ = f"simple_rnn_{act}"
+    return build
+
+
+_INNER = {"lstm": layers.LSTM, "gru": layers.GRU, "rnn": layers.SimpleRNN}
+
+
+def _bidir_builder(inner: str, merge: str, return_sequences: bool) -> Builder:
+    """Masking (right/left padding, a hole) -> Bidirectional(inner, merge) -> Dense."""
+    def build(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+        inp = keras.Input((None, 3))
+        h = layers.Masking(mask_value=0.0)(inp)
+        h = layers.Bidirectional(_INNER[inner](5, return_sequences=return_sequences),
+                                 merge_mode=merge, name="bi")(h)
+        y = layers.Dense(3)(h)
+        return keras.Model(inp, y), _padded_floats(rng, 3, 9, 3, 0.0)
+    build.__name__ = f"bidir_{inner}_{merge}_{'seq' if return_sequences else 'last'}"
+    return build
+
+
+def stacked_bidirectional(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+    """Masked Bidirectional(GRU) -> Bidirectional(LSTM, sum) -> Bidirectional(SimpleRNN, last)."""
+    inp = keras.Input((None, 3))
+    h = layers.Masking(mask_value=0.0)(inp)
+    h = layers.Bidirectional(layers.GRU(5, return_sequences=True))(h)
+    h = layers.Bidirectional(layers.LSTM(4, return_sequences=True), merge_mode="sum")(h)
+    h = layers.Bidirectional(layers.SimpleRNN(3), merge_mode="ave")(h)
+    y = layers.Dense(2, activation="softmax")(h)
+    return keras.Model(inp, y), _padded_floats(rng, 3, 10, 3, 0.0)
+
+
+def embedding_bidir_gru(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+    """Embedding(mask_zero) -> Bidirectional(GRU) per step, right padding and holes."""
+    inp = keras.Input((None,), dtype="int32")
+    h = layers.Embedding(15, 6, mask_zero=True)(inp)
+    h = layers.Bidirectional(layers.GRU(5, return_sequences=True))(h)
+    y = layers.TimeDistributed(layers.Dense(4, activation="softmax"))(h)
+    x = _padded_ids(rng, 4, 11, 15)
+    x[3, 2:4] = 0                             # a two-step hole
+    x[3, 8:] = 0                              # ... and right padding in the same row
+    return keras.Model(inp, y), x
+
+
+def embedding_bidir_gru_last(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+    """Sequential text classifier: Embedding(mask_zero) -> Bidirectional(GRU) last step."""
+    m = keras.Sequential([keras.Input((None,), dtype="int32"),
+                          layers.Embedding(15, 6, mask_zero=True),
+                          layers.Bidirectional(layers.GRU(5, reset_after=False)),
+                          layers.Dense(3, activation="softmax")])
+    x = _padded_ids(rng, 4, 11, 15)
+    x[3, 2:4] = 0
+    x[3, 8:] = 0
+    return m, x
+
+
+def gru_go_backwards(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+    """Masked go_backwards GRU -> SimpleRNN -> go_backwards GRU (last step)."""
+    m = keras.Sequential([keras.Input((None, 3)), layers.Masking(mask_value=0.0),
+                          layers.GRU(6, go_backwards=True, return_sequences=True),
+                          layers.SimpleRNN(5, return_sequences=True),
+                          layers.GRU(4, go_backwards=True, reset_after=False),
+                          layers.Dense(2)])
+    return m, _padded_floats(rng, 3, 9, 3, 0.0)
+
+
+def last_step_only(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+    """return_sequences=False GRU and SimpleRNN, masked."""
+    inp = keras.Input((None, 4))
+    h = layers.Masking(mask_value=0.5)(inp)
+    h = layers.SimpleRNN(6, activation="relu", return_sequences=True)(h)
+    h = layers.GRU(5)(h)
+    y = layers.Dense(3, activation="softmax")(h)
+    return keras.Model(inp, y), _padded_floats(rng, 3, 9, 4, 0.5)
+
+
+def no_bias(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+    m = keras.Sequential([keras.Input((None, 3)),
+                          layers.GRU(5, use_bias=False, return_sequences=True),
+                          layers.GRU(5, use_bias=False, reset_after=False,
+                                     return_sequences=True),
+                          layers.SimpleRNN(4, use_bias=False, return_sequences=True),
+                          layers.Bidirectional(layers.GRU(3, use_bias=False,
+                                                          return_sequences=True)),
+                          layers.Dense(2, use_bias=False)])
+    return m, rng.normal(size=(2, 8, 3)).astype(np.float32)
+
+
+def gru_return_state_unused(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+    inp = keras.Input((None, 3))
+    out, _fh, _bh = layers.Bidirectional(layers.GRU(4, return_sequences=True,
+                                                    return_state=True))(inp)
+    out, _h = layers.GRU(3, return_state=True)(out)
+    return keras.Model(inp, out), rng.normal(size=(2, 6, 3)).astype(np.float32)
+
+
+def long_gru(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+    m = keras.Sequential([keras.Input((None, 4)), layers.GRU(16, return_sequences=True),
+                          layers.GRU(8, reset_after=False, recurrent_activation="hard_sigmoid",
+                                     return_sequences=True),
+                          layers.Dense(3)])
+    return m, rng.normal(size=(2, 600, 4)).astype(np.float32)
+
+
+def long_simple_rnn(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+    m = keras.Sequential([keras.Input((None, 4)), layers.SimpleRNN(16, return_sequences=True),
+                          layers.SimpleRNN(8, activation="relu", return_sequences=True),
+                          layers.Dense(3)])
+    return m, rng.normal(size=(2, 600, 4)).astype(np.float32)
+
+
+def long_bidirectional(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+    inp = keras.Input((None, 4))
+    h = layers.Masking(mask_value=0.0)(inp)
+    h = layers.Bidirectional(layers.GRU(8, return_sequences=True))(h)
+    h = layers.Bidirectional(layers.LSTM(6, return_sequences=True), merge_mode="ave")(h)
+    y = layers.Dense(3)(h)
+    x = rng.normal(size=(2, 550, 4)).astype(np.float32)
+    x[0, 500:] = 0.0                           # right padding
+    x[1, 200:230] = 0.0                        # a hole
+    return keras.Model(inp, y), x
+
+
+_MERGES = ("concat", "sum", "ave", "mul")
+NEW_BUILDERS: list[Builder] = [
+    *(_gru_builder(ra, ract) for ra in (True, False) for ract in ("sigmoid", "hard_sigmoid")),
+    _rnn_builder("tanh"), _rnn_builder("relu"),
+    *(_bidir_builder(inner, merge, (k + j) % 2 == 0)
+      for k, inner in enumerate(_INNER) for j, merge in enumerate(_MERGES)),
+    stacked_bidirectional, embedding_bidir_gru, embedding_bidir_gru_last, gru_go_backwards,
+    last_step_only, no_bias, gru_return_state_unused, long_gru, long_simple_rnn,
+    long_bidirectional,
+]
+
+BUILDERS: list[Builder] = [
     seq_stack_last, seq_stack_td, func_options, seq_embedding, func_embedding_last,
     func_masking_backwards, seq_masking_dense, func_return_state, seq_cell_activations,
-    long_sequence,
+    long_sequence, *NEW_BUILDERS,
 ]
 
 
@@ -263,10 +419,171 @@ def test_stateful(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, y, atol=TOL, rtol=0)
 
 
-def test_weights_h5_with_json_config(tmp_path: Path) -> None:
+def _swap_zr(a: np.ndarray) -> np.ndarray:
+    """Keras GRU blocks z, r, h -> r, z, h on the last axis (written out, not the converter's)."""
+    u = a.shape[-1] // 3
+    return np.concatenate([a[..., u:2 * u], a[..., :u], a[..., 2 * u:]], axis=-1)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_gru_mapping(reset_after: bool, tmp_path: Path) -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, 3)),
+                              layers.GRU(4, reset_after=reset_after, name="g",
+                                         recurrent_activation="hard_sigmoid"),
+                              ])
+    _set_weights(model, 1)
+    kernel, rec, bias = model.get_layer("g").get_weights()
+    model.save(tmp_path / "g.h5")
+    for spec in (spec_from_keras(model), spec_from_keras_file(tmp_path / "g.h5")):
+        (gru,) = spec.layers
+        assert gru.kind == "gru" and gru.reset_after is reset_after
+        assert gru.recurrent_activation == "hard_sigmoid" and not gru.return_sequences
+        np.testing.assert_array_equal(gru.w_ih, _swap_zr(kernel).T)
+        np.testing.assert_array_equal(gru.w_hh, _swap_zr(rec).T)
+        if reset_after:
+            assert bias.shape == (2, 12)
+            np.testing.assert_array_equal(gru.b_ih, _swap_zr(bias[0]))
+            np.testing.assert_array_equal(gru.b_hh, _swap_zr(bias[1]))
+        else:
+            assert bias.shape == (12,)
+            np.testing.assert_array_equal(gru.b_ih, _swap_zr(bias))
+            assert gru.b_hh is None
+
+
+def test_simple_rnn_and_no_bias_mapping() -> None:
+    keras.utils.set_random_seed(0)
+    model, _ = no_bias(np.random.default_rng(0))
+    gru_a, gru_b, rnn, bi, dense = spec_from_keras(model).layers
+    assert (gru_a.b_ih, gru_a.b_hh, gru_b.b_ih, gru_b.b_hh, rnn.bias) == (None,) * 5
+    assert gru_a.reset_after and not gru_b.reset_after
+    assert bi.forward.b_ih is None and bi.backward.b_hh is None and dense.bias is None
+    kernel, rec = model.layers[2].get_weights()
+    np.testing.assert_array_equal(rnn.w_ih, kernel.T)
+    np.testing.assert_array_equal(rnn.w_hh, rec.T)
+
+
+def test_bidirectional_mapping(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(0)
+    model, _ = stacked_bidirectional(np.random.default_rng(0))
+    _set_weights(model, 2)
+    model.save(tmp_path / "b.keras")
+    spec = spec_from_keras_file(tmp_path / "b.keras")
+    kinds = [(L.kind, getattr(L, "merge_mode", None)) for L in spec.layers]
+    assert kinds == [("masking", None), ("bidirectional", "concat"), ("bidirectional", "sum"),
+                     ("bidirectional", "ave"), ("dense", None)]
+    first = spec.layers[1]
+    assert first.forward.kind == first.backward.kind == "gru"
+    assert not first.forward.go_backwards and not first.backward.go_backwards
+    assert first.output_size == 10 and spec.layers[2].output_size == 4
+    assert not spec.layers[3].return_sequences
+    assert [c.kind for c in spec.cells] == ["gru", "gru", "lstm", "lstm", "rnn", "rnn"]
+    bi = model.layers[2]                                       # Masking is layers[1]
+    fwd_kernel = bi.forward_layer.get_weights()[0]
+    bwd_kernel = bi.backward_layer.get_weights()[0]
+    assert not np.array_equal(fwd_kernel, bwd_kernel)
+    np.testing.assert_array_equal(first.forward.w_ih, _swap_zr(fwd_kernel).T)
+    np.testing.assert_array_equal(first.backward.w_ih, _swap_zr(bwd_kernel).T)
+    assert not spec.streamable
+
+
+def test_bidirectional_explicit_backward_layer(tmp_path: Path) -> None:
+    """A backward_layer given explicitly (other activation) is read from its own config."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, 3))
+    h = layers.Bidirectional(
+        layers.GRU(4, return_sequences=True),
+        backward_layer=layers.GRU(4, activation="relu", go_backwards=True,
+                                  return_sequences=True), name="bi")(inp)
+    model = keras.Model(inp, h)
+    _set_weights(model, 3)
+    x = np.random.default_rng(3).normal(size=(2, 7, 3)).astype(np.float32)
+    model.save(tmp_path / "b.keras")
+    model.save(tmp_path / "b.h5")
+    for spec in (spec_from_keras_file(tmp_path / "b.keras"),
+                 spec_from_keras_file(tmp_path / "b.h5"), spec_from_keras(model)):
+        bi = spec.layers[0]
+        assert (bi.forward.activation, bi.backward.activation) == ("tanh", "relu")
+        np.testing.assert_allclose(spec_forward(spec, x)[0], _run(model, x), atol=TOL, rtol=0)
+
+
+def test_stateful_gru(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input(batch_shape=(2, None, 3)),
+                              layers.GRU(6, return_sequences=True, stateful=True),
+                              layers.SimpleRNN(4, return_sequences=True, stateful=True),
+                              layers.Dense(2)])
+    _set_weights(model, 6)
+    x = np.random.default_rng(6).normal(size=(2, 11, 3)).astype(np.float32)
+    y = np.concatenate([_run(model, x[:, :4]), _run(model, x[:, 4:])], axis=1)
+    model.save(tmp_path / "s.keras")
+    spec = spec_from_keras_file(tmp_path / "s.keras")
+    assert spec.stateful and spec.streamable
+    np.testing.assert_allclose(spec_forward(spec, x)[0], y, atol=TOL, rtol=0)
+    stream = lstm_fast.Model(spec).stream(batch=2)
+    got = np.concatenate([stream.run(x[:, :4]), stream.run(x[:, 4:])], axis=1)
+    np.testing.assert_allclose(got, y, atol=TOL, rtol=0)
+
+
+def _state_models() -> tuple[Any, Any]:
+    """(main model, a model on the same layers that outputs Keras's return_state states)."""
+    inp = keras.Input((None,), dtype="int32")
+    h = layers.Embedding(15, 4, mask_zero=True)(inp)
+    out1 = layers.Bidirectional(layers.GRU(5, return_sequences=True, return_state=True))(h)
+    out2 = layers.Bidirectional(layers.LSTM(5, return_sequences=True, return_state=True),
+                                merge_mode="mul")(out1[0])
+    out3 = layers.SimpleRNN(5, return_state=True)(out2[0])
+    y = layers.Dense(2)(out3[0])
+    # Keras orders: [out, fwd_h, bwd_h], [out, fwd_h, fwd_c, bwd_h, bwd_c], [out, h]
+    return keras.Model(inp, y), keras.Model(inp, [*out1[1:], *out2[1:], *out3[1:]])
+
+
+def _per_cell(state: Any, n: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """A state in any of Model.predict's forms (``(h, c)`` stacked for all-LSTM models, ``h``
+    stacked for all-GRU/RNN models, else a list of ``(h, c)`` / ``h``) as (h, c or None) per
+    cell."""
+    if isinstance(state, np.ndarray):
+        out = [(h, None) for h in state]
+    elif isinstance(state, tuple) and len(state) == 2 and all(
+            isinstance(a, np.ndarray) and a.ndim == 3 for a in state):
+        out = list(zip(state[0], state[1], strict=True))
+    else:
+        out = [tuple(s) if isinstance(s, (tuple, list)) else (s, None) for s in state]
+    assert len(out) == n
+    return out
+
+
+def test_return_state_final_states(tmp_path: Path) -> None:
+    """Final states, in spec.cells order [fwd, bwd] per Bidirectional, match the states Keras
+    returns with return_state=True; masked rows (padding, holes) included."""
+    keras.utils.set_random_seed(0)
+    main, with_states = _state_models()
+    _set_weights(main, 8)
+    x = _padded_ids(np.random.default_rng(8), 4, 10, 15)
+    x[3, 6:] = 0
+    ks = [np.asarray(ops.convert_to_numpy(t), np.float64) for t in with_states(x)]
+    # (cell index, "h" or "c") for each Keras state output
+    order = [(0, 0), (1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (4, 0)]
+    main.save(tmp_path / "m.keras")
+    spec = spec_from_keras_file(tmp_path / "m.keras")
+    assert [c.kind for c in spec.cells] == ["gru", "gru", "lstm", "lstm", "rnn"]
+    y_ref, states = spec_forward(spec, x)
+    np.testing.assert_allclose(y_ref, _run(main, x), atol=TOL, rtol=0)
+    states = _per_cell(states, 5)
+    for (cell, part), k_state in zip(order, ks, strict=True):
+        np.testing.assert_allclose(states[cell][part], k_state, atol=TOL, rtol=0)
+    y, state = lstm_fast.Model(spec).predict(x, return_state=True)
+    np.testing.assert_allclose(y, _run(main, x), atol=TOL, rtol=0)
+    got = _per_cell(state, 5)
+    for (cell, part), k_state in zip(order, ks, strict=True):
+        np.testing.assert_allclose(got[cell][part], k_state, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("builder", [seq_masking_dense, stacked_bidirectional, gru_go_backwards])
+def test_weights_h5_with_json_config(builder: Builder, tmp_path: Path) -> None:
     """A Keras 3 ``.weights.h5`` plus ``model.to_json()``."""
     keras.utils.set_random_seed(0)
-    model, x = seq_masking_dense(np.random.default_rng(1))
+    model, x = builder(np.random.default_rng(1))
     _set_weights(model, 9)
     model.save_weights(tmp_path / "w.weights.h5")
     (tmp_path / "arch.json").write_text(model.to_json())
@@ -275,11 +592,12 @@ def test_weights_h5_with_json_config(tmp_path: Path) -> None:
         np.testing.assert_allclose(spec_forward(spec, x)[0], _run(model, x), atol=TOL, rtol=0)
 
 
-def test_keras_zip_without_name_attributes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("builder", [func_options, stacked_bidirectional, no_bias])
+def test_keras_zip_without_name_attributes(builder: Builder, tmp_path: Path) -> None:
     """Files without the ``@name`` attribute on ``vars`` (tf-keras, older Keras 3) are read by
     the snake_case-class-name + counter order rule."""
     keras.utils.set_random_seed(0)
-    model, x = func_options(np.random.default_rng(2))
+    model, x = builder(np.random.default_rng(2))
     _set_weights(model, 10)
     src = tmp_path / "m.keras"
     model.save(src)
@@ -291,7 +609,7 @@ def test_keras_zip_without_name_attributes(tmp_path: Path) -> None:
             if "name" in obj.attrs:
                 del obj.attrs["name"]
         f.visititems(strip)
-        assert "name" not in f["layers/lstm/vars"].attrs
+        assert not any("name" in f[f"layers/{k}/vars"].attrs for k in f["layers"])
     entries["model.weights.h5"] = buf.getvalue()
     dst = tmp_path / "noname.keras"
     with zipfile.ZipFile(dst, "w") as z:
@@ -330,17 +648,65 @@ def test_keras2_hard_sigmoid_against_keras3_custom_activation(tmp_path: Path) ->
     assert np.abs(spec_forward(k3, x)[0] - y).max() > 1e-3
 
 
+def test_keras2_gru_hard_sigmoid_against_keras3_custom_activation(tmp_path: Path) -> None:
+    """The synthesized tf-keras 2 GRU(reset_after=False, hard_sigmoid) file computes what a
+    Keras 3 GRU with recurrent_activation clip(0.2x + 0.5) computes."""
+    spec_mod = importlib.util.spec_from_file_location("make_keras2_h5",
+                                                      FIXTURES / "make_keras2_h5.py")
+    mk = importlib.util.module_from_spec(spec_mod)
+    spec_mod.loader.exec_module(mk)
+    g = mk.make_gru_weights()
+    path = tmp_path / "k2gru.h5"
+    mk.write_gru_model(path, g)
+    model = keras.Sequential([
+        keras.Input((None, mk.I)),
+        layers.GRU(mk.G, return_sequences=True, reset_after=False,
+                   recurrent_activation=lambda z: ops.clip(0.2 * z + 0.5, 0.0, 1.0)),
+        layers.TimeDistributed(layers.Dense(mk.O, activation="softmax")),
+    ])
+    model.set_weights([g["kernel"], g["recurrent_kernel"], g["bias"], g["dense_kernel"],
+                       g["dense_bias"]])
+    x = np.random.default_rng(4).normal(size=(2, 12, mk.I)).astype(np.float32) * 2
+    y = _run(model, x)
+    spec = spec_from_keras_file(path)
+    assert spec.layers[0].recurrent_activation == "hard_sigmoid_keras2"
+    np.testing.assert_allclose(spec_forward(spec, x)[0], y, atol=TOL, rtol=0)
+    np.testing.assert_allclose(lstm_fast.Model(spec).predict(x), y, atol=TOL, rtol=0)
+
+
 # --- refusals ----------------------------------------------------------------------------
 
 REFUSED = {
-    "gru": (lambda: keras.Sequential([keras.Input((None, 3)), layers.GRU(4, name="my_gru")]),
-            "my_gru", ["GRU", "not supported yet"]),
-    "bidirectional": (lambda: keras.Sequential([
-        keras.Input((None, 3)), layers.Bidirectional(layers.LSTM(4), name="bi")]),
-        "bi", ["Bidirectional", "not supported yet"]),
-    "simple_rnn": (lambda: keras.Sequential([
-        keras.Input((None, 3)), layers.SimpleRNN(4, name="srnn")]),
-        "srnn", ["SimpleRNN", "not supported yet"]),
+    "bidirectional_stateful": (lambda: keras.Sequential([
+        keras.Input(batch_shape=(2, None, 3)),
+        layers.Bidirectional(layers.GRU(4, stateful=True), name="bi")]),
+        "bi", ["Bidirectional(GRU)", "stateful"]),
+    "bidirectional_mixed_kinds": (lambda: keras.Sequential([
+        keras.Input((None, 3)),
+        layers.Bidirectional(layers.GRU(4), backward_layer=layers.SimpleRNN(
+            4, go_backwards=True), name="bi")]), "bi", ["SimpleRNN", "GRU", "backward_layer"]),
+    "bidirectional_units_differ": (lambda: keras.Sequential([
+        keras.Input((None, 3)),
+        layers.Bidirectional(layers.LSTM(4), backward_layer=layers.LSTM(
+            3, go_backwards=True), name="bi")]), "bi", ["Bidirectional", "size"]),
+    "bidirectional_forward_backwards": (lambda: keras.Sequential([
+        keras.Input((None, 3)),
+        layers.Bidirectional(layers.GRU(4, go_backwards=True),
+                             backward_layer=layers.GRU(4), name="bi")]),
+        "bi", ["Bidirectional", "go_backwards"]),
+    "gru_zero_output_for_mask": (lambda: keras.Sequential([
+        keras.Input((None, 3)), layers.Masking(),
+        layers.GRU(3, zero_output_for_mask=True, name="zg")]), "zg",
+        ["GRU", "zero_output_for_mask"]),
+    "gru_return_state_sequential": (lambda: keras.Sequential([
+        keras.Input((None, 3)), layers.SimpleRNN(3, return_state=True, name="rs_rnn")]),
+        "rs_rnn", ["SimpleRNN", "return_state"]),
+    "conv_lstm": (lambda: keras.Sequential([
+        keras.Input((None, 5, 2)), layers.ConvLSTM1D(2, 3, name="clstm")]),
+        "clstm", ["ConvLSTM1D"]),
+    "generic_rnn": (lambda: keras.Sequential([
+        keras.Input((None, 3)), layers.RNN(layers.GRUCell(3), name="wrapped")]),
+        "wrapped", ["RNN(GRUCell)"]),
     "conv1d": (lambda: keras.Sequential([
         keras.Input((None, 3)), layers.Conv1D(4, 3, name="conv"), layers.LSTM(3)]),
         "conv", ["Conv1D"]),
@@ -375,8 +741,30 @@ def _state_used() -> Any:
     return keras.Model(inp, layers.Dense(2)(h))
 
 
+def _merge_none() -> Any:
+    inp = keras.Input((None, 3))
+    fwd, _bwd = layers.Bidirectional(layers.GRU(3, return_sequences=True), merge_mode=None,
+                                     name="bi_none")(inp)
+    return keras.Model(inp, fwd)
+
+
+def _bidir_state_used() -> Any:
+    inp = keras.Input((None, 3))
+    _out, fh, bh = layers.Bidirectional(layers.GRU(3, return_state=True), name="bi_rs")(inp)
+    return keras.Model(inp, layers.Dense(2)(bh))
+
+
+def _attention() -> Any:
+    inp = keras.Input((None, 3))
+    h = layers.LSTM(3, return_sequences=True)(inp)
+    return keras.Model(inp, layers.Attention(name="attn")([h, h]))
+
+
 REFUSED["branching"] = (_branching, "merge", ["Add", "single chain"])
 REFUSED["state_used"] = (_state_used, "stateful_out", ["LSTM", "output #1"])
+REFUSED["merge_mode_none"] = (_merge_none, "bi_none", ["Bidirectional", "merge_mode=None"])
+REFUSED["bidirectional_state_used"] = (_bidir_state_used, "bi_rs", ["Bidirectional", "output #2"])
+REFUSED["attention"] = (_attention, "attn", ["Attention"])
 
 
 @pytest.mark.parametrize("name", list(REFUSED))

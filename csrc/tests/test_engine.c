@@ -198,6 +198,88 @@ static void test_chain(lf_isa isa)
     free(table); free(wd);
 }
 
+/* GRU (both variants), RNN and projected LSTM, each bidirectional with every merge mode and
+ * with ragged lengths, under the sanitizers. The forward half of a concat layer must equal the
+ * same cell run alone; sum/ave/mul must combine the two halves as documented. */
+static void test_family(lf_isa isa)
+{
+    const int I = 5, H = 7, P = 3, B = 3, T = 9;
+    const lf_layer_kind kinds[4] = {LF_LAYER_GRU, LF_LAYER_GRU, LF_LAYER_RNN, LF_LAYER_LSTM};
+    int32_t len[3] = {9, 4, 0};
+    float *x = rand_array((size_t)B * T * I, 1.0f);
+    for (int v = 0; v < 4; v++) {
+        const int G = kinds[v] == LF_LAYER_LSTM ? 4 : kinds[v] == LF_LAYER_GRU ? 3 : 1;
+        const int R = v == 3 ? P : H;
+        lf_layer_desc d = {.kind = kinds[v], .input_size = I, .units = H,
+                           .w = rand_array((size_t)G * H * I, 0.5f),
+                           .w_rec = rand_array((size_t)G * H * R, 0.5f),
+                           .bias = rand_array((size_t)G * H, 0.5f),
+                           .bias_rec = v < 2 ? rand_array((size_t)G * H, 0.5f) : NULL,
+                           .w_proj = v == 3 ? rand_array((size_t)P * H, 0.5f) : NULL,
+                           .proj_size = v == 3 ? P : 0,
+                           .activation = LF_ACT_TANH, .recurrent_activation = LF_ACT_SIGMOID,
+                           .flags = LF_LAYER_ZERO_MASKED_OUTPUT | (v == 0 ? LF_LAYER_RESET_AFTER : 0)};
+        float *yf = malloc(sizeof(float) * (size_t)B * T * R);
+        float *y[4];
+        lf_model *m = NULL;
+        lf_state *s = NULL;
+        CHECK(lf_model_create(&d, 1, isa, &m) == LF_OK, "family %d forward", v);
+        lf_state_create(m, B, &s);
+        size_t need = lf_workspace_size(m, B, T);
+        void *ws = malloc(need);
+        lf_io io = seq_io(T, x, I, T, yf, R, LF_RUN_CHECK_FINITE);
+        io.lengths = len;
+        CHECK(lf_run(m, s, &io, ws, need) == LF_OK, "family %d forward run", v);
+        free(ws); lf_state_free(s); lf_model_free(m);
+        lf_layer_desc bi = d;
+        bi.flags |= LF_LAYER_BIDIRECTIONAL;
+        bi.w_b = rand_array((size_t)G * H * I, 0.5f);
+        bi.w_rec_b = rand_array((size_t)G * H * R, 0.5f);
+        bi.bias_b = rand_array((size_t)G * H, 0.5f);
+        bi.bias_rec_b = d.bias_rec ? rand_array((size_t)G * H, 0.5f) : NULL;
+        bi.w_proj_b = d.w_proj ? rand_array((size_t)P * H, 0.5f) : NULL;
+        for (int merge = 0; merge < 4; merge++) {
+            const int O = merge == LF_MERGE_CONCAT ? 2 * R : R;
+            bi.merge = (lf_merge)merge;
+            y[merge] = malloc(sizeof(float) * (size_t)B * T * O);
+            CHECK(lf_model_create(&bi, 1, isa, &m) == LF_OK, "family %d merge %d", v, merge);
+            int32_t hs = 0, cs = 0;
+            CHECK(lf_model_num_states(m) == 2 && lf_model_state_sizes(m, 1, &hs, &cs) == LF_OK
+                  && hs == R && cs == (v == 3 ? H : 0), "state sizes %d: %d %d", v, hs, cs);
+            lf_state_create(m, B, &s);
+            need = lf_workspace_size(m, B, T);
+            ws = malloc(need);
+            io = seq_io(T, x, I, T, y[merge], O, LF_RUN_CHECK_FINITE);
+            io.lengths = len;
+            CHECK(lf_run(m, s, &io, ws, need) == LF_OK, "family %d merge %d run", v, merge);
+            free(ws); lf_state_free(s); lf_model_free(m);
+        }
+        double err = 0, merr = 0;
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++)
+                for (int r = 0; r < R; r++) {
+                    const size_t row = (size_t)b * T + t;
+                    float f = y[0][row * 2 * R + r], bw = y[0][row * 2 * R + R + r];
+                    err = fmax(err, fabs(f - yf[row * R + r]));
+                    merr = fmax(merr, fabs(y[1][row * R + r] - (f + bw)));
+                    merr = fmax(merr, fabs(y[2][row * R + r] - (f + bw) * 0.5f));
+                    merr = fmax(merr, fabs(y[3][row * R + r] - f * bw));
+                    if (t >= len[b])
+                        merr = fmax(merr, fabs(f) + fabs(bw));  /* masked steps output 0 */
+                }
+        CHECK(err == 0.0, "family %d: forward half differs from the cell alone by %g", v, err);
+        CHECK(merr < 1e-6, "family %d: merges or masked zeros off by %g", v, merr);
+        for (int merge = 0; merge < 4; merge++)
+            free(y[merge]);
+        free(yf);
+        free((void *)d.w); free((void *)d.w_rec); free((void *)d.bias);
+        free((void *)d.bias_rec); free((void *)d.w_proj);
+        free((void *)bi.w_b); free((void *)bi.w_rec_b); free((void *)bi.bias_b);
+        free((void *)bi.bias_rec_b); free((void *)bi.w_proj_b);
+    }
+    free(x);
+}
+
 static void test_errors(void)
 {
     float wih[4 * 2 * 3] = {0}, whh[4 * 2 * 2] = {0}, x[3 * 5] = {0}, y[2 * 5];
@@ -276,8 +358,10 @@ int main(void)
             for (int masked = 0; masked < (sizes[k][4] > 100 ? 1 : 3); masked++)
                 test_against_reference(isa, sizes[k][0], sizes[k][1], sizes[k][2], sizes[k][3],
                                        sizes[k][4], sizes[k][5], masked > 0, masked == 2);
-    for (lf_isa isa = LF_ISA_PORTABLE; isa <= best; isa++)
+    for (lf_isa isa = LF_ISA_PORTABLE; isa <= best; isa++) {
         test_chain(isa);
+        test_family(isa);
+    }
     test_errors();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

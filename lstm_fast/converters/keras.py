@@ -82,7 +82,6 @@ _ACTIVATIONS = {
 }
 _MAX_JSON_BYTES = 64 << 20
 _CUDNN_NOTE = "cuDNN weight layout converted as tf-keras does (FORMATS.md 2.6)"
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 # --------------------------------------------------------------------------------------------
