@@ -93,7 +93,7 @@ struct lf_state {
 /* Block plan of one run call: steps per block and workspace layout (in floats). */
 typedef struct lf_plan {
     int32_t block_steps;
-    size_t xin, xproj, buf, mask, rowbuf, lastout;  /* buf: 3 copies; rowbuf: 6 */
+    size_t xin, xproj, buf, mask, rowbuf, lastout, order;  /* buf: 4 copies; rowbuf: 7 */
     size_t total_bytes;       /* 0: overflow */
 } lf_plan;
 

@@ -4,6 +4,7 @@
  * of a packed-size batch skips the GEMM: the packed kernel reads x and h in one pass.
  * Rows of the block buffers are time-major: row t*B + b. Layers after a RETURN_LAST layer run
  * once, after the last block, on one row per sequence. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "blas.h"
@@ -23,11 +24,11 @@ lf_plan lf_make_plan(const lf_model *m, int32_t batch, int32_t steps)
     if (!lf_mul_size((size_t)p.block_steps, B, &rows))
         return p;
     const size_t sizes[] = {(size_t)m->ops[0].in, (size_t)m->gates_max, (size_t)m->width_max,
-                            1, (size_t)m->width_max, (size_t)m->h_sum};
-    const size_t count[] = {rows, rows, rows, rows / 4 + 1, B, B};
-    size_t *out[] = {&p.xin, &p.xproj, &p.buf, &p.mask, &p.rowbuf, &p.lastout};
-    const size_t copies[] = {1, 1, 4, 1, 7, 1};
-    for (int i = 0; i < 6; i++) {
+                            1, (size_t)m->width_max, (size_t)m->h_sum, 3};
+    const size_t count[] = {rows, rows, rows, rows / 4 + 1, B, B, B + 1};
+    size_t *out[] = {&p.xin, &p.xproj, &p.buf, &p.mask, &p.rowbuf, &p.lastout, &p.order};
+    const size_t copies[] = {1, 1, 4, 1, 7, 1, 1};
+    for (int i = 0; i < 7; i++) {
         if (!lf_mul_size(sizes[i], count[i], &n) || n > SIZE_MAX / 8)
             return p;
         *out[i] = round_floats(n);
@@ -80,6 +81,7 @@ static int strides_ok(int32_t B, int32_t T, int32_t n, ptrdiff_t sb, ptrdiff_t s
 typedef struct lf_bufs {
     float *xin, *xproj, *buf[2], *dir[2], *hnew, *cold, *hc, *scratch, *lastout, *coll[2];
     unsigned char *mask;
+    const int32_t *perm;   /* sorted mode: internal row j is the caller's row perm[j] */
 } lf_bufs;
 
 /* One recurrent step for all B rows: x projected in gates, or read by the fused kernel. */
@@ -117,16 +119,36 @@ static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_
 {
     const size_t Rp = (size_t)L->Rp, Hp = (size_t)L->Hp, G = (size_t)L->G * Hp;
     const size_t hb = Rp * sizeof(float), cb = Hp * sizeof(float);
-    const int fused = n == 1 && (L->kind != LF_LAYER_LSTM || B <= m->kernels->packed_max_batch);
+    const int packed = L->kind != LF_LAYER_LSTM || B <= m->kernels->packed_max_batch;
+    /* Rows sorted by length: the valid rows of a step are a prefix; only they are computed,
+     * each step reading its inputs directly (no projection of padded rows). */
+    const int prefix = mask && w->perm && packed;
+    const int fused = (n == 1 && packed) || prefix;
     const float *h_prev = h_state;
     if (!fused)
         lf_sgemm(n * B, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
     for (int32_t p = 0; p < n; p++) {
         const int32_t t = (mode & DIR_REVERSE) ? n - 1 - p : p;
-        const float *x = fused ? in : NULL;
+        const float *x = fused ? in + (ptrdiff_t)t * B * ld_in : NULL;
         float *gates = w->xproj + (size_t)t * B * G;
         float *h_out = out + (size_t)((mode & DIR_TIME_ALIGNED) ? t : p) * B * Rp;
         const unsigned char *mk = mask ? mask + (size_t)t * B : NULL;
+        if (prefix) {
+            const unsigned char *end = memchr(mk, 0, (size_t)B);
+            const int32_t nb = end ? (int32_t)(end - mk) : B;
+            if (nb > 0) {
+                cell_step(m, L, nb, x, ld_in, gates, h_state, c_state, h_out, w);
+                memcpy(h_state, h_out, (size_t)nb * hb);
+                if (mode & DIR_TRACK_LAST)
+                    memcpy(lastout, h_out, (size_t)nb * hb);
+            }
+            if (mode & DIR_ZERO_OUT)
+                memset(h_out + (size_t)nb * Rp, 0, (size_t)(B - nb) * hb);
+            else
+                memcpy(h_out + (size_t)nb * Rp, lastout + (size_t)nb * Rp,
+                       (size_t)(B - nb) * hb);
+            continue;
+        }
         if (!mk) {
             cell_step(m, L, B, x, ld_in, gates, h_prev, c_state, h_out, w);
             h_prev = h_out;
@@ -290,15 +312,17 @@ static int32_t load_block(const lf_model *m, const lf_io *io, int32_t B, int32_t
 {
     const lf_op *op0 = &m->ops[0];
     const ptrdiff_t sb = io->x_stride_batch, st = io->x_stride_time;
+    const int32_t *perm = w->perm;
     if (w->mask)
         for (int32_t t = 0; t < n; t++)
-            for (int32_t b = 0; b < B; b++)
-                w->mask[(size_t)t * B + b] = !io->lengths || t0 + t < io->lengths[b];
+            for (int32_t j = 0; j < B; j++)
+                w->mask[(size_t)t * B + j] = !io->lengths
+                                             || t0 + t < io->lengths[perm ? perm[j] : j];
     if (op0->kind == LF_LAYER_EMBEDDING) {
         for (int32_t t = 0; t < n; t++)
-            for (int32_t b = 0; b < B; b++) {
-                const size_t r = (size_t)t * B + b;
-                const int32_t id = io->ids[b * sb + (t0 + t) * st];
+            for (int32_t j = 0; j < B; j++) {
+                const size_t r = (size_t)t * B + j;
+                const int32_t id = io->ids[(perm ? perm[j] : j) * sb + (t0 + t) * st];
                 memcpy(w->buf[0] + r * op0->ld, op0->w + (size_t)id * op0->out,
                        (size_t)op0->out * sizeof(float));
                 if (w->mask && (op0->flags & LF_LAYER_MASK_ZERO) && id == 0)
@@ -314,8 +338,9 @@ static int32_t load_block(const lf_model *m, const lf_io *io, int32_t B, int32_t
         *ld = n == 1 ? I : st;
     } else {
         for (int32_t t = 0; t < n; t++)
-            for (int32_t b = 0; b < B; b++)
-                memcpy(w->xin + ((size_t)t * B + b) * I, io->x + b * sb + (t0 + t) * st,
+            for (int32_t j = 0; j < B; j++)
+                memcpy(w->xin + ((size_t)t * B + j) * I,
+                       io->x + (perm ? perm[j] : j) * sb + (t0 + t) * st,
                        (size_t)I * sizeof(float));
         *in = w->xin;
         *ld = I;
@@ -357,11 +382,51 @@ static const float *run_ops(const lf_model *m, lf_state *s, int32_t first, int32
 }
 
 static void store_rows(const float *src, ptrdiff_t ld, int32_t B, int32_t n, int32_t O,
-                       float *y, ptrdiff_t sb, ptrdiff_t st)
+                       float *y, ptrdiff_t sb, ptrdiff_t st, const int32_t *perm)
 {
     for (int32_t t = 0; t < n; t++)
-        for (int32_t b = 0; b < B; b++)
-            memcpy(y + b * sb + t * st, src + ((size_t)t * B + b) * ld, (size_t)O * sizeof(float));
+        for (int32_t j = 0; j < B; j++)
+            memcpy(y + (perm ? perm[j] : j) * sb + t * st, src + ((size_t)t * B + j) * ld,
+                   (size_t)O * sizeof(float));
+}
+
+static int by_key(const void *a, const void *b)
+{
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Rows by length, longest first (ties by row index). */
+static void sort_rows(const int32_t *lengths, int32_t B, int32_t T, int64_t *keys, int32_t *perm)
+{
+    for (int32_t b = 0; b < B; b++)
+        keys[b] = ((int64_t)(T - lengths[b]) << 32) | b;
+    qsort(keys, (size_t)B, sizeof(int64_t), by_key);
+    for (int32_t j = 0; j < B; j++)
+        perm[j] = (int32_t)(keys[j] & 0xffffffff);
+}
+
+/* Reorders the rows of every recurrent state: row j <- row perm[j] (inverse: perm[j] <- j). */
+static void permute_state(const lf_model *m, lf_state *s, const int32_t *perm, int inverse,
+                          float *tmp)
+{
+    const size_t B = (size_t)s->batch;
+    for (int32_t l = 0; l < m->num_ops; l++) {
+        const lf_op *op = &m->ops[l];
+        for (int dir = 0; dir < op->dirs; dir++) {
+            const lf_layer *L = &op->cell[dir];
+            float *arr[2] = {s->h + (size_t)op->h_off[dir] * B,
+                             L->kind == LF_LAYER_LSTM ? s->c + (size_t)op->c_off[dir] * B : NULL};
+            const size_t ld[2] = {(size_t)L->Rp, (size_t)L->Hp};
+            for (int a = 0; a < 2 && arr[a]; a++) {
+                for (size_t j = 0; j < B; j++)
+                    memcpy(tmp + (inverse ? (size_t)perm[j] : j) * ld[a],
+                           arr[a] + (inverse ? j : (size_t)perm[j]) * ld[a],
+                           ld[a] * sizeof(float));
+                memcpy(arr[a], tmp, B * ld[a] * sizeof(float));
+            }
+        }
+    }
 }
 
 lf_status lf_run(const lf_model *m, lf_state *s, const lf_io *io, void *ws, size_t ws_bytes)
@@ -405,6 +470,15 @@ lf_status lf_run(const lf_model *m, lf_state *s, const lf_io *io, void *ws, size
     w.mask = masked ? (unsigned char *)(w.lastout + p.lastout) : NULL;
     if (masked)
         memset(w.lastout, 0, (size_t)m->h_sum * (size_t)B * sizeof(float));
+    /* Ragged lengths as the only mask: run the rows sorted by length (longest first). */
+    w.perm = NULL;
+    float *order = w.lastout + p.lastout + p.mask;
+    if (io->lengths && !m->mask_source && B > 1) {
+        int32_t *perm = (int32_t *)order;
+        sort_rows(io->lengths, B, T, (int64_t *)(order + ((size_t)B + 1) / 2 * 2), perm);
+        permute_state(m, s, perm, 0, w.hnew);
+        w.perm = perm;
+    }
 
     const int32_t seq_end = m->collapse >= 0 ? m->collapse + 1 : m->num_ops;
     const int32_t O = m->ops[m->num_ops - 1].out;
@@ -418,7 +492,7 @@ lf_status lf_run(const lf_model *m, lf_state *s, const lf_io *io, void *ws, size
         in = run_ops(m, s, first, seq_end, n, in, ld, &w, w.buf, &mask_on, &ld);
         if (m->collapse < 0 && io->y)
             store_rows(in, ld, B, n, O, io->y + (ptrdiff_t)t0 * io->y_stride_time,
-                       io->y_stride_batch, io->y_stride_time);
+                       io->y_stride_batch, io->y_stride_time, w.perm);
     }
     if (m->collapse >= 0) {
         const lf_op *op = &m->ops[m->collapse];
@@ -438,7 +512,9 @@ lf_status lf_run(const lf_model *m, lf_state *s, const lf_io *io, void *ws, size
         mask_on = 0;
         in = run_ops(m, s, m->collapse + 1, m->num_ops, 1, in, ld, &w, w.coll, &mask_on, &ld);
         if (io->y)
-            store_rows(in, ld, B, 1, O, io->y, io->y_stride_batch, 0);
+            store_rows(in, ld, B, 1, O, io->y, io->y_stride_batch, 0, w.perm);
     }
+    if (w.perm)
+        permute_state(m, s, w.perm, 1, w.hnew);
     return LF_OK;
 }
