@@ -1,8 +1,17 @@
-"""Compare lstm_fast with torch.nn.LSTM and ONNX Runtime, single-threaded, on CPU.
+"""Compare lstm_fast with torch and ONNX Runtime, single-threaded, on CPU.
 
 Usage::
 
     python benches/compare.py [--quick] [--only NAME[,NAME...]] [--json PATH]
+
+Workloads (see ``bench_common.py``): a single LSTM layer (``step_*``, ``seq_*``)
+and a single GRU layer (``gru_*``), both stepped with the state carried or run
+on whole sequences; and a text classifier, Embedding -> 2-layer bidirectional
+LSTM -> Linear on ``cat(h_n[-2], h_n[-1])``, timed from ids to logits with
+fixed (``bilstm_cls_fixed``) or ragged (``bilstm_cls_ragged``: torch packs
+the batch, ORT gets ``sequence_lens``, lstm_fast gets ``lengths``) lengths.
+The ORT graphs are built with ``onnx.helper`` (one LSTM/GRU node per layer,
+gates reordered to ONNX's, ``linear_before_reset=1`` for the GRU).
 
 Every engine gets the same random float32 weights and inputs. Before timing,
 the outputs of all engines are checked against torch (max abs difference must
@@ -50,13 +59,19 @@ import torch  # noqa: E402
 from bench_common import (  # noqa: E402
     WORKLOADS,
     WORKLOADS_BY_NAME,
+    AnyWorkload,
+    ClassifierWorkload,
     FloatArray,
+    IdArray,
     LayerWeights,
     Workload,
+    make_classifier_inputs,
+    make_classifier_state_dict,
     make_input,
     make_weights,
 )
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 TOLERANCE = 1e-4
 """Maximum allowed abs difference between any engine's output and torch's."""
@@ -87,7 +102,8 @@ class Runner:
         Performs exactly one timed call (one step, or one whole sequence).
     output : callable
         Returns the output of the most recent call as a numpy array of shape
-        ``(B, H)`` for step workloads or ``(B, T, H)`` for sequence workloads.
+        ``(B, H)`` for step workloads, ``(B, T, H)`` for sequence workloads, or
+        the logits ``(B, classes)`` for classifier workloads.
     """
 
     call: Callable[[], object]
@@ -110,7 +126,8 @@ class Variant:
         ``build(buf)`` returns a fresh :class:`Runner` with zero initial state.
         ``buf`` is the input: shape ``(B, I)`` for step workloads, where it is
         re-read on every call (callers may overwrite it in place between calls),
-        or ``(B, T, I)`` for sequence workloads.
+        ``(B, T, I)`` for sequence workloads, or the int64 ids ``(B, T)`` for
+        classifier workloads.
     context : callable
         Returns the context manager every call must run under (entered once
         per timed batch, not once per call).
@@ -119,7 +136,7 @@ class Variant:
     engine: Engine
     name: str
     tag: str
-    build: Callable[[FloatArray], Runner]
+    build: Callable[[np.ndarray], Runner]
     context: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
 
 
@@ -138,27 +155,30 @@ def _reshape_view(buf: FloatArray, shape: tuple[int, ...]) -> FloatArray:
 # ---- torch ----------------------------------------------------------------- #
 
 
-def make_torch_lstm(weights: LayerWeights) -> torch.nn.LSTM:
-    """Build a batch-first ``torch.nn.LSTM`` holding ``weights``.
+def make_torch_rnn(weights: LayerWeights, cell: str = "lstm") -> torch.nn.LSTM | torch.nn.GRU:
+    """Build a batch-first ``torch.nn.LSTM`` or ``torch.nn.GRU`` holding ``weights``.
 
     Parameters
     ----------
     weights : LayerWeights
         Weights in PyTorch layout.
+    cell : {"lstm", "gru"}
+        Which module to build.
 
     Returns
     -------
-    torch.nn.LSTM
+    torch.nn.LSTM or torch.nn.GRU
         The module, in eval mode with gradients disabled.
     """
     hidden_size, input_size = weights.w_hh.shape[1], weights.w_ih.shape[1]
-    lstm = torch.nn.LSTM(input_size, hidden_size, num_layers=1, batch_first=True)
+    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    rnn = module(input_size, hidden_size, num_layers=1, batch_first=True)
     params = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
     with torch.no_grad():
         for name, array in zip(params, weights, strict=True):
             # torch.tensor copies: the arrays may be read-only (lstm_fast freezes them).
-            getattr(lstm, name).copy_(torch.tensor(array))
-    return lstm.eval().requires_grad_(False)
+            getattr(rnn, name).copy_(torch.tensor(array))
+    return rnn.eval().requires_grad_(False)
 
 
 @contextlib.contextmanager
@@ -179,18 +199,21 @@ def _torch_context(*, mkldnn: bool | None) -> Iterator[None]:
         torch.backends.mkldnn.enabled = previous  # type: ignore[assignment]
 
 
-def _torch_builder(workload: Workload, lstm: torch.nn.LSTM) -> Callable[[FloatArray], Runner]:
+def _torch_builder(
+    workload: Workload, rnn: torch.nn.LSTM | torch.nn.GRU
+) -> Callable[[FloatArray], Runner]:
     batch, hidden = workload.batch, workload.hidden_size
 
     def build_step(buf: FloatArray) -> Runner:
         x = torch.from_numpy(_reshape_view(buf, (batch, 1, workload.input_size)))
         zeros = torch.zeros(1, batch, hidden)
-        state = (zeros, zeros.clone())
+        # LSTM: (h, c); GRU: h alone.
+        state: Any = (zeros, zeros.clone()) if workload.cell == "lstm" else zeros
         y = torch.empty(0)
 
         def call() -> object:
             nonlocal y, state
-            y, state = lstm(x, state)
+            y, state = rnn(x, state)
             return y
 
         return Runner(call=call, output=lambda: y[:, 0, :].numpy())
@@ -201,7 +224,7 @@ def _torch_builder(workload: Workload, lstm: torch.nn.LSTM) -> Callable[[FloatAr
 
         def call() -> object:
             nonlocal y
-            y, _ = lstm(x)
+            y, _ = rnn(x)
             return y
 
         return Runner(call=call, output=lambda: y.numpy())
@@ -224,7 +247,12 @@ def torch_variants(workload: Workload, weights: LayerWeights) -> list[Variant]:
     list of Variant
         The first one is the reference used for output verification.
     """
-    build = _torch_builder(workload, make_torch_lstm(weights))
+    build = _torch_builder(workload, make_torch_rnn(weights, workload.cell))
+    return _torch_pair(build)
+
+
+def _torch_pair(build: Callable[[Any], Runner]) -> list[Variant]:
+    """The two torch variants (default, mkldnn off) sharing one builder."""
     variants = [
         Variant(
             "torch",
@@ -247,17 +275,138 @@ def torch_variants(workload: Workload, weights: LayerWeights) -> list[Variant]:
     return variants
 
 
+class TorchBiLSTMClassifier(torch.nn.Module):
+    """Embedding -> bidirectional LSTM -> Linear on ``cat(h_n[-2], h_n[-1])``.
+
+    ``forward(ids, lengths)`` packs the embedded batch with
+    ``pack_padded_sequence(enforce_sorted=False)`` when ``lengths`` is given.
+    """
+
+    def __init__(self, workload: ClassifierWorkload) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(workload.vocab, workload.embed_dim)
+        self.lstm = torch.nn.LSTM(
+            workload.embed_dim,
+            workload.hidden_size,
+            num_layers=workload.num_layers,
+            batch_first=True,
+            bidirectional=True,
+        )
+        self.fc = torch.nn.Linear(2 * workload.hidden_size, workload.num_classes)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        x: Any = self.embedding(ids)
+        if lengths is not None:
+            x = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(x)
+        return self.fc(torch.cat([h_n[-2], h_n[-1]], dim=1))
+
+
+def make_torch_classifier(
+    workload: ClassifierWorkload, state_dict: dict[str, FloatArray]
+) -> TorchBiLSTMClassifier:
+    """Build the torch classifier and load ``state_dict`` (numpy arrays) into it."""
+    model = TorchBiLSTMClassifier(workload)
+    model.load_state_dict({k: torch.tensor(v) for k, v in state_dict.items()})
+    return model.eval().requires_grad_(False)
+
+
+def torch_classifier_variants(
+    workload: ClassifierWorkload, state_dict: dict[str, FloatArray], lengths: IdArray | None
+) -> list[Variant]:
+    """Return the torch variants of the classifier (ids -> logits per call).
+
+    Parameters
+    ----------
+    workload : ClassifierWorkload
+        The workload to run.
+    state_dict : dict of str to numpy.ndarray
+        Shared weights.
+    lengths : numpy.ndarray or None
+        Sequence lengths (the batch is packed on every call), or ``None``.
+
+    Returns
+    -------
+    list of Variant
+        The first one is the reference used for output verification.
+    """
+    model = make_torch_classifier(workload, state_dict)
+    lengths_t = None if lengths is None else torch.from_numpy(lengths)
+
+    def build(buf: IdArray) -> Runner:
+        ids = torch.from_numpy(buf)
+        y = torch.empty(0)
+
+        def call() -> object:
+            nonlocal y
+            y = model(ids, lengths_t)
+            return y
+
+        return Runner(call=call, output=lambda: y.numpy())
+
+    return _torch_pair(build)
+
+
 # ---- ONNX Runtime ------------------------------------------------------------ #
 
 
-def _torch_gates_to_onnx(array: FloatArray) -> FloatArray:
-    """Reorder gate blocks along axis 0 from torch (i, f, g, o) to ONNX (i, o, f, c)."""
+def _torch_gates_to_onnx(array: FloatArray, cell: str = "lstm") -> FloatArray:
+    """Reorder gate blocks along axis 0 from torch to ONNX order.
+
+    LSTM: (i, f, g, o) -> (i, o, f, c). GRU: (r, z, n) -> (z, r, h).
+    """
+    if cell == "gru":
+        r, z, n = np.split(array, 3, axis=0)
+        return np.ascontiguousarray(np.concatenate([z, r, n], axis=0))
     i, f, g, o = np.split(array, 4, axis=0)
     return np.ascontiguousarray(np.concatenate([i, o, f, g], axis=0))
 
 
-def build_onnx_lstm(weights: LayerWeights, seq_len: int, batch: int) -> onnx.ModelProto:
-    """Build a single-node ONNX graph computing the LSTM with ``weights``.
+def _onnx_rnn_initializers(
+    directions: Sequence[LayerWeights], cell: str, prefix: str
+) -> list[onnx.TensorProto]:
+    """W ``[D, G*H, I]``, R ``[D, G*H, H]``, B ``[D, 2*G*H]`` named ``{prefix}W/R/B``."""
+    w = np.stack([_torch_gates_to_onnx(d.w_ih, cell) for d in directions])
+    r = np.stack([_torch_gates_to_onnx(d.w_hh, cell) for d in directions])
+    b = np.stack(
+        [
+            np.concatenate([_torch_gates_to_onnx(d.b_ih, cell), _torch_gates_to_onnx(d.b_hh, cell)])
+            for d in directions
+        ]
+    )
+    return [
+        numpy_helper.from_array(w, f"{prefix}W"),
+        numpy_helper.from_array(r, f"{prefix}R"),
+        numpy_helper.from_array(b, f"{prefix}B"),
+    ]
+
+
+def _onnx_value(name: str, shape: list[int], dtype: int = TensorProto.FLOAT) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def _onnx_model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+        ir_version=ONNX_IR_VERSION,
+        producer_name="lstm_fast-benches",
+    )
+    onnx.checker.check_model(model)
+    return model
+
+
+def _state_names(cell: str) -> tuple[list[str], list[str]]:
+    """ONNX state inputs and the outputs that feed them: h (and c for an LSTM)."""
+    if cell == "lstm":
+        return ["initial_h", "initial_c"], ["Y_h", "Y_c"]
+    return ["initial_h"], ["Y_h"]
+
+
+def build_onnx_rnn(
+    weights: LayerWeights, seq_len: int, batch: int, cell: str = "lstm"
+) -> onnx.ModelProto:
+    """Build a single-node ONNX graph computing the LSTM or GRU with ``weights``.
 
     Parameters
     ----------
@@ -267,55 +416,140 @@ def build_onnx_lstm(weights: LayerWeights, seq_len: int, batch: int) -> onnx.Mod
         Sequence length ``T`` of input ``X`` (layout 0: ``X`` is ``[T, N, I]``).
     batch : int
         Batch size ``N``.
+    cell : {"lstm", "gru"}
+        The operator; a GRU gets ``linear_before_reset=1`` (PyTorch's variant).
 
     Returns
     -------
     onnx.ModelProto
-        Inputs ``X [T,N,I]``, ``initial_h [1,N,H]``, ``initial_c [1,N,H]``;
-        outputs ``Y [T,1,N,H]``, ``Y_h [1,N,H]``, ``Y_c [1,N,H]``.
+        Inputs ``X [T,N,I]``, ``initial_h [1,N,H]`` (and ``initial_c [1,N,H]``
+        for an LSTM); outputs ``Y [T,1,N,H]``, ``Y_h [1,N,H]`` (and
+        ``Y_c [1,N,H]``).
     """
     hidden, input_size = weights.w_hh.shape[1], weights.w_ih.shape[1]
-    w = _torch_gates_to_onnx(weights.w_ih)[np.newaxis]
-    r = _torch_gates_to_onnx(weights.w_hh)[np.newaxis]
-    b = np.concatenate([_torch_gates_to_onnx(weights.b_ih), _torch_gates_to_onnx(weights.b_hh)])
-    node = helper.make_node(
-        "LSTM",
-        inputs=["X", "W", "R", "B", "", "initial_h", "initial_c"],
-        outputs=["Y", "Y_h", "Y_c"],
-        hidden_size=hidden,
-        layout=0,
-    )
-
-    def value(name: str, shape: list[int]) -> onnx.ValueInfoProto:
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-
+    states, state_outputs = _state_names(cell)
+    if cell == "lstm":
+        node = helper.make_node(
+            "LSTM",
+            inputs=["X", "W", "R", "B", "", *states],
+            outputs=["Y", *state_outputs],
+            hidden_size=hidden,
+            layout=0,
+        )
+    else:
+        node = helper.make_node(
+            "GRU",
+            inputs=["X", "W", "R", "B", "", *states],
+            outputs=["Y", *state_outputs],
+            hidden_size=hidden,
+            linear_before_reset=1,
+            layout=0,
+        )
     graph = helper.make_graph(
         [node],
-        "lstm",
+        cell,
         inputs=[
-            value("X", [seq_len, batch, input_size]),
-            value("initial_h", [1, batch, hidden]),
-            value("initial_c", [1, batch, hidden]),
+            _onnx_value("X", [seq_len, batch, input_size]),
+            *(_onnx_value(name, [1, batch, hidden]) for name in states),
         ],
         outputs=[
-            value("Y", [seq_len, 1, batch, hidden]),
-            value("Y_h", [1, batch, hidden]),
-            value("Y_c", [1, batch, hidden]),
+            _onnx_value("Y", [seq_len, 1, batch, hidden]),
+            *(_onnx_value(name, [1, batch, hidden]) for name in state_outputs),
         ],
-        initializer=[
-            numpy_helper.from_array(w, "W"),
-            numpy_helper.from_array(r, "R"),
-            numpy_helper.from_array(b[np.newaxis], "B"),
-        ],
+        initializer=_onnx_rnn_initializers([weights], cell, ""),
     )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
-        ir_version=ONNX_IR_VERSION,
-        producer_name="lstm_fast-benches",
+    return _onnx_model(graph)
+
+
+def _classifier_layer(sd: dict[str, FloatArray], layer: int) -> list[LayerWeights]:
+    """Forward and reverse weights of one layer of the classifier's LSTM."""
+    return [
+        LayerWeights(
+            *(
+                sd[f"lstm.{name}_l{layer}{suffix}"]
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            )
+        )
+        for suffix in ("", "_reverse")
+    ]
+
+
+def build_onnx_classifier(
+    workload: ClassifierWorkload, sd: dict[str, FloatArray]
+) -> onnx.ModelProto:
+    """Build the classifier as an ONNX graph (the layout ``torch.onnx.export`` produces).
+
+    ``Gather`` (embedding) -> ``Transpose`` to ``[T, N, E]`` -> one bidirectional
+    ``LSTM`` node per layer (with ``sequence_lens`` when the workload is ragged),
+    ``Transpose(0, 2, 1, 3)`` + ``Reshape`` to ``[T, N, 2H]`` between layers ->
+    the last layer's ``Y_h [2, N, H]`` transposed and reshaped to
+    ``[N, 2H]`` = ``cat(h_n[-2], h_n[-1])`` -> ``Gemm`` with the Linear layer.
+
+    Parameters
+    ----------
+    workload : ClassifierWorkload
+        The workload (static shapes are taken from it).
+    sd : dict of str to numpy.ndarray
+        The PyTorch state dict (see :func:`bench_common.make_classifier_state_dict`).
+
+    Returns
+    -------
+    onnx.ModelProto
+        Inputs ``ids [N, T]`` int64 (and ``seq_lens [N]`` int32 when ragged);
+        output ``logits [N, classes]``.
+    """
+    batch, seq_len, hidden = workload.batch, workload.seq_len, workload.hidden_size
+    seq_lens = "seq_lens" if workload.ragged else ""
+    nodes = [
+        helper.make_node("Gather", ["embedding", "ids"], ["emb"], axis=0),  # [N, T, E]
+        helper.make_node("Transpose", ["emb"], ["x0"], perm=[1, 0, 2]),  # [T, N, E]
+    ]
+    initializers = [
+        numpy_helper.from_array(sd["embedding.weight"], "embedding"),
+        numpy_helper.from_array(np.array([0, 0, -1], dtype=np.int64), "shape_tnf"),
+        numpy_helper.from_array(np.array([0, -1], dtype=np.int64), "shape_nf"),
+        numpy_helper.from_array(sd["fc.weight"], "fc_weight"),
+        numpy_helper.from_array(sd["fc.bias"], "fc_bias"),
+    ]
+    x = "x0"
+    for layer in range(workload.num_layers):
+        prefix = f"l{layer}_"
+        initializers += _onnx_rnn_initializers(_classifier_layer(sd, layer), "lstm", prefix)
+        last = layer == workload.num_layers - 1
+        y = "" if last else f"{prefix}Y"  # [T, 2, N, H]
+        nodes.append(
+            helper.make_node(
+                "LSTM",
+                inputs=[x, f"{prefix}W", f"{prefix}R", f"{prefix}B", seq_lens],
+                outputs=[y, f"{prefix}Y_h"],
+                hidden_size=hidden,
+                direction="bidirectional",
+                layout=0,
+            )
+        )
+        if not last:
+            x = f"x{layer + 1}"
+            nodes += [
+                helper.make_node("Transpose", [y], [f"{prefix}Yt"], perm=[0, 2, 1, 3]),
+                helper.make_node("Reshape", [f"{prefix}Yt", "shape_tnf"], [x]),  # [T, N, 2H]
+            ]
+    h_n = f"l{workload.num_layers - 1}_Y_h"  # [2, N, H]: forward, reverse
+    nodes += [
+        helper.make_node("Transpose", [h_n], ["h_t"], perm=[1, 0, 2]),  # [N, 2, H]
+        helper.make_node("Reshape", ["h_t", "shape_nf"], ["features"]),  # [N, 2H]
+        helper.make_node("Gemm", ["features", "fc_weight", "fc_bias"], ["logits"], transB=1),
+    ]
+    inputs = [_onnx_value("ids", [batch, seq_len], TensorProto.INT64)]
+    if workload.ragged:
+        inputs.append(_onnx_value("seq_lens", [batch], TensorProto.INT32))
+    graph = helper.make_graph(
+        nodes,
+        "bilstm_classifier",
+        inputs=inputs,
+        outputs=[_onnx_value("logits", [batch, workload.num_classes])],
+        initializer=initializers,
     )
-    onnx.checker.check_model(model)
-    return model
+    return _onnx_model(graph)
 
 
 def make_ort_session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -345,27 +579,26 @@ def _ort_run_builder(
     workload: Workload, session: ort.InferenceSession
 ) -> Callable[[FloatArray], Runner]:
     batch, hidden, inputs = workload.batch, workload.hidden_size, workload.input_size
+    states, state_outputs = _state_names(workload.cell)
 
     def build_step(buf: FloatArray) -> Runner:
-        feed = {
-            "X": _reshape_view(buf, (1, batch, inputs)),
-            "initial_h": _zeros(1, batch, hidden),
-            "initial_c": _zeros(1, batch, hidden),
-        }
-        fetch = ["Y_h", "Y_c"]
+        feed = {"X": _reshape_view(buf, (1, batch, inputs))}
+        feed.update((name, _zeros(1, batch, hidden)) for name in states)
 
-        def call() -> object:
-            feed["initial_h"], feed["initial_c"] = session.run(fetch, feed)
+        def call_lstm() -> object:
+            feed["initial_h"], feed["initial_c"] = session.run(state_outputs, feed)
             return feed["initial_h"]
 
+        def call_gru() -> object:
+            (feed["initial_h"],) = session.run(state_outputs, feed)
+            return feed["initial_h"]
+
+        call = call_lstm if workload.cell == "lstm" else call_gru
         return Runner(call=call, output=lambda: feed["initial_h"][0])
 
     def build_seq(buf: FloatArray) -> Runner:
-        feed = {
-            "X": np.ascontiguousarray(buf.transpose(1, 0, 2)),  # [T, N, I]
-            "initial_h": _zeros(1, batch, hidden),
-            "initial_c": _zeros(1, batch, hidden),
-        }
+        feed = {"X": np.ascontiguousarray(buf.transpose(1, 0, 2))}  # [T, N, I]
+        feed.update((name, _zeros(1, batch, hidden)) for name in states)
         fetch = ["Y"]
         y = _zeros(0)
 
@@ -383,25 +616,26 @@ def _ort_iobinding_builder(
     workload: Workload, session: ort.InferenceSession
 ) -> Callable[[FloatArray], Runner]:
     batch, hidden, inputs = workload.batch, workload.hidden_size, workload.input_size
+    states, state_outputs = _state_names(workload.cell)
 
-    def ortvalue(array: FloatArray) -> ort.OrtValue:
+    def ortvalue(array: np.ndarray) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(array)
 
     def build_step(buf: FloatArray) -> Runner:
         # Ping-pong: binding k reads state buffers k and writes state buffers 1-k,
         # so the state is carried with no copies and no re-binding per call.
         x = ortvalue(_reshape_view(buf, (1, batch, inputs)))
-        h = [ortvalue(_zeros(1, batch, hidden)) for _ in range(2)]
-        c = [ortvalue(_zeros(1, batch, hidden)) for _ in range(2)]
+        # buffers[s][k]: state s (h, then c for an LSTM), ping-pong slot k.
+        buffers = [[ortvalue(_zeros(1, batch, hidden)) for _ in range(2)] for _ in states]
         bindings = []
         for k in (0, 1):
             binding = session.io_binding()
             binding.bind_ortvalue_input("X", x)
-            binding.bind_ortvalue_input("initial_h", h[k])
-            binding.bind_ortvalue_input("initial_c", c[k])
-            binding.bind_ortvalue_output("Y_h", h[1 - k])
-            binding.bind_ortvalue_output("Y_c", c[1 - k])
+            for name, output, pair in zip(states, state_outputs, buffers, strict=True):
+                binding.bind_ortvalue_input(name, pair[k])
+                binding.bind_ortvalue_output(output, pair[1 - k])
             bindings.append(binding)
+        h = buffers[0]
         current = 0
 
         def call() -> object:
@@ -414,12 +648,11 @@ def _ort_iobinding_builder(
 
     def build_seq(buf: FloatArray) -> Runner:
         x = ortvalue(np.ascontiguousarray(buf.transpose(1, 0, 2)))
-        h0, c0 = ortvalue(_zeros(1, batch, hidden)), ortvalue(_zeros(1, batch, hidden))
         y = ortvalue(_zeros(workload.seq_len, 1, batch, hidden))
         binding = session.io_binding()
         binding.bind_ortvalue_input("X", x)
-        binding.bind_ortvalue_input("initial_h", h0)
-        binding.bind_ortvalue_input("initial_c", c0)
+        for name in states:
+            binding.bind_ortvalue_input(name, ortvalue(_zeros(1, batch, hidden)))
         binding.bind_ortvalue_output("Y", y)
 
         def call() -> object:
@@ -446,10 +679,64 @@ def ort_variants(workload: Workload, weights: LayerWeights) -> list[Variant]:
     list of Variant
         Both variants share one session.
     """
-    session = make_ort_session(build_onnx_lstm(weights, workload.seq_len, workload.batch))
+    model = build_onnx_rnn(weights, workload.seq_len, workload.batch, workload.cell)
+    session = make_ort_session(model)
     return [
         Variant("ort", "ort[run]", "run", _ort_run_builder(workload, session)),
         Variant("ort", "ort[iobind]", "iobind", _ort_iobinding_builder(workload, session)),
+    ]
+
+
+def ort_classifier_variants(
+    workload: ClassifierWorkload, state_dict: dict[str, FloatArray], lengths: IdArray | None
+) -> list[Variant]:
+    """Return the ONNX Runtime variants of the classifier: ``run`` and ``io_binding``.
+
+    Parameters
+    ----------
+    workload : ClassifierWorkload
+        The workload to run.
+    state_dict : dict of str to numpy.ndarray
+        Shared weights.
+    lengths : numpy.ndarray or None
+        Sequence lengths (fed as ``sequence_lens``), or ``None``.
+
+    Returns
+    -------
+    list of Variant
+        Both variants share one session.
+    """
+    session = make_ort_session(build_onnx_classifier(workload, state_dict))
+    extra = {} if lengths is None else {"seq_lens": lengths.astype(np.int32)}
+    fetch = ["logits"]
+
+    def build_run(buf: IdArray) -> Runner:
+        feed = {"ids": buf, **extra}
+        y = _zeros(0)
+
+        def call() -> object:
+            nonlocal y
+            (y,) = session.run(fetch, feed)
+            return y
+
+        return Runner(call=call, output=lambda: y)
+
+    def build_iobind(buf: IdArray) -> Runner:
+        binding = session.io_binding()
+        for name, array in {"ids": buf, **extra}.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
+        y = ort.OrtValue.ortvalue_from_numpy(_zeros(workload.batch, workload.num_classes))
+        binding.bind_ortvalue_output("logits", y)
+
+        def call() -> object:
+            session.run_with_iobinding(binding)
+            return None
+
+        return Runner(call=call, output=lambda: y.numpy())
+
+    return [
+        Variant("ort", "ort[run]", "run", build_run),
+        Variant("ort", "ort[iobind]", "iobind", build_iobind),
     ]
 
 
@@ -492,7 +779,11 @@ def lstm_fast_variants(lf: Any, workload: Workload, weights: LayerWeights) -> li
     list of Variant
         A single variant.
     """
-    model = lf.Model.from_lstm_weights([tuple(weights)])
+    if workload.cell == "lstm":
+        model = lf.Model.from_lstm_weights([tuple(weights)])
+    else:
+        layer = lf.GRULayerSpec(*weights, reset_after=True)
+        model = lf.Model(lf.ModelSpec(layers=(layer,), mask_semantics="torch"))
 
     def build_step(buf: FloatArray) -> Runner:
         stream = model.stream(batch=workload.batch)
@@ -516,6 +807,45 @@ def lstm_fast_variants(lf: Any, workload: Workload, weights: LayerWeights) -> li
         return Runner(call=call, output=lambda: np.asarray(y))
 
     build = build_step if workload.mode == "step" else build_seq
+    return [Variant("lstm_fast", "lstm_fast", "", build)]
+
+
+def lstm_fast_classifier_variants(
+    lf: Any, state_dict: dict[str, FloatArray], lengths: IdArray | None
+) -> list[Variant]:
+    """Return the lstm_fast variant of the classifier: ``predict(ids, lengths=...)``.
+
+    The model is converted from the state dict with
+    ``spec_from_state_dict(sd, head="last")``, as a user would.
+
+    Parameters
+    ----------
+    lf : module
+        The imported ``lstm_fast`` package.
+    state_dict : dict of str to numpy.ndarray
+        Shared weights.
+    lengths : numpy.ndarray or None
+        Sequence lengths, or ``None`` (all sequences full length).
+
+    Returns
+    -------
+    list of Variant
+        A single variant.
+    """
+    from lstm_fast.converters.torch import spec_from_state_dict
+
+    model = lf.Model(spec_from_state_dict(state_dict, head="last"))
+
+    def build(buf: IdArray) -> Runner:
+        y: Any = None
+
+        def call() -> object:
+            nonlocal y
+            y = model.predict(buf, lengths=lengths)
+            return y
+
+        return Runner(call=call, output=lambda: np.asarray(y))
+
     return [Variant("lstm_fast", "lstm_fast", "", build)]
 
 
@@ -563,7 +893,7 @@ class Prepared:
 
     variant: Variant
     runner: Runner
-    buf: FloatArray
+    buf: np.ndarray
     output: FloatArray
     calls_per_batch: int = 1
     per_call_ns: list[float] = field(default_factory=list)
@@ -600,7 +930,7 @@ class VariantResult:
 class WorkloadResult:
     """All results for one workload."""
 
-    workload: Workload
+    workload: AnyWorkload
     variants: list[VariantResult]
     max_pairwise_diff: float
     failed: list[str]
@@ -616,15 +946,16 @@ class WorkloadResult:
         return min(own, key=lambda v: v.median_ns) if own else None
 
 
-def _prepare(variant: Variant, workload: Workload, x: FloatArray) -> Prepared:
+def _prepare(variant: Variant, workload: AnyWorkload, x: np.ndarray) -> Prepared:
     """Build a runner and record the output used for verification.
 
     For step workloads the runner steps through the ``VERIFY_STEPS`` frames of
     ``x`` (shape ``(B, VERIFY_STEPS, I)``) from a zero state and the output is
     ``(VERIFY_STEPS, B, H)``; it keeps its state and the last frame for timing.
-    For sequence workloads it runs ``x`` once and the output is ``(B, T, H)``.
+    For sequence workloads it runs ``x`` once and the output is ``(B, T, H)``
+    (classifier workloads: ``x`` is the ids, the output the logits).
     """
-    if workload.mode == "step":
+    if isinstance(workload, Workload) and workload.mode == "step":
         buf = np.zeros((workload.batch, workload.input_size), dtype=np.float32)
         runner = variant.build(buf)
         outputs = []
@@ -672,12 +1003,47 @@ def _max_abs_diff(a: FloatArray, b: FloatArray) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
 
 
-def run_workload(workload: Workload, lf: ModuleType | None, timing: TimingConfig) -> WorkloadResult:
+Factory = Callable[[], list[Variant]]
+
+
+def _setup(
+    workload: AnyWorkload, lf: ModuleType | None
+) -> tuple[np.ndarray, list[tuple[Engine, Factory]]]:
+    """Draw the workload's weights and input; return the input and the variant factories.
+
+    The factories are ``(engine, factory)`` pairs, lstm_fast first when ``lf`` is given.
+    """
+    factories: list[tuple[Engine, Factory]] = []
+    if isinstance(workload, ClassifierWorkload):
+        sd = make_classifier_state_dict(workload)
+        ids, lengths = make_classifier_inputs(workload)
+        if lf is not None:
+            factories.append(("lstm_fast", lambda: lstm_fast_classifier_variants(lf, sd, lengths)))
+        factories += [
+            ("torch", lambda: torch_classifier_variants(workload, sd, lengths)),
+            ("ort", lambda: ort_classifier_variants(workload, sd, lengths)),
+        ]
+        return ids, factories
+    weights = make_weights(workload.input_size, workload.hidden_size, workload.seed, workload.cell)
+    frames = VERIFY_STEPS if workload.mode == "step" else workload.seq_len
+    x = make_input((workload.batch, frames, workload.input_size), workload.seed + 1)
+    if lf is not None:
+        factories.append(("lstm_fast", lambda: lstm_fast_variants(lf, workload, weights)))
+    factories += [
+        ("torch", lambda: torch_variants(workload, weights)),
+        ("ort", lambda: ort_variants(workload, weights)),
+    ]
+    return x, factories
+
+
+def run_workload(
+    workload: AnyWorkload, lf: ModuleType | None, timing: TimingConfig
+) -> WorkloadResult:
     """Verify and time all engine variants on one workload.
 
     Parameters
     ----------
-    workload : Workload
+    workload : Workload or ClassifierWorkload
         The workload.
     lf : module or None
         The ``lstm_fast`` package, or ``None`` to skip it.
@@ -690,18 +1056,10 @@ def run_workload(workload: Workload, lf: ModuleType | None, timing: TimingConfig
         Per-variant timings and the verification result.
     """
     print(f"\n== {workload.name}: {workload.describe()} ==", flush=True)
-    weights = make_weights(workload.input_size, workload.hidden_size, workload.seed)
-    frames = VERIFY_STEPS if workload.mode == "step" else workload.seq_len
-    x = make_input((workload.batch, frames, workload.input_size), workload.seed + 1)
+    x, factories = _setup(workload, lf)
 
     failed: list[str] = []
     prepared: list[Prepared] = []
-    factories: list[tuple[Engine, Callable[[], list[Variant]]]] = [
-        ("torch", lambda: torch_variants(workload, weights)),
-        ("ort", lambda: ort_variants(workload, weights)),
-    ]
-    if lf is not None:
-        factories.insert(0, ("lstm_fast", lambda: lstm_fast_variants(lf, workload, weights)))
     for engine, factory in factories:
         try:
             prepared.extend(_prepare(v, workload, x) for v in factory())
@@ -860,7 +1218,10 @@ def print_summary(results: Sequence[WorkloadResult]) -> None:
             ]
         )
     headers = ["workload", *(ENGINE_LABELS[e] for e in ENGINES), "torch/lstm_fast", "ORT/lstm_fast"]
-    print("\nMedian time per call, single thread (ratios > 1: lstm_fast is faster)")
+    print(
+        "\nMedian time per call (one step, one sequence batch, or ids -> logits for one "
+        "classifier batch),\nsingle thread (ratios > 1: lstm_fast is faster)"
+    )
     _print_table(headers, rows)
 
 

@@ -1,10 +1,11 @@
-"""pytest-benchmark benchmarks of lstm_fast on the standard workloads.
+"""pytest-benchmark benchmarks of lstm_fast on the standard LSTM workloads.
 
 Run with ``pytest benches/ --benchmark-only``. Each workload is its own
 benchmark group; step workloads time one ``Stream.step`` call with the state
 carried from call to call, sequence workloads time one ``Model.predict`` call.
 lstm_fast is pinned to one thread (see also ``benches/conftest.py``). For the
-comparison with torch and ONNX Runtime use ``benches/compare.py``.
+comparison with torch and ONNX Runtime use ``benches/compare.py``; GRU and the
+bidirectional classifier are in ``benches/test_bench_family.py``.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from bench_common import WORKLOADS, Workload, make_input, make_weights
+from bench_common import LSTM_WORKLOADS, Workload, make_input, make_weights
 
 # exc_type=ImportError: also skip (not error) when the package exists but its extension
 # fails to load, e.g. mid-rebuild.
 lf = pytest.importorskip("lstm_fast", exc_type=ImportError)
 
-STEP_WORKLOADS = [w for w in WORKLOADS if w.mode == "step"]
-SEQ_WORKLOADS = [w for w in WORKLOADS if w.mode == "seq"]
+STEP_WORKLOADS = [w for w in LSTM_WORKLOADS if w.mode == "step"]
+SEQ_WORKLOADS = [w for w in LSTM_WORKLOADS if w.mode == "seq"]
 
 
 @pytest.fixture(scope="module", autouse=True)
