@@ -19,7 +19,7 @@ sources = ["lstm_fast/_core.pyx"] + [
     str(p) for p in sorted(csrc.glob("*.c"))
     if platform.machine().lower() in ("x86_64", "amd64") or "avx" not in p.name
 ]
-compile_args = ["-std=c11", "-O3", "-Wall", "-Wextra", "-fno-math-errno"]
+compile_args = ["-std=c11", "-O3", "-Wall", "-Wextra", "-fno-math-errno", "-pthread"]
 if sys.platform == "win32":
     compile_args = ["/O2"]
 
@@ -33,6 +33,7 @@ ext = Extension(
     runtime_library_dirs=["$ORIGIN/../scipy_openblas32/lib"] if sys.platform != "win32" else [],
     define_macros=[("LF_BLAS_PREFIX", "scipy_"), ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=compile_args,
+    extra_link_args=["-pthread"] if sys.platform != "win32" else [],
 )
 
 setup(ext_modules=cythonize([ext], language_level=3,

@@ -4,6 +4,7 @@
  * of a packed-size batch skips the GEMM: the packed kernel reads x and h in one pass.
  * Rows of the block buffers are time-major: row t*B + b. Layers after a RETURN_LAST layer run
  * once, after the last block, on one row per sequence. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,7 +28,7 @@ lf_plan lf_make_plan(const lf_model *m, int32_t batch, int32_t steps)
                             1, (size_t)m->width_max, (size_t)m->h_sum, 3};
     const size_t count[] = {rows, rows, rows, rows / 4 + 1, B, B, B + 1};
     size_t *out[] = {&p.xin, &p.xproj, &p.buf, &p.mask, &p.rowbuf, &p.lastout, &p.order};
-    const size_t copies[] = {1, 1, 4, 1, 7, 1, 1};
+    const size_t copies[] = {1, 2, 4, 1, 12, 1, 1};
     for (int i = 0; i < 7; i++) {
         if (!lf_mul_size(sizes[i], count[i], &n) || n > SIZE_MAX / 8)
             return p;
@@ -82,12 +83,13 @@ typedef struct lf_bufs {
     float *xin, *xproj, *buf[2], *dir[2], *hnew, *cold, *hc, *scratch, *lastout, *coll[2];
     unsigned char *mask;
     const int32_t *perm;   /* sorted mode: internal row j is the caller's row perm[j] */
+    const struct lf_bufs *second;  /* LF_RUN_PARALLEL: private scratch of a second thread */
 } lf_bufs;
 
 /* One recurrent step for all B rows: x projected in gates, or read by the fused kernel. */
 static void cell_step(const lf_model *m, const lf_layer *L, int32_t B, const float *x,
                       ptrdiff_t ldx, float *gates, const float *h_prev, float *c, float *h_out,
-                      const lf_bufs *w)
+                      const lf_bufs *w, int no_blas)
 {
     const lf_kernels *k = m->kernels;
     const int G = L->G * L->Hp;
@@ -100,13 +102,16 @@ static void cell_step(const lf_model *m, const lf_layer *L, int32_t B, const flo
     }
     if (!L->whr_t)
         return;
-    if (B <= LF_DENSE_SMALL_ROWS)
+    if (B <= LF_DENSE_SMALL_ROWS || no_blas)
         k->dense_small(L->whr_t, L->zero, L->H, L->Rp, B, h_cell, L->Hp, h_out);
     else
         lf_sgemm(B, L->Rp, L->H, h_cell, L->Hp, L->whr_t, L->Rp, h_out, L->Rp, 0);
 }
 
-enum { DIR_REVERSE = 1, DIR_TIME_ALIGNED = 2, DIR_ZERO_OUT = 4, DIR_TRACK_LAST = 8 };
+/* DIR_NO_BLAS: read inputs in the packed kernel rather than projecting them with BLAS (for
+ * directions running on their own threads: BLAS may have threads of its own). */
+enum { DIR_REVERSE = 1, DIR_TIME_ALIGNED = 2, DIR_ZERO_OUT = 4, DIR_TRACK_LAST = 8,
+       DIR_NO_BLAS = 16 };
 
 /* One cell over n steps. Input rows r = t*B + b at in + r*ld_in; outputs (n*B, Rp) to out,
  * in processing order or (DIR_TIME_ALIGNED) at their step's row. mask (n*B bytes, 0 =
@@ -123,7 +128,8 @@ static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_
     /* Rows sorted by length: the valid rows of a step are a prefix; only they are computed,
      * each step reading its inputs directly (no projection of padded rows). */
     const int prefix = mask && w->perm && packed;
-    const int fused = (n == 1 && packed) || prefix;
+    const int no_blas = (mode & DIR_NO_BLAS) && packed;
+    const int fused = (n == 1 && packed) || prefix || no_blas;
     const float *h_prev = h_state;
     if (!fused)
         lf_sgemm(n * B, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
@@ -137,7 +143,7 @@ static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_
             const unsigned char *end = memchr(mk, 0, (size_t)B);
             const int32_t nb = end ? (int32_t)(end - mk) : B;
             if (nb > 0) {
-                cell_step(m, L, nb, x, ld_in, gates, h_state, c_state, h_out, w);
+                cell_step(m, L, nb, x, ld_in, gates, h_state, c_state, h_out, w, no_blas);
                 memcpy(h_state, h_out, (size_t)nb * hb);
                 if (mode & DIR_TRACK_LAST)
                     memcpy(lastout, h_out, (size_t)nb * hb);
@@ -150,12 +156,12 @@ static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_
             continue;
         }
         if (!mk) {
-            cell_step(m, L, B, x, ld_in, gates, h_prev, c_state, h_out, w);
+            cell_step(m, L, B, x, ld_in, gates, h_prev, c_state, h_out, w, no_blas);
             h_prev = h_out;
             continue;
         }
         if (!memchr(mk, 0, (size_t)B)) {
-            cell_step(m, L, B, x, ld_in, gates, h_state, c_state, h_out, w);
+            cell_step(m, L, B, x, ld_in, gates, h_state, c_state, h_out, w, no_blas);
             memcpy(h_state, h_out, (size_t)B * hb);
             if (mode & DIR_TRACK_LAST)
                 memcpy(lastout, h_out, (size_t)B * hb);
@@ -165,7 +171,7 @@ static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_
             for (int32_t b = 0; b < B; b++)
                 if (!mk[b])
                     memcpy(w->cold + b * Hp, c_state + b * Hp, cb);
-        cell_step(m, L, B, x, ld_in, gates, h_state, c_state, w->hnew, w);
+        cell_step(m, L, B, x, ld_in, gates, h_state, c_state, w->hnew, w, no_blas);
         for (int32_t b = 0; b < B; b++) {
             float *o = h_out + b * Rp;
             if (mk[b]) {
@@ -215,7 +221,32 @@ static void merge_rows(lf_merge mode, int32_t rows, int32_t R, int32_t Rp, const
     }
 }
 
-/* A recurrent layer (one or two directions) over n steps. */
+/* One direction of a recurrent layer: the arguments of run_cell, for a thread. */
+typedef struct lf_dir_job {
+    const lf_model *m;
+    const lf_layer *L;
+    unsigned mode;
+    int32_t B, n;
+    const float *in;
+    ptrdiff_t ld;
+    const unsigned char *mask;
+    float *h, *c, *lastout, *out;
+    const lf_bufs *w;
+} lf_dir_job;
+
+static void *run_dir(void *arg)
+{
+    const lf_dir_job *j = arg;
+    run_cell(j->m, j->L, j->mode, j->B, j->n, j->in, j->ld, j->mask, j->h, j->c, j->lastout,
+             j->w, j->out);
+    return NULL;
+}
+
+/* Floating-point work of a layer below which a second thread costs more than it saves. */
+#define LF_PARALLEL_MIN_FLOPS 2e6
+
+/* A recurrent layer (one or two directions) over n steps. With a second thread's scratch
+ * (w->second), the backward direction runs on that thread. */
 static void run_recurrent(const lf_model *m, lf_state *s, const lf_op *op, int32_t n,
                           const float *in, ptrdiff_t ld, const unsigned char *mask,
                           const lf_bufs *w, float *out)
@@ -223,6 +254,7 @@ static void run_recurrent(const lf_model *m, lf_state *s, const lf_op *op, int32
     const size_t B = (size_t)s->batch;
     const int keras = !(op->flags & LF_LAYER_ZERO_MASKED_OUTPUT);
     unsigned base = (keras ? DIR_TRACK_LAST : 0) | (op->dirs == 2 || !keras ? DIR_ZERO_OUT : 0);
+    lf_dir_job jobs[2];
     for (int dir = 0; dir < op->dirs; dir++) {
         const lf_layer *L = &op->cell[dir];
         unsigned mode = base;
@@ -230,10 +262,32 @@ static void run_recurrent(const lf_model *m, lf_state *s, const lf_op *op, int32
             mode |= DIR_TIME_ALIGNED | (dir ? DIR_REVERSE : 0);
         else if (op->flags & LF_LAYER_GO_BACKWARDS)
             mode |= DIR_REVERSE;
-        run_cell(m, L, mode, (int32_t)B, n, in, ld, mask, s->h + op->h_off[dir] * B,
-                 L->kind == LF_LAYER_LSTM ? s->c + op->c_off[dir] * B : NULL,
-                 w->lastout + op->h_off[dir] * B, w, op->dirs == 2 ? w->dir[dir] : out);
+        jobs[dir] = (lf_dir_job){m, L, mode, (int32_t)B, n, in, ld, mask,
+                                 s->h + op->h_off[dir] * B,
+                                 L->kind == LF_LAYER_LSTM ? s->c + op->c_off[dir] * B : NULL,
+                                 w->lastout + op->h_off[dir] * B,
+                                 op->dirs == 2 ? w->dir[dir] : out, w};
     }
+    const lf_layer *L0 = &op->cell[0];
+    const double flops = 2.0 * n * (double)B * L0->G * L0->Hp * (double)(L0->I + L0->R);
+    pthread_t thread;
+    int threaded = 0;
+    if (op->dirs == 2 && w->second && flops >= LF_PARALLEL_MIN_FLOPS) {
+        jobs[1].w = w->second;
+        jobs[0].mode |= DIR_NO_BLAS;
+        jobs[1].mode |= DIR_NO_BLAS;
+        threaded = pthread_create(&thread, NULL, run_dir, &jobs[1]) == 0;
+        if (!threaded) {
+            jobs[1].w = w;
+            jobs[0].mode &= ~(unsigned)DIR_NO_BLAS;
+            jobs[1].mode &= ~(unsigned)DIR_NO_BLAS;
+        }
+    }
+    run_dir(&jobs[0]);
+    if (threaded)
+        pthread_join(thread, NULL);
+    else if (op->dirs == 2)
+        run_dir(&jobs[1]);
     if (op->dirs == 2)
         merge_rows(op->merge, n * (int32_t)B, op->cell[0].R, op->cell[0].Rp, w->dir[0],
                    w->dir[1], out, op->ld);
@@ -455,7 +509,7 @@ lf_status lf_run(const lf_model *m, lf_state *s, const lf_io *io, void *ws, size
     lf_bufs w;
     w.xin = f;
     w.xproj = w.xin + p.xin;
-    w.buf[0] = w.xproj + p.xproj;
+    w.buf[0] = w.xproj + 2 * p.xproj;
     w.buf[1] = w.buf[0] + p.buf;
     w.dir[0] = w.buf[1] + p.buf;
     w.dir[1] = w.dir[0] + p.buf;
@@ -466,6 +520,7 @@ lf_status lf_run(const lf_model *m, lf_state *s, const lf_io *io, void *ws, size
     w.coll[0] = w.scratch + 2 * p.rowbuf;
     w.coll[1] = w.coll[0] + p.rowbuf;
     w.lastout = w.coll[1] + p.rowbuf;
+    w.second = NULL;
     const int masked = io->lengths || m->mask_source;
     w.mask = masked ? (unsigned char *)(w.lastout + p.lastout) : NULL;
     if (masked)
@@ -479,6 +534,14 @@ lf_status lf_run(const lf_model *m, lf_state *s, const lf_io *io, void *ws, size
         permute_state(m, s, perm, 0, w.hnew);
         w.perm = perm;
     }
+    lf_bufs second = w;  /* a second thread's private scratch */
+    second.xproj = w.xproj + p.xproj;
+    second.hnew = order + p.order;
+    second.cold = second.hnew + p.rowbuf;
+    second.hc = second.cold + p.rowbuf;
+    second.scratch = second.hc + p.rowbuf;
+    if (io->flags & LF_RUN_PARALLEL)
+        w.second = &second;
 
     const int32_t seq_end = m->collapse >= 0 ? m->collapse + 1 : m->num_ops;
     const int32_t O = m->ops[m->num_ops - 1].out;

@@ -62,7 +62,7 @@ cdef extern from "lstm_fast.h" nogil:
         ptrdiff_t y_stride_batch
         ptrdiff_t y_stride_time
         uint32_t flags
-    unsigned LF_RUN_CHECK_FINITE
+    unsigned LF_RUN_CHECK_FINITE, LF_RUN_PARALLEL
     unsigned LF_LAYER_RETURN_LAST, LF_LAYER_GO_BACKWARDS, LF_LAYER_MASK_ZERO
     unsigned LF_LAYER_ZERO_MASKED_OUTPUT, LF_LAYER_BIDIRECTIONAL, LF_LAYER_RESET_AFTER
     int LF_MAX_DIM, LF_MAX_LAYERS
@@ -151,8 +151,18 @@ def blas_core_name():
     return name.decode() if name != NULL else "unknown"
 
 
-def blas_set_num_threads(int n):
-    lf_blas_set_num_threads(n)
+cdef int _threads = 1
+
+
+def set_threads(int n):
+    """Threads for BLAS and for the two directions of bidirectional layers."""
+    global _threads
+    _threads = max(1, n)
+    lf_blas_set_num_threads(_threads)
+
+
+def get_threads():
+    return _threads
 
 
 cdef class CModel:
@@ -356,7 +366,8 @@ cdef class CState:
             io.y_stride_batch = O
         io.y_stride_time = O
         io.y = <float *>cnp.PyArray_DATA(ya)
-        io.flags = LF_RUN_CHECK_FINITE if check_finite else 0
+        io.flags = (LF_RUN_CHECK_FINITE if check_finite else 0) | \
+            (LF_RUN_PARALLEL if _threads >= 2 else 0)
         if T == 0:
             if ya.ndim == 2:
                 ya.fill(0)

@@ -19,7 +19,7 @@ def test_c_engine_under_sanitizers(tmp_path):
     exe = tmp_path / "test_engine"
     lib_dir = scipy_openblas32.get_lib_dir()
     cmd = [
-        "gcc", "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
+        "gcc", "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread",
         "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
         "-DLF_BLAS_PREFIX=scipy_", f"-I{ROOT / 'csrc/include'}",
         f"-I{scipy_openblas32.get_include_dir()}",

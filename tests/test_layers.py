@@ -263,3 +263,30 @@ def test_bidirectional_cannot_stream_but_predicts(rng):
         model.stream()
     y, h = model.predict(rng.standard_normal((2, 6, 3)), return_state=True)
     assert y.shape == (2, 6, 8) and h.shape == (2, 2, 4)  # PyTorch's h_n: (layers*2, B, H)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru_before", "lstm_proj"])
+def test_bidirectional_on_two_threads(kind, rng):
+    """set_num_threads(2) runs the two directions at once; the result is the same."""
+    spec = ModelSpec((
+        BidirectionalSpec(cell_spec(rng, kind, 32, 64), cell_spec(rng, kind, 32, 64), "concat"),
+        BidirectionalSpec(cell_spec(rng, kind, 64 if kind == "lstm_proj" else 128, 48,
+                                    return_sequences=False),
+                          cell_spec(rng, kind, 64 if kind == "lstm_proj" else 128, 48,
+                                    return_sequences=False), "sum")))
+    model = lf.Model(spec)
+    x = rng.standard_normal((5, 70, 32)).astype(np.float32)
+    lengths = np.array([70, 3, 69, 40, 0])
+    try:
+        lf.set_num_threads(2)
+        y2 = model.predict(x)
+        y2l, s2 = model.predict(x, lengths=lengths, return_state=True)
+    finally:
+        lf.set_num_threads(1)
+    y1l, s1 = model.predict(x, lengths=lengths, return_state=True)
+    np.testing.assert_allclose(y2, spec_forward(spec, x)[0], rtol=1e-5, atol=TOL)
+    np.testing.assert_allclose(y2l, y1l, rtol=0, atol=1e-6)
+    for (h2, c2), (h1, c1) in zip(per_cell(s2, model), per_cell(s1, model), strict=True):
+        np.testing.assert_allclose(h2, h1, rtol=0, atol=1e-6)
+        if c1 is not None:
+            np.testing.assert_allclose(c2, c1, rtol=0, atol=1e-6)
