@@ -85,6 +85,7 @@ Engine = Literal["lstm_fast", "torch", "ort"]
 ENGINES: tuple[Engine, ...] = ("lstm_fast", "torch", "ort")
 ENGINE_LABELS: dict[Engine, str] = {"lstm_fast": "lstm_fast", "torch": "torch", "ort": "ORT"}
 REFERENCE_VARIANT = "torch"
+THREADS = 1  # set by --threads: the same thread count for every engine
 
 
 # --------------------------------------------------------------------------- #
@@ -566,7 +567,7 @@ def make_ort_session(model: onnx.ModelProto) -> ort.InferenceSession:
         The session.
     """
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = THREADS
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -757,7 +758,7 @@ def import_lstm_fast() -> tuple[ModuleType | None, str]:
         lf = importlib.import_module("lstm_fast")
     except (ImportError, OSError) as exc:
         return None, f"lstm_fast: not importable ({type(exc).__name__}: {exc})"
-    lf.set_num_threads(1)
+    lf.set_num_threads(THREADS)
     version = getattr(lf, "__version__", "unknown version")
     return lf, f"lstm_fast: {version} from {getattr(lf, '__file__', '?')}"
 
@@ -1220,7 +1221,8 @@ def print_summary(results: Sequence[WorkloadResult]) -> None:
     headers = ["workload", *(ENGINE_LABELS[e] for e in ENGINES), "torch/lstm_fast", "ORT/lstm_fast"]
     print(
         "\nMedian time per call (one step, one sequence batch, or ids -> logits for one "
-        "classifier batch),\nsingle thread (ratios > 1: lstm_fast is faster)"
+        f"classifier batch),\n{THREADS} thread(s) for every engine (ratios > 1: lstm_fast is "
+        "faster)"
     )
     _print_table(headers, rows)
 
@@ -1341,6 +1343,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="measure only the peers (torch, ORT), without importing lstm_fast",
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads for every engine (torch, ORT intra-op, lstm_fast); default 1",
+    )
+    parser.add_argument(
         "--budget",
         type=float,
         metavar="SECONDS",
@@ -1374,7 +1382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         timing = replace(timing, budget_s=args.budget)
     workloads = [WORKLOADS_BY_NAME[n] for n in args.only] if args.only else list(WORKLOADS)
 
-    torch.set_num_threads(1)
+    global THREADS
+    THREADS = max(1, args.threads)
+    torch.set_num_threads(THREADS)
     with contextlib.suppress(RuntimeError):  # raises if inter-op pool already started
         torch.set_num_interop_threads(1)
     ort.set_default_logger_severity(3)
