@@ -173,8 +173,30 @@ def _bias(value: object, name: str, size: int) -> np.ndarray | None:
     return bias
 
 
+class _HiddenStateCell:
+    """Sizes of a cell whose only state is h (GRU, simple RNN): w_ih (G*H, I), w_hh (G*H, H)."""
+
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+
+    @property
+    def input_size(self) -> int:
+        return int(self.w_ih.shape[1])
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.w_hh.shape[1])
+
+    output_size = hidden_size
+
+    @property
+    def state_sizes(self) -> tuple[int, int]:
+        """(size of h, size of c = 0)."""
+        return self.hidden_size, 0
+
+
 @dataclass(frozen=True)
-class GRULayerSpec:
+class GRULayerSpec(_HiddenStateCell):
     """One unidirectional GRU layer; gate row blocks ``[r, z, n]`` (PyTorch's order)::
 
         r = ract(W_ir x + b_ir + W_hr h + b_hr)      z = ract(W_iz x + b_iz + W_hz h + b_hz)
@@ -206,26 +228,12 @@ class GRULayerSpec:
         object.__setattr__(self, "b_hh", _bias(self.b_hh, "b_hh", w_hh.shape[0]))
         object.__setattr__(self, "reset_after", bool(self.reset_after))
 
-    @property
-    def input_size(self) -> int:
-        return int(self.w_ih.shape[1])
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.w_hh.shape[1])
-
-    output_size = hidden_size
-
-    @property
-    def state_sizes(self) -> tuple[int, int]:
-        return self.hidden_size, 0
-
     def arrays(self) -> dict[str, np.ndarray]:
         return _present(w_ih=self.w_ih, w_hh=self.w_hh, b_ih=self.b_ih, b_hh=self.b_hh)
 
 
 @dataclass(frozen=True)
-class SimpleRNNLayerSpec:
+class SimpleRNNLayerSpec(_HiddenStateCell):
     """``h' = act(w_ih @ x + w_hh @ h + bias)``; w_ih (H, I), w_hh (H, H), bias (H,) or None
     (PyTorch ``nn.RNN``'s two biases folded). Options as in :class:`LSTMLayerSpec`."""
 
@@ -243,20 +251,6 @@ class SimpleRNNLayerSpec:
         object.__setattr__(self, "w_ih", w_ih)
         object.__setattr__(self, "w_hh", w_hh)
         object.__setattr__(self, "bias", _bias(self.bias, "bias", w_hh.shape[0]))
-
-    @property
-    def input_size(self) -> int:
-        return int(self.w_ih.shape[1])
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.w_hh.shape[1])
-
-    output_size = hidden_size
-
-    @property
-    def state_sizes(self) -> tuple[int, int]:
-        return self.hidden_size, 0
 
     def arrays(self) -> dict[str, np.ndarray]:
         return _present(w_ih=self.w_ih, w_hh=self.w_hh, bias=self.bias)
