@@ -75,6 +75,7 @@ struct lf_model {
     int32_t num_ops, num_slots;
     int32_t collapse;         /* index of the RETURN_LAST recurrent op, or -1 */
     int32_t whole_call;       /* some op needs all steps of a call in one block */
+    int32_t bidirectional;    /* some op has two directions (a second thread's scratch) */
     int32_t mask_source;      /* an embedding with MASK_ZERO or a masking op exists */
     int32_t width_max;        /* max ld over ops, and max Hp, Rp over cells */
     int32_t gates_max;        /* max G*Hp over cells */

@@ -331,6 +331,7 @@ lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_is
             if ((op->flags & LF_LAYER_RETURN_LAST) && m->collapse < 0)
                 m->collapse = l;
             m->whole_call |= (op->flags & (LF_LAYER_GO_BACKWARDS | LF_LAYER_BIDIRECTIONAL)) != 0;
+            m->bidirectional |= op->dirs == 2;
         }
         m->mask_source |= op->kind == LF_LAYER_MASKING
                           || (op->kind == LF_LAYER_EMBEDDING && (op->flags & LF_LAYER_MASK_ZERO));

@@ -28,7 +28,8 @@ lf_plan lf_make_plan(const lf_model *m, int32_t batch, int32_t steps)
                             1, (size_t)m->width_max, (size_t)m->h_sum, 3};
     const size_t count[] = {rows, rows, rows, rows / 4 + 1, B, B, B + 1};
     size_t *out[] = {&p.xin, &p.xproj, &p.buf, &p.mask, &p.rowbuf, &p.lastout, &p.order};
-    const size_t copies[] = {1, 2, 4, 1, 12, 1, 1};
+    const size_t second = m->bidirectional ? 1 : 0;  /* a second thread's xproj, 5 rows */
+    const size_t copies[] = {1, 1 + second, 4, 1, 7 + 5 * second, 1, 1};
     for (int i = 0; i < 7; i++) {
         if (!lf_mul_size(sizes[i], count[i], &n) || n > SIZE_MAX / 8)
             return p;
@@ -509,7 +510,7 @@ lf_status lf_run(const lf_model *m, lf_state *s, const lf_io *io, void *ws, size
     lf_bufs w;
     w.xin = f;
     w.xproj = w.xin + p.xin;
-    w.buf[0] = w.xproj + 2 * p.xproj;
+    w.buf[0] = w.xproj + (m->bidirectional ? 2 : 1) * p.xproj;
     w.buf[1] = w.buf[0] + p.buf;
     w.dir[0] = w.buf[1] + p.buf;
     w.dir[1] = w.dir[0] + p.buf;
@@ -540,7 +541,7 @@ lf_status lf_run(const lf_model *m, lf_state *s, const lf_io *io, void *ws, size
     second.cold = second.hnew + p.rowbuf;
     second.hc = second.cold + p.rowbuf;
     second.scratch = second.hc + p.rowbuf;
-    if (io->flags & LF_RUN_PARALLEL)
+    if ((io->flags & LF_RUN_PARALLEL) && m->bidirectional)
         w.second = &second;
 
     const int32_t seq_end = m->collapse >= 0 ? m->collapse + 1 : m->num_ops;
