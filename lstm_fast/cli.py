@@ -1,4 +1,4 @@
-"""The ``lstm-fast`` command line: convert, info, run, verify, demo."""
+"""The ``lstm-fast`` command line: convert, info, run, verify, demo, bench."""
 
 from __future__ import annotations
 
@@ -89,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--temperature", type=float, default=0.0,
                    help="sampling temperature; 0 = greedy (default)")
     d.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+
+    from .bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return p
 
 
@@ -255,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "verify":
             return _cmd_verify(args)
+        if args.command == "bench":
+            from .bench import run as run_bench
+
+            return run_bench(args)
         if args.chars < 1:
             raise ValueError("--chars must be at least 1")
         from .demo import run_demo
