@@ -97,9 +97,6 @@ KINDS = {"lstm": LF_LAYER_LSTM, "dense": LF_LAYER_DENSE, "embedding": LF_LAYER_E
          "masking": LF_LAYER_MASKING, "gru": LF_LAYER_GRU, "rnn": LF_LAYER_RNN}
 MERGES = {"concat": LF_MERGE_CONCAT, "sum": LF_MERGE_SUM, "ave": LF_MERGE_AVE,
           "mul": LF_MERGE_MUL}
-# Desc fields holding arrays: name -> (rank).
-ARRAY_FIELDS = ("w", "w_rec", "bias", "bias_rec", "w_proj", "w_b", "w_rec_b", "bias_b",
-                "bias_rec_b", "w_proj_b")
 # Order of enum lf_activation in lstm_fast.h.
 ACTIVATIONS = {name: code for code, name in enumerate((
     "linear", "relu", "relu6", "tanh", "sigmoid", "hard_sigmoid", "hard_sigmoid_keras2",
