@@ -121,6 +121,21 @@ class Peer:
         FrameworkUnavailable
             When the framework cannot run this model with ``lengths``.
         """
+        x = _as_input(self.spec, x)
+        lens = None
+        if lengths is not None:
+            _check_lengths_supported(self.spec, self.name)
+            lens = _as_lengths(lengths, x.shape[0], x.shape[1])
+        y = self._predict(x, lens)
+        if lens is not None and self.packs_lengths and _fill_after_lengths(self.spec):
+            y = _forward_fill(y, lens)
+        return y
+
+    #: Lengths run as packed sequences (outputs 0 past each length), so Keras-semantics specs
+    #: need their masked outputs filled in afterwards.
+    packs_lengths = True
+
+    def _predict(self, x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
 
     def stream(self, batch: int) -> PeerStream:
@@ -427,21 +442,13 @@ class _TorchPeer(Peer):
             return _torch_merge(torch, L.merge_mode, h_n[-2], h_n[-1]), new_state
         return h_n[-1], new_state
 
-    def predict(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
-        x = _as_input(self.spec, x)
+    def _predict(self, x: np.ndarray, lens: np.ndarray | None) -> np.ndarray:
         torch = self._torch
-        lens = None
-        if lengths is not None:
-            _check_lengths_supported(self.spec, "torch")
-            lens = _as_lengths(lengths, x.shape[0], x.shape[1])
-            if lens.size and lens.min() < 1:
-                raise FrameworkUnavailable("torch: packed sequences need every length >= 1")
+        if lens is not None and lens.size and lens.min() < 1:
+            raise FrameworkUnavailable("torch: packed sequences need every length >= 1")
         with torch.inference_mode():
-            y = self._forward(self._tensor(x), None if lens is None
-                              else torch.from_numpy(lens), None).numpy()
-        if lens is not None and _fill_after_lengths(self.spec):
-            y = _forward_fill(y, lens)
-        return y
+            return self._forward(self._tensor(x), None if lens is None
+                                 else torch.from_numpy(lens), None).numpy()
 
     def stream(self, batch: int) -> PeerStream:
         return _TorchStream(self, self._check_streamable(batch))
@@ -788,18 +795,11 @@ class _OrtPeer(Peer):
                                            f"graph: {first}") from None
         return self._sessions[key]
 
-    def predict(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
-        x = _as_input(self.spec, x)
+    def _predict(self, x: np.ndarray, lens: np.ndarray | None) -> np.ndarray:
         feed = {self._input: x}
-        lens = None
-        if lengths is not None:
-            _check_lengths_supported(self.spec, "onnxruntime")
-            lens = _as_lengths(lengths, x.shape[0], x.shape[1])
+        if lens is not None:
             feed["lengths"] = lens.astype(np.int32)
-        y = self._session(lengths=lens is not None, stream=False).run(["y"], feed)[0]
-        if lens is not None and _fill_after_lengths(self.spec):
-            y = _forward_fill(y, lens)
-        return y
+        return self._session(lengths=lens is not None, stream=False).run(["y"], feed)[0]
 
     def stream(self, batch: int) -> PeerStream:
         return _OrtStream(self, self._check_streamable(batch))
@@ -976,12 +976,11 @@ class _KerasPeer(Peer):
                 return h.detach().numpy()  # no copy (convert_to_numpy copies, and warns)
             return ops.convert_to_numpy(h)
 
-    def predict(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
-        x = _as_input(self.spec, x)
+    packs_lengths = False  # Keras masks follow the spec's own semantics
+
+    def _predict(self, x: np.ndarray, lens: np.ndarray | None) -> np.ndarray:
         mask = None
-        if lengths is not None:
-            _check_lengths_supported(self.spec, "keras")
-            lens = _as_lengths(lengths, x.shape[0], x.shape[1])
+        if lens is not None:
             mask = np.arange(x.shape[1])[None, :] < lens[:, None]
             head = self._head_mask(x)
             if head is not None:
