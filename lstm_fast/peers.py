@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import check_lengths
+from .errors import InputError
 from .spec import (
     BidirectionalSpec,
     CellSpec,
@@ -232,12 +234,9 @@ def _as_input(spec: ModelSpec, x: Any, ndim_floats: int = 3) -> np.ndarray:
 
 
 def _as_lengths(lengths: Any, batch: int, steps: int) -> np.ndarray:
-    arr = np.asarray(lengths)
-    if arr.dtype.kind not in "iu" or arr.shape != (batch,):
-        raise ValueError(f"lengths must be integers of shape ({batch},), got dtype "
-                         f"{arr.dtype} shape {arr.shape}")
-    if batch and (arr.min() < 0 or arr.max() > steps):
-        raise ValueError(f"lengths must be in [0, {steps}]")
+    arr = check_lengths(lengths, batch)  # the checks Model.predict applies
+    if batch and arr.max() > steps:
+        raise InputError(f"lengths must be in [0, {steps}]")
     return arr.astype(np.int64)
 
 
