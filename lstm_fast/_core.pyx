@@ -3,7 +3,7 @@
 status codes to exceptions. The Python API lives in lstm_fast.model."""
 
 cimport numpy as cnp
-from libc.stdint cimport int32_t, uint32_t
+from libc.stdint cimport INT32_MAX, int32_t, int64_t, uint32_t
 
 import numpy as np
 
@@ -235,6 +235,7 @@ cdef class CState:
     cdef object ws
     cdef size_t ws_bytes
     cdef int ws_steps
+    cdef object ids_buf
 
     def __cinit__(self, CModel model, int batch):
         self.model = model
@@ -308,7 +309,9 @@ cdef class CState:
         return-last models."""
         cdef cnp.ndarray xa = x if type(x) is cnp.ndarray else None
         if self.model.takes_ids:
-            xa = check_ids(x, "ids", (self.batch, "T"))
+            if (xa is None or cnp.PyArray_TYPE(xa) != cnp.NPY_INT32 or cnp.PyArray_NDIM(xa) != 2
+                    or xa.shape[0] != self.batch or xa.strides[1] != 4 or xa.strides[0] % 4):
+                xa = check_ids(x, "ids", (self.batch, "T"))
         elif (xa is None or cnp.PyArray_TYPE(xa) != cnp.NPY_FLOAT32
                 or cnp.PyArray_NDIM(xa) != 3 or xa.shape[0] != self.batch
                 or xa.shape[2] != self.model.input_size or xa.strides[2] != 4
@@ -323,13 +326,34 @@ cdef class CState:
         """x: (B, I) float32 or (B,) ids; returns y (B, O)."""
         cdef cnp.ndarray xa = x if type(x) is cnp.ndarray else None
         if self.model.takes_ids:
-            xa = check_ids(x, "ids", (self.batch,))
+            if (xa is not None and cnp.PyArray_TYPE(xa) == cnp.NPY_INT64
+                    and cnp.PyArray_NDIM(xa) == 1 and xa.shape[0] == self.batch):
+                xa = self.narrow_ids(xa)
+            elif (xa is None or cnp.PyArray_TYPE(xa) != cnp.NPY_INT32
+                    or cnp.PyArray_NDIM(xa) != 1 or xa.shape[0] != self.batch
+                    or xa.strides[0] % 4):
+                xa = check_ids(x, "ids", (self.batch,))
         elif (xa is None or cnp.PyArray_TYPE(xa) != cnp.NPY_FLOAT32
                 or cnp.PyArray_NDIM(xa) != 2 or xa.shape[0] != self.batch
                 or xa.shape[1] != self.model.input_size or xa.strides[1] != 4
                 or xa.strides[0] % 4):
             xa = check_array(x, "x_t", (self.batch, self.model.input_size))
         return self._run(xa, 1, False, None, check_finite)
+
+    cdef cnp.ndarray narrow_ids(self, cnp.ndarray xa):
+        """int64 ids of one step into a reused int32 buffer; ids beyond int32 become -1, which
+        the engine refuses as outside the vocabulary."""
+        cdef const int64_t[:] src = xa
+        cdef int32_t[::1] dst
+        cdef Py_ssize_t i
+        cdef int64_t v
+        if self.ids_buf is None:
+            self.ids_buf = np.empty(self.batch, dtype=np.int32)
+        dst = self.ids_buf
+        for i in range(self.batch):
+            v = src[i]
+            dst[i] = <int32_t>v if 0 <= v <= INT32_MAX else -1
+        return self.ids_buf
 
     cdef object _run(self, cnp.ndarray xa, int T, bint seq, object lengths, bint check_finite):
         cdef int O = self.model.output_size

@@ -290,3 +290,20 @@ def test_bidirectional_on_two_threads(kind, rng):
         np.testing.assert_allclose(h2, h1, rtol=0, atol=1e-6)
         if c1 is not None:
             np.testing.assert_allclose(c2, c1, rtol=0, atol=1e-6)
+
+
+def test_stream_step_ids_of_any_integer_width(rng):
+    """Step ids arrive as int64 (numpy's default) or int32; ids outside the vocabulary,
+    including ones beyond int32, are refused and leave the state untouched."""
+    model = lf.Model(ModelSpec((EmbeddingSpec(rng.normal(size=(9, 4))), lstm_spec(rng, 4, 5))))
+    a, b = model.stream(2), model.stream(2)
+    ids = rng.integers(0, 9, (2, 6))
+    for t in range(6):
+        np.testing.assert_array_equal(a.step(ids[:, t]), b.step(ids[:, t].astype(np.int32)))
+    before = per_cell(a.state, model)
+    for bad in (np.array([1, 2**40]), np.array([1, -1]), np.array([1, 9])):
+        with pytest.raises(lf.InputError, match="outside"):
+            a.step(bad)
+    for (h0, c0), (h1, c1) in zip(before, per_cell(a.state, model), strict=True):
+        np.testing.assert_array_equal(h0, h1)
+        np.testing.assert_array_equal(c0, c1)
