@@ -26,6 +26,7 @@ if sys.platform == "win32":
 ext = Extension(
     "lstm_fast._core",
     sources=sources,
+    depends=[str(p) for p in sorted(csrc.rglob("*.h"))],  # a header change rebuilds the kernels
     include_dirs=[str(csrc / "include"), str(csrc), np.get_include(),
                   scipy_openblas32.get_include_dir()],
     library_dirs=[scipy_openblas32.get_lib_dir()],

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "AUDIO_WORKLOADS",
     "CLASSIFIER_WORKLOADS",
     "GATES",
     "GRU_WORKLOADS",
@@ -37,6 +38,7 @@ __all__ = [
     "IdArray",
     "LayerWeights",
     "Mode",
+    "SERVER_WORKLOADS",
     "Workload",
     "make_classifier_inputs",
     "make_classifier_state_dict",
@@ -179,6 +181,17 @@ GRU_WORKLOADS: tuple[Workload, ...] = (
     Workload("gru_seq_b1", "seq", 1, seq_len=200, input_size=128, hidden_size=256, cell="gru"),
     Workload("gru_seq_b64", "seq", 64, seq_len=100, input_size=256, hidden_size=512, cell="gru"),
 )
+AUDIO_WORKLOADS: tuple[Workload, ...] = (
+    Workload("audio_16", "seq", batch=1, seq_len=512, input_size=16, hidden_size=16),
+    Workload("audio_64", "seq", batch=1, seq_len=512, input_size=64, hidden_size=64),
+    Workload("audio_128", "seq", batch=1, seq_len=512, input_size=128, hidden_size=128),
+    Workload("amp_1_32", "seq", batch=1, seq_len=512, input_size=1, hidden_size=32),
+)
+"""RTNeural's ground: batch 1, small layers, a chunk of 512 frames per call."""
+SERVER_WORKLOADS: tuple[Workload, ...] = (
+    Workload("server_256", "step", batch=256, seq_len=1, input_size=128, hidden_size=256),
+)
+"""256 independent streams advanced one step in one call (compare with ``step_128_256``)."""
 _CLASSIFIER_SHAPE = {
     "batch": 16,
     "seq_len": 128,
@@ -193,7 +206,9 @@ CLASSIFIER_WORKLOADS: tuple[ClassifierWorkload, ...] = (
     ClassifierWorkload("bilstm_cls_ragged", **_CLASSIFIER_SHAPE, min_length=32),
 )
 AnyWorkload = Workload | ClassifierWorkload
-WORKLOADS: tuple[AnyWorkload, ...] = LSTM_WORKLOADS + GRU_WORKLOADS + CLASSIFIER_WORKLOADS
+WORKLOADS: tuple[AnyWorkload, ...] = (
+    LSTM_WORKLOADS + AUDIO_WORKLOADS + SERVER_WORKLOADS + GRU_WORKLOADS + CLASSIFIER_WORKLOADS
+)
 """Every workload, in report order."""
 WORKLOADS_BY_NAME: dict[str, AnyWorkload] = {w.name: w for w in WORKLOADS}
 

@@ -6,7 +6,10 @@ Usage::
 
 Workloads (see ``bench_common.py``): a single LSTM layer (``step_*``, ``seq_*``)
 and a single GRU layer (``gru_*``), both stepped with the state carried or run
-on whole sequences; and a text classifier, Embedding -> 2-layer bidirectional
+on whole sequences; small LSTMs on chunks of 512 frames at batch 1 (``audio_*``,
+``amp_1_32``: RTNeural's ground); 256 streams advanced one step per call
+(``server_256``, to set against 256 calls of ``step_128_256``: the last column
+gives the time per step and batch row); and a text classifier, Embedding -> 2-layer bidirectional
 LSTM -> Linear on ``cat(h_n[-2], h_n[-1])``, timed from ids to logits with
 fixed (``bilstm_cls_fixed``) or ragged (``bilstm_cls_ragged``: torch packs
 the batch, ORT gets ``sequence_lens``, lstm_fast gets ``lengths``) lengths.
@@ -1199,6 +1202,14 @@ def _summary_cell(result: WorkloadResult, engine: Engine) -> str:
     return cell
 
 
+def _per_row_step(result: WorkloadResult) -> str:
+    """lstm_fast's median per time step and batch row (a chunk's frame, a server's stream)."""
+    best = result.best("lstm_fast")
+    if best is None:
+        return "-"
+    return format_time(best.median_ns / (result.workload.seq_len * result.workload.batch))
+
+
 def print_summary(results: Sequence[WorkloadResult]) -> None:
     """Print the final comparison table (median time per call).
 
@@ -1216,9 +1227,11 @@ def print_summary(results: Sequence[WorkloadResult]) -> None:
                 *(_summary_cell(r, engine) for engine in ENGINES),
                 _ratio(r.best("torch"), lf_best),
                 _ratio(r.best("ort"), lf_best),
+                _per_row_step(r),
             ]
         )
-    headers = ["workload", *(ENGINE_LABELS[e] for e in ENGINES), "torch/lstm_fast", "ORT/lstm_fast"]
+    headers = ["workload", *(ENGINE_LABELS[e] for e in ENGINES), "torch/lstm_fast", "ORT/lstm_fast",
+               "lstm_fast per step·row"]
     print(
         "\nMedian time per call (one step, one sequence batch, or ids -> logits for one "
         f"classifier batch),\n{THREADS} thread(s) for every engine (ratios > 1: lstm_fast is "

@@ -8,6 +8,7 @@
 #define LF_HPAD 16          /* feature sizes are padded to a multiple of this internally */
 #define LF_BLOCK_ROWS 1024  /* time steps per block = max(1, LF_BLOCK_ROWS / batch) */
 #define LF_DENSE_SMALL_ROWS 8 /* dense layers on at most this many rows skip BLAS */
+#define LF_L1_WEIGHTS (24 * 1024) /* bytes of weights a one-row kernel reads from L1 */
 
 /* One recurrent cell (one direction). Padded units (H..Hp, P..Rp) have zero weights and stay
  * exactly zero. G gates per unit: LSTM 4 (i f g o), GRU 3 (r z n), RNN 1. */
@@ -57,6 +58,13 @@ typedef struct lf_kernels {
     void (*cell_packed)(const lf_layer *layer, int32_t B,
                         const float *x, ptrdiff_t ldx, const float *xproj, ptrdiff_t ldxp,
                         const float *h, float *c, float *h_out, float *scratch);
+    /* One LSTM row over n steps, Hp <= 4 * vw, no projection: gates = bias + xproj row (if
+     * non-NULL) + packed·[x row (if non-NULL); h]. h (Rp) is read; step t writes h' to
+     * out + t*ldo and reads it back as the next step's h; c (Hp) is updated in place. Strides
+     * may be negative (time reversed). */
+    void (*lstm_seq_one)(const lf_layer *layer, int32_t n, const float *x, ptrdiff_t ldx,
+                         const float *xproj, ptrdiff_t ldxp, const float *h, float *c,
+                         float *out, ptrdiff_t ldo);
     /* LSTM: gates (B, 4Hp) hold W·x + R·h already; add bias, update c, write h_out. */
     void (*lstm_pointwise)(const lf_layer *layer, int32_t B, const float *gates,
                            float *c, float *h_out);

@@ -5,6 +5,7 @@
 #include "simd_math.h"
 
 #define LF_INLINE static inline __attribute__((always_inline))
+#define LF_UNROLL _Pragma("GCC unroll 16")
 
 /* Any element-wise activation; the ones without a vector form go lane by lane. */
 LF_INLINE vf v_act(lf_activation a, vf x)
@@ -221,6 +222,118 @@ static void KSUFFIX(cell_packed)(const lf_layer *L, int32_t B,
             default: break;
             }
         }
+}
+
+/* A(t, s, g) += w[t * tile + g * VW] * a for every tile t and gate g (chain s). */
+LF_INLINE void fma_tiles(const int NT, const int S, const int s, const float *restrict w,
+                         size_t tile, vf a, vf acc[16])
+{
+    LF_UNROLL
+    for (int t = 0; t < NT; t++)
+        LF_UNROLL
+        for (int g = 0; g < 4; g++)
+            acc[(t * S + s) * 4 + g] = v_fmadd(v_load(w + t * tile + g * VW), a,
+                                               acc[(t * S + s) * 4 + g]);
+}
+
+/* One LSTM row over n steps with h and c held in registers (NT tiles): each step's NT*4*S gate
+ * accumulators stay in registers, each dot product runs as S interleaved chains, and h's lanes
+ * are broadcast from registers, so a small layer's step is bound by the activations' latency
+ * rather than by a long FMA chain or a store-to-load round trip. */
+LF_INLINE void lstm_seq_tiles(const int NT, const int S, const int DEF, const lf_layer *restrict L,
+                              int32_t n,
+                              const float *x, ptrdiff_t ldx, const float *xp, ptrdiff_t ldxp,
+                              const float *h, float *c, float *out, ptrdiff_t ldo)
+{
+    const int32_t I = L->I, R = L->R, Hp = L->Hp;
+    const size_t row = 4 * VW, tile = (size_t)(I + R) * row;
+    vf hv[4], cv[4], acc[16]; /* NT * S * 4 <= 16: tile t, chain s, gate g at A(t, s, g) */
+#define A(t, s, g) acc[((t) * S + (s)) * 4 + (g)]
+    LF_UNROLL
+    for (int t = 0; t < NT; t++) {
+        hv[t] = v_load(h + t * VW);
+        cv[t] = v_load(c + t * VW);
+    }
+    for (int32_t step = 0; step < n; step++) {
+        const float *xs = x ? x + step * ldx : NULL, *ps = xp ? xp + step * ldxp : NULL;
+        LF_UNROLL
+        for (int t = 0; t < NT; t++)
+            LF_UNROLL
+            for (int g = 0; g < 4; g++) {
+                vf b = v_load(L->bias + g * Hp + t * VW);
+                A(t, 0, g) = ps ? v_add(b, v_load(ps + g * Hp + t * VW)) : b;
+                LF_UNROLL
+                for (int s = 1; s < S; s++)
+                    A(t, s, g) = v_zero();
+            }
+        if (xs) {
+            int32_t k = 0;
+            for (; k + S <= I; k += S)
+                LF_UNROLL
+                for (int s = 0; s < S; s++)
+                    fma_tiles(NT, S, s, L->packed + (k + s) * row, tile, v_set1(xs[k + s]), acc);
+            for (; k < I; k++)
+                fma_tiles(NT, S, 0, L->packed + k * row, tile, v_set1(xs[k]), acc);
+        }
+        const float *wh = L->packed + (size_t)I * row;
+        LF_UNROLL
+        for (int th = 0; th < NT; th++) {
+            const int32_t lim = R - th * VW < VW ? R - th * VW : VW;
+            const float *w = wh + (size_t)th * VW * row;
+            int32_t j = 0;
+            for (; j + S <= lim; j += S)
+                LF_UNROLL
+                for (int s = 0; s < S; s++)
+                    fma_tiles(NT, S, s, w + (j + s) * row, tile, v_lane(hv[th], j + s), acc);
+            for (; j < lim; j++)
+                fma_tiles(NT, S, 0, w + j * row, tile, v_lane(hv[th], j), acc);
+        }
+        float *o = out + step * ldo;
+        LF_UNROLL
+        for (int t = 0; t < NT; t++) {
+            vf gate[4];
+            LF_UNROLL
+            for (int g = 0; g < 4; g++) {
+                gate[g] = A(t, 0, g);
+                if (S == 4)
+                    gate[g] = v_add(v_add(gate[g], A(t, 1, g)), v_add(A(t, 2, g), A(t, 3, g)));
+                else if (S == 2)
+                    gate[g] = v_add(gate[g], A(t, 1, g));
+            }
+            if (DEF) {
+                cv[t] = v_fmadd(v_sigmoid(gate[1]), cv[t], v_mul(v_sigmoid(gate[0]),
+                                                                 v_tanh(gate[2])));
+                hv[t] = v_mul(v_sigmoid(gate[3]), v_tanh(cv[t]));
+            } else {
+                const lf_activation a = L->act, r = L->ract;
+                cv[t] = v_fmadd(v_act(r, gate[1]), cv[t], v_mul(v_act(r, gate[0]),
+                                                                v_act(a, gate[2])));
+                hv[t] = v_mul(v_act(r, gate[3]), v_act(a, cv[t]));
+            }
+            v_store(o + t * VW, hv[t]);
+        }
+    }
+    LF_UNROLL
+    for (int t = 0; t < NT; t++)
+        v_store(c + t * VW, cv[t]);
+#undef A
+}
+
+static void KSUFFIX(lstm_seq_one)(const lf_layer *L, int32_t n, const float *x, ptrdiff_t ldx,
+                                  const float *xp, ptrdiff_t ldxp, const float *h, float *c,
+                                  float *out, ptrdiff_t ldo)
+{
+#define SEQ_TILES(NT, S) \
+    (L->default_acts ? lstm_seq_tiles(NT, S, 1, L, n, x, ldx, xp, ldxp, h, c, out, ldo) \
+                     : lstm_seq_tiles(NT, S, 0, L, n, x, ldx, xp, ldxp, h, c, out, ldo))
+    switch (L->Hp / VW) {
+    case 1: SEQ_TILES(1, 4); break;
+    case 2: SEQ_TILES(2, 2); break;
+    case 3: SEQ_TILES(3, 1); break;
+    case 4: SEQ_TILES(4, 1); break;
+    default: break;
+    }
+#undef SEQ_TILES
 }
 
 static void KSUFFIX(lstm_pointwise)(const lf_layer *L, int32_t B, const float *gates,

@@ -132,6 +132,23 @@ static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_
     const int no_blas = (mode & DIR_NO_BLAS) && packed;
     const int fused = (n == 1 && packed) || prefix || no_blas;
     const float *h_prev = h_state;
+    if (B == 1 && !mask && L->kind == LF_LAYER_LSTM && !L->whr_t
+        && L->Hp <= 4 * m->kernels->vw) {
+        /* One small row: a step is latency bound; x is read in the kernel while the weights
+         * fit in L1, else projected by one GEMM. */
+        const int read_x = fused || (size_t)(L->I + L->R) * G * sizeof(float) <= LF_L1_WEIGHTS;
+        if (!read_x)
+            lf_sgemm(n, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
+        const int rev = (mode & DIR_REVERSE) != 0;
+        const ptrdiff_t sx = rev ? -ld_in : ld_in, sp = rev ? -(ptrdiff_t)G : (ptrdiff_t)G;
+        const ptrdiff_t so = rev && (mode & DIR_TIME_ALIGNED) ? -(ptrdiff_t)Rp : (ptrdiff_t)Rp;
+        float *o = out + (so < 0 ? (size_t)(n - 1) * Rp : 0);
+        m->kernels->lstm_seq_one(L, n, read_x ? in + (rev ? (n - 1) * ld_in : 0) : NULL, sx,
+                                 read_x ? NULL : w->xproj + (rev ? (size_t)(n - 1) * G : 0), sp,
+                                 h_state, c_state, o, so);
+        memcpy(h_state, o + (n - 1) * so, hb);
+        return;
+    }
     if (!fused)
         lf_sgemm(n * B, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
     for (int32_t p = 0; p < n; p++) {

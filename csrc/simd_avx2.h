@@ -10,6 +10,8 @@ typedef __m256 vf;
 static inline vf v_load(const float *p) { return _mm256_loadu_ps(p); }
 static inline void v_store(float *p, vf a) { _mm256_storeu_ps(p, a); }
 static inline vf v_set1(float a) { return _mm256_set1_ps(a); }
+/* Every lane = lane j of a. */
+static inline vf v_lane(vf a, int j) { return _mm256_permutevar8x32_ps(a, _mm256_set1_epi32(j)); }
 static inline vf v_zero(void) { return _mm256_setzero_ps(); }
 static inline vf v_add(vf a, vf b) { return _mm256_add_ps(a, b); }
 static inline vf v_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }

@@ -10,6 +10,8 @@ typedef __m512 vf;
 static inline vf v_load(const float *p) { return _mm512_loadu_ps(p); }
 static inline void v_store(float *p, vf a) { _mm512_storeu_ps(p, a); }
 static inline vf v_set1(float a) { return _mm512_set1_ps(a); }
+/* Every lane = lane j of a. */
+static inline vf v_lane(vf a, int j) { return _mm512_permutexvar_ps(_mm512_set1_epi32(j), a); }
 static inline vf v_zero(void) { return _mm512_setzero_ps(); }
 static inline vf v_add(vf a, vf b) { return _mm512_add_ps(a, b); }
 static inline vf v_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }

@@ -11,6 +11,8 @@ typedef struct { float v[VW]; } vf;
 static inline vf v_load(const float *p) { V_MAP1(p[l_]); }
 static inline void v_store(float *p, vf a) { for (int l = 0; l < VW; l++) p[l] = a.v[l]; }
 static inline vf v_set1(float a) { V_MAP1(a); }
+/* Every lane = lane j of a. */
+static inline vf v_lane(vf a, int j) { V_MAP1(a.v[j]); }
 static inline vf v_zero(void) { V_MAP1(0.0f); }
 static inline vf v_add(vf a, vf b) { V_MAP1(a.v[l_] + b.v[l_]); }
 static inline vf v_sub(vf a, vf b) { V_MAP1(a.v[l_] - b.v[l_]); }
