@@ -874,6 +874,11 @@ class TimingConfig:
         Rounds to run even if that exceeds the budget (slow workloads).
     max_rounds : int
         Upper bound on rounds.
+    settle_ms : float
+        With more than one thread: idle time before each timed batch, so that the worker
+        threads an engine left spinning (OpenMP, ONNX Runtime and OpenBLAS pools spin for a
+        while after their work) have gone to sleep and do not take the cores of the engine
+        being timed. Not timed, not counted in the budget.
     """
 
     budget_s: float
@@ -881,6 +886,7 @@ class TimingConfig:
     batch_ms: float
     min_rounds: int
     max_rounds: int
+    settle_ms: float = 30.0
 
 
 DEFAULT_TIMING = TimingConfig(
@@ -1107,6 +1113,8 @@ def run_workload(
     try:
         for _ in range(rounds):
             for p in prepared:
+                if THREADS > 1:
+                    time.sleep(timing.settle_ms / 1e3)
                 p.per_call_ns.append(_time_batch(p, p.calls_per_batch) / p.calls_per_batch)
     finally:
         if gc_was_enabled:

@@ -91,6 +91,8 @@ _CHUNK_POOL = 4
 #: Outputs compared with each peer: frames in step mode, chunks in chunk mode.
 _VERIFY_CALLS = {"step": 8, "chunk": 2, "sequence": 1}
 #: Rounds the measurement is split into (engines take turns each round).
+_SETTLE_S = 0.03
+"""Idle seconds before each engine's turn when several engines run on several threads."""
 _ROUNDS = 20
 #: Per-engine cap on recorded calls in --seconds mode (memory bound).
 _MAX_CALLS = 5_000_000
@@ -436,8 +438,10 @@ def _calls(e: Engine, inputs: list[np.ndarray], count: int, budget_ns: int) -> N
 
 
 def _measure(engines: list[Engine], wl: Workload, warmup: int, iters: int | None,
-             seconds: float, progress: _Progress) -> None:
-    """Warm up, then time the engines round by round, rotating who goes first."""
+             seconds: float, progress: _Progress, settle_s: float = 0.0) -> None:
+    """Warm up, then time the engines round by round, rotating who goes first. ``settle_s``:
+    untimed idle time before each engine's turn, so that thread pools the previous engine left
+    spinning do not take the cores of the engine being timed (used with several threads)."""
     for e in engines:
         for k in range(warmup):
             e.call(wl.inputs[k % len(wl.inputs)])  # type: ignore[misc]
@@ -461,6 +465,8 @@ def _measure(engines: list[Engine], wl: Workload, warmup: int, iters: int | None
             shift = r % len(pending)
             for e in pending[shift:] + pending[:shift]:
                 count = min(round_calls, iters - len(e.latencies)) if iters else 0
+                if settle_s:
+                    time.sleep(settle_s)
                 _calls(e, wl.inputs, count, round_ns)
                 done = sum(min(1.0, fraction(x)) for x in engines) / len(engines)
                 progress.update(done, ", ".join(f"{x.name} {len(x.latencies)}"
@@ -779,7 +785,8 @@ def _run(args: argparse.Namespace, spec: Any, origin: str, names: list[str],
     engines = [me, *_build_peers(names, spec, wl, args.threads, reference)]
     timed = [e for e in engines if e.status == "ok"]
     progress = _Progress(args.progress or sys.stderr.isatty())
-    _measure(timed, wl, args.warmup, args.iters, args.seconds, progress)
+    settle = _SETTLE_S if args.threads > 1 and len(timed) > 1 else 0.0
+    _measure(timed, wl, args.warmup, args.iters, args.seconds, progress, settle)
 
     stats = {e.name: _stats(e, wl, peak, args.frame_rate) for e in timed}
     ref_p50 = stats[me.name]["p50_us"]  # the same number lstm_fast's own row shows

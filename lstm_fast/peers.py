@@ -625,13 +625,16 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
         Add the input ``lengths`` [N] int32, fed to every node's ``sequence_lens``.
     stream : bool
         Add per recurrent layer k the inputs ``h0_k`` [1, N, H] (and ``c0_k`` for an LSTM)
-        and the outputs ``hn_k`` (and ``cn_k``), to carry the state between calls.
+        and the outputs ``hn_k`` (and ``cn_k``), to carry the state between calls; inputs
+        and outputs are then time-major ([T, N, ...]), which spares the graph two Transpose
+        nodes per call (the caller's swap of two axes is free for one step or one row).
 
     Returns
     -------
     onnx.ModelProto
         Input ``x`` [N, T, I] float32 or ``ids`` [N, T] int64; output ``y`` [N, T, O] (or
-        [N, O] when a recurrent layer returns only its last step).
+        [N, O] when a recurrent layer returns only its last step). T and N swap places in
+        ``x``, ``ids`` and a sequence ``y`` with ``stream=True``.
 
     Raises
     ------
@@ -651,14 +654,15 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
     g = _OnnxGraph(onnx)
     graph_inputs = []
     if spec.takes_ids:
-        graph_inputs.append(helper.make_tensor_value_info("ids", tp.INT64, ["N", "T"]))
+        graph_inputs.append(helper.make_tensor_value_info(
+            "ids", tp.INT64, ["T", "N"] if stream else ["N", "T"]))
         emb = spec.layers[0]
-        ids_t = g.op("Transpose", ["ids"], perm=[1, 0])  # [T, N]
+        ids_t = "ids" if stream else g.op("Transpose", ["ids"], perm=[1, 0])  # [T, N]
         h = g.op("Gather", [g.const("embedding", emb.weight), ids_t], axis=0)  # [T, N, E]
     else:
-        graph_inputs.append(helper.make_tensor_value_info("x", tp.FLOAT,
-                                                          ["N", "T", spec.input_size]))
-        h = g.op("Transpose", ["x"], perm=[1, 0, 2])  # [T, N, I]
+        graph_inputs.append(helper.make_tensor_value_info(
+            "x", tp.FLOAT, ["T" if stream else "N", "N" if stream else "T", spec.input_size]))
+        h = "x" if stream else g.op("Transpose", ["x"], perm=[1, 0, 2])  # [T, N, I]
     seq_lens = ""
     if lengths:
         graph_inputs.append(helper.make_tensor_value_info("lengths", tp.INT32, ["N"]))
@@ -744,9 +748,12 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
             else:
                 h = _onnx_merge(g, mode, y_h, 0)
         k += 1
-    if time_major:
+    if time_major and stream:
+        g.op("Identity", [h], out="y")
+        y_shape: list[Any] = ["T", "N", spec.output_size]
+    elif time_major:
         g.op("Transpose", [h], perm=[1, 0, 2], out="y")
-        y_shape: list[Any] = ["N", "T", spec.output_size]
+        y_shape = ["N", "T", spec.output_size]
     else:
         g.op("Identity", [h], out="y")
         y_shape = ["N", spec.output_size]
@@ -805,26 +812,71 @@ class _OrtPeer(Peer):
 
 
 class _OrtStream(PeerStream):
+    """The stream graph, state fed back. The first call of each chunk shape runs plainly and
+    pre-binds two io_bindings over fixed buffers (ONNX Runtime's fastest way to call): binding
+    k reads the state from slot k and writes it to slot 1 - k, so later calls copy only the
+    input in and the output out, and never re-bind."""
+
     def __init__(self, peer: _OrtPeer, batch: int) -> None:
         self.batch = batch
         self._peer = peer
         self._session = peer._session(lengths=False, stream=True)
-        self._feed: dict[str, np.ndarray] = {}
-        self._state_out: list[str] = []
+        self._names: list[tuple[str, str]] = []  # (state input, state output)
+        self._zeros: list[np.ndarray] = []
         for k, L in enumerate(peer.spec.recurrent_layers):
-            self._feed[f"h0_{k}"] = np.zeros((1, batch, L.output_size), np.float32)
-            self._state_out.append(f"hn_{k}")
+            self._names.append((f"h0_{k}", f"hn_{k}"))
+            self._zeros.append(np.zeros((1, batch, L.output_size), np.float32))
             if isinstance(L, LSTMLayerSpec):
-                self._feed[f"c0_{k}"] = np.zeros((1, batch, L.hidden_size), np.float32)
-                self._state_out.append(f"cn_{k}")
-        self._outputs = ["y", *self._state_out]
+                self._names.append((f"c0_{k}", f"cn_{k}"))
+                self._zeros.append(np.zeros((1, batch, L.hidden_size), np.float32))
+        self._key: tuple[Any, ...] | None = None
+        self._slots: list[list[np.ndarray]] = []  # per state: the two ping-pong buffers
+        self._bindings: list[Any] = []
+        self._current = 0
+
+    def _state(self) -> list[np.ndarray]:
+        if not self._slots:
+            return self._zeros
+        return [pair[self._current] for pair in self._slots]
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
-        self._feed[self._peer._input] = chunk
-        y, *states = self._session.run(self._outputs, self._feed)
-        for name, value in zip(self._state_out, states, strict=True):
-            self._feed[name.replace("n_", "0_")] = value
-        return y
+        chunk = chunk.swapaxes(0, 1)  # the stream graph is time-major
+        key = (chunk.shape, chunk.dtype)
+        if key == self._key:
+            np.copyto(self._x, chunk)
+            self._session.run_with_iobinding(self._bindings[self._current])
+            self._current ^= 1
+            return self._batch_first(self._y)
+        feed = {self._peer._input: np.ascontiguousarray(chunk)}
+        feed.update((name, value) for (name, _), value in zip(self._names, self._state(),
+                                                              strict=True))
+        y, *states = self._session.run(["y", *(out for _, out in self._names)], feed)
+        self._prebind(chunk, y, states)
+        self._key = key
+        return self._batch_first(y)
+
+    @staticmethod
+    def _batch_first(y: np.ndarray) -> np.ndarray:
+        return (y.swapaxes(0, 1) if y.ndim == 3 else y).copy()  # never a view of a bound buffer
+
+    def _prebind(self, chunk: np.ndarray, y: np.ndarray, states: list[np.ndarray]) -> None:
+        value = self._peer._ort.OrtValue.ortvalue_from_numpy  # shares the array's memory
+        self._x = np.ascontiguousarray(chunk).copy()
+        self._y = np.empty_like(y)
+        self._slots = [[np.ascontiguousarray(s, np.float32).copy(), np.empty_like(s)]
+                       for s in states]
+        self._current = 0
+        x, out = value(self._x), value(self._y)
+        slots = [[value(a) for a in pair] for pair in self._slots]
+        self._bindings = []
+        for k in (0, 1):
+            binding = self._session.io_binding()
+            binding.bind_ortvalue_input(self._peer._input, x)
+            binding.bind_ortvalue_output("y", out)
+            for (name_in, name_out), pair in zip(self._names, slots, strict=True):
+                binding.bind_ortvalue_input(name_in, pair[k])
+                binding.bind_ortvalue_output(name_out, pair[1 - k])
+            self._bindings.append(binding)
 
     def step(self, x_t: np.ndarray) -> np.ndarray:
         x_t = _as_input(self._peer.spec, x_t, 2)

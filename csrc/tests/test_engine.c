@@ -389,6 +389,7 @@ int main(void)
         /* I, H, L, B, T, chunk */
         {1, 1, 1, 1, 1, 1}, {3, 5, 2, 1, 9, 1}, {7, 17, 2, 3, 20, 6}, {16, 16, 1, 8, 12, 12},
         {5, 33, 3, 9, 15, 4}, {40, 24, 2, 12, 30, 30}, {9, 31, 1, 1, 1100, 1100}, {2, 3, 1, 700, 3, 2},
+        {1, 64, 1, 1, 50, 7}, {200, 60, 2, 1, 40, 40}, /* one-row kernel: x read, x projected */
     };
     lf_isa best = lf_cpu_best_isa();
     for (lf_isa isa = LF_ISA_PORTABLE; isa <= best; isa++)
