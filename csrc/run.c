@@ -28,8 +28,9 @@ lf_plan lf_make_plan(const lf_model *m, int32_t batch, int32_t steps)
                             1, (size_t)m->width_max, (size_t)m->h_sum, 3};
     const size_t count[] = {rows, rows, rows, rows / 4 + 1, B, B, B + 1};
     size_t *out[] = {&p.xin, &p.xproj, &p.buf, &p.mask, &p.rowbuf, &p.lastout, &p.order};
-    const size_t second = m->bidirectional ? 1 : 0;  /* a second thread's xproj, 5 rows */
-    const size_t copies[] = {1, 1 + second, 4, 1, 7 + 5 * second, 1, 1};
+    /* a second thread's row buffers (5), and its own xproj for bidirectional layers */
+    const size_t second = m->bidirectional ? 1 : 0;
+    const size_t copies[] = {1, 1 + second, 4, 1, 7 + 5, 1, 1};
     for (int i = 0; i < 7; i++) {
         if (!lf_mul_size(sizes[i], count[i], &n) || n > SIZE_MAX / 8)
             return p;
@@ -118,6 +119,28 @@ enum { DIR_REVERSE = 1, DIR_TIME_ALIGNED = 2, DIR_ZERO_OUT = 4, DIR_TRACK_LAST =
  * in processing order or (DIR_TIME_ALIGNED) at their step's row. mask (n*B bytes, 0 =
  * masked) may be NULL. Masked steps carry the state and output 0 (DIR_ZERO_OUT) or the
  * previous output; lastout keeps the last valid output (DIR_TRACK_LAST). */
+static void run_rows(const lf_model *m, const lf_layer *L, unsigned mode, int32_t B,
+                     int32_t b0, int32_t nb, int32_t n, const float *in, ptrdiff_t ld_in,
+                     float *xproj, float *h_state, float *c_state, const lf_bufs *w,
+                     float *out);
+static void *run_rows_job(void *arg);
+
+/* Rows [b0, b0 + nb) of a batch of B, for a thread. */
+typedef struct lf_rows_job {
+    const lf_model *m;
+    const lf_layer *L;
+    unsigned mode;
+    int32_t B, b0, nb, n;
+    const float *in;
+    ptrdiff_t ld_in;
+    float *xproj;
+    float *h, *c, *out;
+    const lf_bufs *w;
+} lf_rows_job;
+
+/* Floating-point work of a layer below which a second thread costs more than it saves. */
+#define LF_PARALLEL_MIN_FLOPS 2e6
+
 static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_t B, int32_t n,
                      const float *in, ptrdiff_t ld_in, const unsigned char *mask,
                      float *h_state, float *c_state, float *lastout, const lf_bufs *w,
@@ -130,8 +153,13 @@ static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_
      * each step reading its inputs directly (no projection of padded rows). */
     const int prefix = mask && w->perm && packed;
     const int no_blas = (mode & DIR_NO_BLAS) && packed;
-    const int fused = (n == 1 && packed) || prefix || no_blas;
-    const float *h_prev = h_state;
+    /* Rows are independent: with a second thread's buffers and enough work, the two halves
+     * of an unmasked batch run their whole sequences on two threads, each reading its inputs
+     * in the packed kernel (no BLAS: its threads would spin on the cores the halves use). */
+    const int32_t half = B / 2;
+    const int split = !mask && w->second && packed && half > 0 && !(mode & DIR_NO_BLAS)
+                      && 2.0 * n * B * G * (double)(L->I + L->R) >= LF_PARALLEL_MIN_FLOPS;
+    const int fused = (n == 1 && packed) || prefix || no_blas || split;
     if (B == 1 && !mask && L->kind == LF_LAYER_LSTM && !L->whr_t
         && L->Hp <= 4 * m->kernels->vw) {
         /* One small row: a step is latency bound; x is read in the kernel while the weights
@@ -151,6 +179,18 @@ static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_
     }
     if (!fused)
         lf_sgemm(n * B, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
+    if (!mask) {
+        float *xproj = fused ? NULL : w->xproj;
+        lf_rows_job job = {m, L, mode | DIR_NO_BLAS, B, half, B - half, n, in, ld_in, xproj,
+                           h_state, c_state, out, w->second};
+        pthread_t thread;
+        const int threaded = split && pthread_create(&thread, NULL, run_rows_job, &job) == 0;
+        run_rows(m, L, threaded ? job.mode : mode, B, 0, threaded ? half : B, n, in, ld_in,
+                 xproj, h_state, c_state, w, out);
+        if (threaded)
+            pthread_join(thread, NULL);
+        return;
+    }
     for (int32_t p = 0; p < n; p++) {
         const int32_t t = (mode & DIR_REVERSE) ? n - 1 - p : p;
         const float *x = fused ? in + (ptrdiff_t)t * B * ld_in : NULL;
@@ -171,11 +211,6 @@ static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_
             else
                 memcpy(h_out + (size_t)nb * Rp, lastout + (size_t)nb * Rp,
                        (size_t)(B - nb) * hb);
-            continue;
-        }
-        if (!mk) {
-            cell_step(m, L, B, x, ld_in, gates, h_prev, c_state, h_out, w, no_blas);
-            h_prev = h_out;
             continue;
         }
         if (!memchr(mk, 0, (size_t)B)) {
@@ -207,8 +242,36 @@ static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_
             }
         }
     }
-    if (!mask)
-        memcpy(h_state, h_prev, (size_t)B * hb);
+}
+
+/* The steps of rows [b0, b0 + nb): inputs read by the kernel, or projected (xproj) for all
+ * rows already. */
+static void run_rows(const lf_model *m, const lf_layer *L, unsigned mode, int32_t B,
+                     int32_t b0, int32_t nb, int32_t n, const float *in, ptrdiff_t ld_in,
+                     float *xproj, float *h_state, float *c_state, const lf_bufs *w,
+                     float *out)
+{
+    const size_t Rp = (size_t)L->Rp, Hp = (size_t)L->Hp, G = (size_t)L->G * Hp;
+    const int no_blas = (mode & DIR_NO_BLAS) != 0;
+    const float *h_prev = h_state + b0 * Rp;
+    float *c = c_state ? c_state + b0 * Hp : NULL;
+    for (int32_t p = 0; p < n; p++) {
+        const int32_t t = (mode & DIR_REVERSE) ? n - 1 - p : p;
+        const size_t row = (size_t)t * B + b0;
+        float *h_out = out + ((size_t)((mode & DIR_TIME_ALIGNED) ? t : p) * B + b0) * Rp;
+        cell_step(m, L, nb, xproj ? NULL : in + (ptrdiff_t)row * ld_in, ld_in,
+                  xproj ? xproj + row * G : NULL, h_prev, c, h_out, w, no_blas);
+        h_prev = h_out;
+    }
+    memcpy(h_state + b0 * Rp, h_prev, (size_t)nb * Rp * sizeof(float));
+}
+
+static void *run_rows_job(void *arg)
+{
+    const lf_rows_job *j = arg;
+    run_rows(j->m, j->L, j->mode, j->B, j->b0, j->nb, j->n, j->in, j->ld_in, j->xproj, j->h,
+             j->c, j->w, j->out);
+    return NULL;
 }
 
 /* out (rows, ld) = merge of f and b, each (rows, Rp) with R features. */
@@ -259,9 +322,6 @@ static void *run_dir(void *arg)
              j->w, j->out);
     return NULL;
 }
-
-/* Floating-point work of a layer below which a second thread costs more than it saves. */
-#define LF_PARALLEL_MIN_FLOPS 2e6
 
 /* A recurrent layer (one or two directions) over n steps. With a second thread's scratch
  * (w->second), the backward direction runs on that thread. */
@@ -552,13 +612,13 @@ lf_status lf_run(const lf_model *m, lf_state *s, const lf_io *io, void *ws, size
         permute_state(m, s, perm, 0, w.hnew);
         w.perm = perm;
     }
-    lf_bufs second = w;  /* a second thread's private scratch */
-    second.xproj = w.xproj + p.xproj;
+    lf_bufs second = w;  /* a second thread's private scratch (and xproj if bidirectional) */
+    second.xproj = m->bidirectional ? w.xproj + p.xproj : w.xproj;
     second.hnew = order + p.order;
     second.cold = second.hnew + p.rowbuf;
     second.hc = second.cold + p.rowbuf;
     second.scratch = second.hc + p.rowbuf;
-    if ((io->flags & LF_RUN_PARALLEL) && m->bidirectional)
+    if (io->flags & LF_RUN_PARALLEL)
         w.second = &second;
 
     const int32_t seq_end = m->collapse >= 0 ? m->collapse + 1 : m->num_ops;

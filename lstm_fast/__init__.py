@@ -88,8 +88,10 @@ def set_num_threads(n: int) -> None:
     """Set the threads lstm_fast may use (default 1, or ``$LSTM_FAST_NUM_THREADS``).
 
     They go to BLAS (input projections of long chunks and large batches) and, from 2 on, to
-    the two directions of bidirectional layers, which then run at the same time (for layers
-    large enough to gain). Results agree across thread counts to float32 rounding.
+    a second thread per recurrent layer large enough to gain: the two directions of a
+    bidirectional layer run at the same time, and a batch of two or more sequences (without
+    lengths or masks) runs as two halves. Results agree across thread counts to float32
+    rounding.
     """
     _core.set_threads(int(n))
 

@@ -292,6 +292,35 @@ def test_bidirectional_on_two_threads(kind, rng):
             np.testing.assert_allclose(c2, c1, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru_before", "rnn", "lstm_proj"])
+@pytest.mark.parametrize("B", [13, 64])
+def test_batch_halves_on_two_threads(kind, B, isa, rng):
+    """set_num_threads(2) runs the two halves of a large batch on two threads, each over the
+    whole sequence; outputs and states equal the oracle and the one-thread run, in whole
+    calls, streamed chunks and single steps."""
+    H = 96 if kind == "rnn" else 64
+    spec = ModelSpec((cell_spec(rng, kind, 24, H), cell_spec(rng, kind, H // 2 if kind ==
+                                                             "lstm_proj" else H, H)))
+    model = lf.Model(spec, isa=isa)
+    x = rng.standard_normal((B, 30, 24)).astype(np.float32)
+    y1, s1 = model.predict(x, return_state=True)
+    try:
+        lf.set_num_threads(2)
+        y2, s2 = model.predict(x, return_state=True)
+        stream = model.stream(batch=B)
+        chunks = np.concatenate([stream.run(x[:, :11]), stream.step(x[:, 11])[:, None],
+                                 stream.run(x[:, 12:])], axis=1)
+    finally:
+        lf.set_num_threads(1)
+    np.testing.assert_allclose(y2, spec_forward(spec, x)[0], rtol=0, atol=TOL)
+    np.testing.assert_allclose(y2, y1, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(chunks, y1, rtol=0, atol=1e-6)
+    for (h2, c2), (h1, c1) in zip(per_cell(s2, model), per_cell(s1, model), strict=True):
+        np.testing.assert_allclose(h2, h1, rtol=0, atol=1e-6)
+        if c1 is not None:
+            np.testing.assert_allclose(c2, c1, rtol=0, atol=1e-6)
+
+
 def test_stream_step_ids_of_any_integer_width(rng):
     """Step ids arrive as int64 (numpy's default) or int32; ids outside the vocabulary,
     including ones beyond int32, are refused and leave the state untouched."""

@@ -206,9 +206,10 @@ typedef struct lf_io {
 
 /* lf_io.flags */
 #define LF_RUN_CHECK_FINITE 1u  /* reject NaN/Inf in x with LF_E_NONFINITE before any work */
-#define LF_RUN_PARALLEL 2u      /* run the two directions of bidirectional layers on two
-                                   threads (the calling one and one started per layer) when
-                                   the layer is large enough; inputs are then read by the
+#define LF_RUN_PARALLEL 2u      /* use a second thread (started per layer and block) when
+                                   the layer is large enough: the two directions of a
+                                   bidirectional layer run at once, and an unmasked batch of
+                                   2+ rows runs as two halves; inputs are then read by the
                                    packed kernels, not projected with BLAS (equal to float32
                                    rounding) */
 

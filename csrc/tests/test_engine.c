@@ -281,41 +281,47 @@ static void test_family(lf_isa isa)
 }
 
 /* LF_RUN_PARALLEL: the backward direction on its own thread gives the serial result. */
+/* LF_RUN_PARALLEL: a bidirectional layer's directions, or a unidirectional layer's batch
+ * halves, on two threads; equal to the serial run. */
 static void test_parallel(lf_isa isa)
 {
     const int I = 32, H = 64, B = 4, T = 64;
-    lf_layer_desc d = {.kind = LF_LAYER_LSTM, .input_size = I, .units = H,
-                       .w = rand_array((size_t)4 * H * I, 0.3f),
-                       .w_rec = rand_array((size_t)4 * H * H, 0.3f), .bias = NULL,
-                       .activation = LF_ACT_TANH, .recurrent_activation = LF_ACT_SIGMOID,
-                       .flags = LF_LAYER_BIDIRECTIONAL | LF_LAYER_ZERO_MASKED_OUTPUT,
-                       .w_b = rand_array((size_t)4 * H * I, 0.3f),
-                       .w_rec_b = rand_array((size_t)4 * H * H, 0.3f)};
-    float *x = rand_array((size_t)B * T * I, 1.0f);
-    float *y[2] = {malloc(sizeof(float) * (size_t)B * T * 2 * H),
-                   malloc(sizeof(float) * (size_t)B * T * 2 * H)};
-    int32_t len[4] = {64, 10, 0, 63};
-    lf_model *m = NULL;
-    CHECK(lf_model_create(&d, 1, isa, &m) == LF_OK, "parallel create");
-    size_t need = lf_workspace_size(m, B, T);
-    void *ws = malloc(need);
-    for (int ragged = 0; ragged < 2; ragged++) {
-        for (int par = 0; par < 2; par++) {
-            lf_state *s = NULL;
-            lf_state_create(m, B, &s);
-            lf_io io = seq_io(T, x, I, T, y[par], 2 * H, par ? LF_RUN_PARALLEL : 0);
-            io.lengths = ragged ? len : NULL;
-            CHECK(lf_run(m, s, &io, ws, need) == LF_OK, "parallel run %d", par);
-            lf_state_free(s);
+    for (int bidir = 0; bidir < 2; bidir++) {
+        const int O = bidir ? 2 * H : H;
+        lf_layer_desc d = {.kind = LF_LAYER_LSTM, .input_size = I, .units = H,
+                           .w = rand_array((size_t)4 * H * I, 0.3f),
+                           .w_rec = rand_array((size_t)4 * H * H, 0.3f), .bias = NULL,
+                           .activation = LF_ACT_TANH, .recurrent_activation = LF_ACT_SIGMOID,
+                           .flags = (bidir ? LF_LAYER_BIDIRECTIONAL : 0u)
+                                    | LF_LAYER_ZERO_MASKED_OUTPUT,
+                           .w_b = rand_array((size_t)4 * H * I, 0.3f),
+                           .w_rec_b = rand_array((size_t)4 * H * H, 0.3f)};
+        float *x = rand_array((size_t)B * T * I, 1.0f);
+        float *y[2] = {malloc(sizeof(float) * (size_t)B * T * O),
+                       malloc(sizeof(float) * (size_t)B * T * O)};
+        int32_t len[4] = {64, 10, 0, 63};
+        lf_model *m = NULL;
+        CHECK(lf_model_create(&d, 1, isa, &m) == LF_OK, "parallel create");
+        size_t need = lf_workspace_size(m, B, T);
+        void *ws = malloc(need);
+        for (int ragged = 0; ragged < 2; ragged++) {
+            for (int par = 0; par < 2; par++) {
+                lf_state *s = NULL;
+                lf_state_create(m, B, &s);
+                lf_io io = seq_io(T, x, I, T, y[par], O, par ? LF_RUN_PARALLEL : 0);
+                io.lengths = ragged ? len : NULL;
+                CHECK(lf_run(m, s, &io, ws, need) == LF_OK, "parallel run %d", par);
+                lf_state_free(s);
+            }
+            double err = 0;
+            for (size_t k = 0; k < (size_t)B * T * O; k++)
+                err = fmax(err, fabs(y[0][k] - y[1][k]));
+            CHECK(err < 1e-6, "parallel vs serial (bidir %d, ragged %d): %g", bidir, ragged, err);
         }
-        double err = 0;
-        for (size_t k = 0; k < (size_t)B * T * 2 * H; k++)
-            err = fmax(err, fabs(y[0][k] - y[1][k]));
-        CHECK(err < 1e-6, "parallel vs serial (ragged %d): %g", ragged, err);
+        free(ws); lf_model_free(m);
+        free(y[0]); free(y[1]); free(x);
+        free((void *)d.w); free((void *)d.w_rec); free((void *)d.w_b); free((void *)d.w_rec_b);
     }
-    free(ws); lf_model_free(m);
-    free(y[0]); free(y[1]); free(x);
-    free((void *)d.w); free((void *)d.w_rec); free((void *)d.w_b); free((void *)d.w_rec_b);
 }
 
 static void test_errors(void)
