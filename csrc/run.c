@@ -115,10 +115,6 @@ static void cell_step(const lf_model *m, const lf_layer *L, int32_t B, const flo
 enum { DIR_REVERSE = 1, DIR_TIME_ALIGNED = 2, DIR_ZERO_OUT = 4, DIR_TRACK_LAST = 8,
        DIR_NO_BLAS = 16 };
 
-/* One cell over n steps. Input rows r = t*B + b at in + r*ld_in; outputs (n*B, Rp) to out,
- * in processing order or (DIR_TIME_ALIGNED) at their step's row. mask (n*B bytes, 0 =
- * masked) may be NULL. Masked steps carry the state and output 0 (DIR_ZERO_OUT) or the
- * previous output; lastout keeps the last valid output (DIR_TRACK_LAST). */
 static void run_rows(const lf_model *m, const lf_layer *L, unsigned mode, int32_t B,
                      int32_t b0, int32_t nb, int32_t n, const float *in, ptrdiff_t ld_in,
                      float *xproj, float *h_state, float *c_state, const lf_bufs *w,
@@ -141,6 +137,10 @@ typedef struct lf_rows_job {
 /* Floating-point work of a layer below which a second thread costs more than it saves. */
 #define LF_PARALLEL_MIN_FLOPS 2e6
 
+/* One cell over n steps. Input rows r = t*B + b at in + r*ld_in; outputs (n*B, Rp) to out,
+ * in processing order or (DIR_TIME_ALIGNED) at their step's row. mask (n*B bytes, 0 =
+ * masked) may be NULL. Masked steps carry the state and output 0 (DIR_ZERO_OUT) or the
+ * previous output; lastout keeps the last valid output (DIR_TRACK_LAST). */
 static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_t B, int32_t n,
                      const float *in, ptrdiff_t ld_in, const unsigned char *mask,
                      float *h_state, float *c_state, float *lastout, const lf_bufs *w,
@@ -153,18 +153,12 @@ static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_
      * each step reading its inputs directly (no projection of padded rows). */
     const int prefix = mask && w->perm && packed;
     const int no_blas = (mode & DIR_NO_BLAS) && packed;
-    /* Rows are independent: with a second thread's buffers and enough work, the two halves
-     * of an unmasked batch run their whole sequences on two threads, each reading its inputs
-     * in the packed kernel (no BLAS: its threads would spin on the cores the halves use). */
-    const int32_t half = B / 2;
-    const int split = !mask && w->second && packed && half > 0 && !(mode & DIR_NO_BLAS)
-                      && 2.0 * n * B * G * (double)(L->I + L->R) >= LF_PARALLEL_MIN_FLOPS;
-    const int fused = (n == 1 && packed) || prefix || no_blas || split;
     if (B == 1 && !mask && L->kind == LF_LAYER_LSTM && !L->whr_t
         && L->Hp <= 4 * m->kernels->vw) {
         /* One small row: a step is latency bound; x is read in the kernel while the weights
          * fit in L1, else projected by one GEMM. */
-        const int read_x = fused || (size_t)(L->I + L->R) * G * sizeof(float) <= LF_L1_WEIGHTS;
+        const int read_x = n == 1 || no_blas
+                           || (size_t)(L->I + L->R) * G * sizeof(float) <= LF_L1_WEIGHTS;
         if (!read_x)
             lf_sgemm(n, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
         const int rev = (mode & DIR_REVERSE) != 0;
@@ -177,6 +171,13 @@ static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_
         memcpy(h_state, o + (n - 1) * so, hb);
         return;
     }
+    /* Rows are independent: with a second thread's buffers and enough work, the two halves
+     * of an unmasked batch run their whole sequences on two threads, each reading its inputs
+     * in the packed kernel (no BLAS: its threads would spin on the cores the halves use). */
+    const int32_t half = B / 2;
+    const int split = !mask && w->second && packed && half > 0 && !(mode & DIR_NO_BLAS)
+                      && 2.0 * n * B * G * (double)(L->I + L->R) >= LF_PARALLEL_MIN_FLOPS;
+    const int fused = (n == 1 && packed) || prefix || no_blas || split;
     if (!fused)
         lf_sgemm(n * B, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
     if (!mask) {
