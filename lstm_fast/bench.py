@@ -441,7 +441,8 @@ def _measure(engines: list[Engine], wl: Workload, warmup: int, iters: int | None
              seconds: float, progress: _Progress, settle_s: float = 0.0) -> None:
     """Warm up, then time the engines round by round, rotating who goes first. ``settle_s``:
     untimed idle time before each engine's turn, so that thread pools the previous engine left
-    spinning do not take the cores of the engine being timed (used with several threads)."""
+    spinning do not take the cores of the engine being timed, followed by one untimed call
+    that wakes the engine's own threads and the idle core (used with several threads)."""
     for e in engines:
         for k in range(warmup):
             e.call(wl.inputs[k % len(wl.inputs)])  # type: ignore[misc]
@@ -467,6 +468,8 @@ def _measure(engines: list[Engine], wl: Workload, warmup: int, iters: int | None
                 count = min(round_calls, iters - len(e.latencies)) if iters else 0
                 if settle_s:
                     time.sleep(settle_s)
+                    e.call(wl.inputs[e.next_input])  # untimed: wakes its threads and the core
+                    e.next_input = (e.next_input + 1) % len(wl.inputs)
                 _calls(e, wl.inputs, count, round_ns)
                 done = sum(min(1.0, fraction(x)) for x in engines) / len(engines)
                 progress.update(done, ", ".join(f"{x.name} {len(x.latencies)}"
