@@ -34,20 +34,28 @@ LF_INLINE vf v_act(lf_activation a, vf x)
     }
 }
 
-/* c' = r(f)·c + r(i)·a(g);  h' = r(o)·a(c') for VW units (r = sigmoid, a = tanh by default). */
+/* c' = r(f)·c + r(i)·a(g);  returns h' = r(o)·a(c') for VW units (r = sigmoid, a = tanh when
+ * def, the fully fused path; else the layer's activations). */
+LF_INLINE vf lstm_cell(const lf_layer *restrict L, const int def, vf gi, vf gf, vf gg, vf go,
+                       vf *c)
+{
+    if (def) {
+        *c = v_fmadd(v_sigmoid(gf), *c, v_mul(v_sigmoid(gi), v_tanh(gg)));
+        return v_mul(v_sigmoid(go), v_tanh(*c));
+    }
+    const lf_activation a = L->act, r = L->ract;
+    *c = v_fmadd(v_act(r, gf), *c, v_mul(v_act(r, gi), v_act(a, gg)));
+    return v_mul(v_act(r, go), v_act(a, *c));
+}
+
+/* lstm_cell on the state in memory: c updated in place, h' stored to h_out. */
 LF_INLINE void lstm_update(const lf_layer *restrict L, vf gi, vf gf, vf gg, vf go,
                            float *restrict c, float *restrict h_out)
 {
-    if (L->default_acts) {
-        vf cn = v_fmadd(v_sigmoid(gf), v_load(c), v_mul(v_sigmoid(gi), v_tanh(gg)));
-        v_store(c, cn);
-        v_store(h_out, v_mul(v_sigmoid(go), v_tanh(cn)));
-    } else {
-        const lf_activation a = L->act, r = L->ract;
-        vf cn = v_fmadd(v_act(r, gf), v_load(c), v_mul(v_act(r, gi), v_act(a, gg)));
-        v_store(c, cn);
-        v_store(h_out, v_mul(v_act(r, go), v_act(a, cn)));
-    }
+    vf cv = v_load(c), h = L->default_acts ? lstm_cell(L, 1, gi, gf, gg, go, &cv)
+                                           : lstm_cell(L, 0, gi, gf, gg, go, &cv);
+    v_store(c, cv);
+    v_store(h_out, h);
 }
 
 LF_INLINE vf ract_of(const lf_layer *restrict L, vf x)
@@ -300,16 +308,7 @@ LF_INLINE void lstm_seq_tiles(const int NT, const int S, const int DEF, const lf
                 else if (S == 2)
                     gate[g] = v_add(gate[g], A(t, 1, g));
             }
-            if (DEF) {
-                cv[t] = v_fmadd(v_sigmoid(gate[1]), cv[t], v_mul(v_sigmoid(gate[0]),
-                                                                 v_tanh(gate[2])));
-                hv[t] = v_mul(v_sigmoid(gate[3]), v_tanh(cv[t]));
-            } else {
-                const lf_activation a = L->act, r = L->ract;
-                cv[t] = v_fmadd(v_act(r, gate[1]), cv[t], v_mul(v_act(r, gate[0]),
-                                                                v_act(a, gate[2])));
-                hv[t] = v_mul(v_act(r, gate[3]), v_act(a, cv[t]));
-            }
+            hv[t] = lstm_cell(L, DEF, gate[0], gate[1], gate[2], gate[3], &cv[t]);
             v_store(o + t * VW, hv[t]);
         }
     }

@@ -119,20 +119,23 @@ static void run_rows(const lf_model *m, const lf_layer *L, unsigned mode, int32_
                      int32_t b0, int32_t nb, int32_t n, const float *in, ptrdiff_t ld_in,
                      float *xproj, float *h_state, float *c_state, const lf_bufs *w,
                      float *out);
-static void *run_rows_job(void *arg);
-
-/* Rows [b0, b0 + nb) of a batch of B, for a thread. */
-typedef struct lf_rows_job {
+/* A thread's part of a recurrent layer: a direction (run_cell's arguments), or rows
+ * [b0, b0 + nb) of an unmasked batch (run_rows's). */
+typedef struct lf_dir_job {
     const lf_model *m;
     const lf_layer *L;
     unsigned mode;
-    int32_t B, b0, nb, n;
+    int32_t B, n;
     const float *in;
-    ptrdiff_t ld_in;
-    float *xproj;
-    float *h, *c, *out;
+    ptrdiff_t ld;
+    const unsigned char *mask;
+    float *h, *c, *lastout, *out;
     const lf_bufs *w;
-} lf_rows_job;
+    int32_t b0, nb;
+    float *xproj;
+} lf_dir_job;
+
+static void *run_rows_job(void *arg);
 
 /* Floating-point work of a layer below which a second thread costs more than it saves. */
 #define LF_PARALLEL_MIN_FLOPS 2e6
@@ -182,8 +185,8 @@ static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_
         lf_sgemm(n * B, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
     if (!mask) {
         float *xproj = fused ? NULL : w->xproj;
-        lf_rows_job job = {m, L, mode | DIR_NO_BLAS, B, half, B - half, n, in, ld_in, xproj,
-                           h_state, c_state, out, w->second};
+        lf_dir_job job = {m, L, mode | DIR_NO_BLAS, B, n, in, ld_in, NULL, h_state, c_state,
+                          NULL, out, w->second, half, B - half, xproj};
         pthread_t thread;
         const int threaded = split && pthread_create(&thread, NULL, run_rows_job, &job) == 0;
         run_rows(m, L, threaded ? job.mode : mode, B, 0, threaded ? half : B, n, in, ld_in,
@@ -269,9 +272,9 @@ static void run_rows(const lf_model *m, const lf_layer *L, unsigned mode, int32_
 
 static void *run_rows_job(void *arg)
 {
-    const lf_rows_job *j = arg;
-    run_rows(j->m, j->L, j->mode, j->B, j->b0, j->nb, j->n, j->in, j->ld_in, j->xproj, j->h,
-             j->c, j->w, j->out);
+    const lf_dir_job *j = arg;
+    run_rows(j->m, j->L, j->mode, j->B, j->b0, j->nb, j->n, j->in, j->ld, j->xproj, j->h, j->c,
+             j->w, j->out);
     return NULL;
 }
 
@@ -303,19 +306,6 @@ static void merge_rows(lf_merge mode, int32_t rows, int32_t R, int32_t Rp, const
     }
 }
 
-/* One direction of a recurrent layer: the arguments of run_cell, for a thread. */
-typedef struct lf_dir_job {
-    const lf_model *m;
-    const lf_layer *L;
-    unsigned mode;
-    int32_t B, n;
-    const float *in;
-    ptrdiff_t ld;
-    const unsigned char *mask;
-    float *h, *c, *lastout, *out;
-    const lf_bufs *w;
-} lf_dir_job;
-
 static void *run_dir(void *arg)
 {
     const lf_dir_job *j = arg;
@@ -345,7 +335,7 @@ static void run_recurrent(const lf_model *m, lf_state *s, const lf_op *op, int32
                                  s->h + op->h_off[dir] * B,
                                  L->kind == LF_LAYER_LSTM ? s->c + op->c_off[dir] * B : NULL,
                                  w->lastout + op->h_off[dir] * B,
-                                 op->dirs == 2 ? w->dir[dir] : out, w};
+                                 op->dirs == 2 ? w->dir[dir] : out, w, 0, (int32_t)B, NULL};
     }
     const lf_layer *L0 = &op->cell[0];
     const double flops = 2.0 * n * (double)B * L0->G * L0->Hp * (double)(L0->I + L0->R);
