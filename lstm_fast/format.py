@@ -26,6 +26,7 @@ from . import safetensors
 from .errors import FormatVersionError, LstmFastError, ModelFileError
 from .spec import (
     SPEC_VERSION,
+    AffineSpec,
     BidirectionalSpec,
     DenseSpec,
     EmbeddingSpec,
@@ -33,6 +34,7 @@ from .spec import (
     LSTMLayerSpec,
     MaskingSpec,
     ModelSpec,
+    NormalizeSpec,
     SimpleRNNLayerSpec,
 )
 
@@ -50,6 +52,8 @@ _KINDS: dict[str, tuple[type, tuple[str, ...], dict[str, type]]] = {
     "dense": (DenseSpec, ("weight", "bias"), {"activation": str}),
     "embedding": (EmbeddingSpec, ("weight",), {"mask_zero": bool}),
     "masking": (MaskingSpec, (), {"size": int, "mask_value": float}),
+    "affine": (AffineSpec, ("scale", "shift"), {"size": int, "activation": str}),
+    "normalize": (NormalizeSpec, (), {"size": int, "epsilon": float}),
 }
 
 
@@ -77,6 +81,8 @@ def save_spec(spec: ModelSpec, path: str | os.PathLike[str]) -> None:
     layers = [entry_of(L, f"layers.{k}.") for k, L in enumerate(spec.layers)]
     model = {"spec_version": SPEC_VERSION, "mask_semantics": spec.mask_semantics,
              "stateful": spec.stateful, "metadata": spec.metadata, "layers": layers}
+    if spec.state_layout != "stacked":
+        model["state_layout"] = spec.state_layout
     safetensors.write(path, tensors, {"format": FORMAT, "format_version": str(FORMAT_VERSION),
                                       "model": json.dumps(model)})
 
@@ -133,7 +139,8 @@ def _spec_from_json(model: Any, tensors: dict[str, np.ndarray], path: str) -> Mo
         raise ModelFileError(f"{path}: metadata must be an object")
     try:
         return ModelSpec(layers=tuple(layers), mask_semantics=model.get("mask_semantics"),
-                         stateful=bool(model.get("stateful", False)), metadata=meta)
+                         stateful=bool(model.get("stateful", False)), metadata=meta,
+                         state_layout=model.get("state_layout", "stacked"))
     except LstmFastError as e:
         raise ModelFileError(f"{path}: invalid model: {e}") from None
 

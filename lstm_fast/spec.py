@@ -41,6 +41,10 @@ CELL_ACTIVATIONS = (
 DENSE_ACTIVATIONS = CELL_ACTIVATIONS + ("softmax", "log_softmax")
 
 MASK_SEMANTICS = ("keras", "torch")
+#: How :attr:`lstm_fast.Stream.state` is shaped: ``"stacked"`` like nn.LSTM's ``(h_n, c_n)``
+#: (one leading entry per recurrent state), ``"cell"`` like an nn.LSTMCell's ``(h, c)`` of
+#: (B, H) each (a model converted from one cell).
+STATE_LAYOUTS = ("stacked", "cell")
 
 
 def _float32_array(a: object, name: str, ndim: int) -> np.ndarray:
@@ -420,8 +424,103 @@ class MaskingSpec:
         return {}
 
 
+@dataclass(frozen=True)
+class AffineSpec:
+    """Per-feature ``y = activation(x * scale + shift)``; ``scale``/``shift`` are (size,) or
+    None (1 and 0).
+
+    The inference form of a batch normalisation (see :func:`batchnorm_affine`), or with
+    neither array a bare activation between layers (e.g. a ReLU before a Linear head).
+    Converters fold a linear one into the next layer's input weights where that is exact
+    (:func:`fold_affines`); the engine runs the others.
+    """
+
+    size: int
+    scale: np.ndarray | None = None
+    shift: np.ndarray | None = None
+    activation: str = "linear"
+
+    kind = "affine"
+
+    def __post_init__(self) -> None:
+        size = _positive_int(self.size, "Affine size")
+        object.__setattr__(self, "size", size)
+        for name in ("scale", "shift"):
+            value = getattr(self, name)
+            if value is not None:
+                arr = _float32_array(value, f"affine {name}", 1)
+                if arr.shape != (size,):
+                    raise WeightsError(f"affine {name} must be ({size},), got {arr.shape}")
+                object.__setattr__(self, name, arr)
+        _check_activation(self.activation, DENSE_ACTIVATIONS, "Affine activation")
+
+    @property
+    def input_size(self) -> int:
+        return self.size
+
+    @property
+    def output_size(self) -> int:
+        return self.size
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return _present(scale=self.scale, shift=self.shift)
+
+
+@dataclass(frozen=True)
+class NormalizeSpec:
+    """L2 normalisation of each step's feature vector: ``y = x / max(||x||_2, epsilon)``
+    (``torch.nn.functional.normalize``; speaker and word embeddings)."""
+
+    size: int
+    epsilon: float = 1e-12
+
+    kind = "normalize"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", _positive_int(self.size, "Normalize size"))
+        eps = float(self.epsilon)
+        if not (np.isfinite(eps) and eps >= 0):
+            raise WeightsError(f"Normalize epsilon must be finite and >= 0, got {eps}")
+        object.__setattr__(self, "epsilon", eps)
+
+    @property
+    def input_size(self) -> int:
+        return self.size
+
+    @property
+    def output_size(self) -> int:
+        return self.size
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+
+def batchnorm_affine(gamma: object, beta: object, mean: object, var: object,
+                     epsilon: float) -> AffineSpec:
+    """The inference form of a batch normalisation,
+    ``(x - mean) / sqrt(var + epsilon) * gamma + beta``, as an :class:`AffineSpec`
+    (computed in float64). ``gamma``/``beta`` may be None (Keras ``scale``/``center=False``).
+    """
+    mean64 = np.asarray(_float32_array(mean, "moving mean", 1), np.float64)
+    var64 = np.asarray(_float32_array(var, "moving variance", 1), np.float64)
+    size = mean64.shape[0]
+    if var64.shape != (size,) or float(epsilon) < 0 or (var64 + float(epsilon) <= 0).any():
+        raise WeightsError(f"batch normalisation: variance must be ({size},) with "
+                           f"variance + epsilon > 0")
+    scale = 1.0 / np.sqrt(var64 + float(epsilon))
+    if gamma is not None:
+        scale = scale * np.asarray(_float32_array(gamma, "gamma", 1), np.float64)
+    shift = -mean64 * scale
+    if beta is not None:
+        shift = shift + np.asarray(_float32_array(beta, "beta", 1), np.float64)
+    if scale.shape != (size,) or shift.shape != (size,):
+        raise WeightsError(f"batch normalisation: gamma and beta must be ({size},)")
+    return AffineSpec(size=size, scale=scale, shift=shift)
+
+
 CellSpec = LSTMLayerSpec | GRULayerSpec | SimpleRNNLayerSpec
-LayerSpec = CellSpec | BidirectionalSpec | DenseSpec | EmbeddingSpec | MaskingSpec
+LayerSpec = (CellSpec | BidirectionalSpec | DenseSpec | EmbeddingSpec | MaskingSpec | AffineSpec
+             | NormalizeSpec)
 #: Kinds that hold a recurrent cell, and kinds that have a recurrent state.
 CELL_KINDS = ("lstm", "gru", "rnn")
 RECURRENT_KINDS = (*CELL_KINDS, "bidirectional")
@@ -444,12 +543,16 @@ class ModelSpec:
         :meth:`lstm_fast.Model.stream`.
     metadata : dict of str to str
         Provenance (source framework and version, source file, ...), kept in the model file.
+    state_layout : {"stacked", "cell"}
+        The shape of states at the Python API (:data:`STATE_LAYOUTS`); ``"cell"`` needs
+        exactly one unidirectional recurrent layer.
     """
 
     layers: tuple[LayerSpec, ...]
     mask_semantics: str = "torch"
     stateful: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
+    state_layout: str = "stacked"
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
@@ -472,6 +575,14 @@ class ModelSpec:
                     f"layer {k} ({L.kind}) expects inputs of size {L.input_size} but layer "
                     f"{k - 1} ({layers[k - 1].kind}) produces {layers[k - 1].output_size}"
                 )
+        if self.state_layout not in STATE_LAYOUTS:
+            raise WeightsError(f"state_layout must be one of {', '.join(STATE_LAYOUTS)}, got "
+                               f"{self.state_layout!r}")
+        if self.state_layout == "cell" and not (
+                len([L for L in layers if L.kind in RECURRENT_KINDS]) == 1
+                and any(L.kind in CELL_KINDS for L in layers)):
+            raise WeightsError("state_layout 'cell' needs exactly one unidirectional recurrent "
+                               "layer")
         meta = {str(k): str(v) for k, v in dict(self.metadata).items()}
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "metadata", meta)
@@ -560,4 +671,11 @@ def _options_text(L: LayerSpec) -> str:
         return f"activation={L.activation}" + ("" if L.bias is not None else ", no bias")
     if isinstance(L, EmbeddingSpec):
         return f"vocabulary={L.vocab_size}" + (", mask_zero" if L.mask_zero else "")
+    if isinstance(L, AffineSpec):
+        parts = ["batch-norm affine" if L.scale is not None or L.shift is not None else ""]
+        if L.activation != "linear" or not parts[0]:
+            parts.append(f"activation={L.activation}")
+        return ", ".join(p for p in parts if p)
+    if isinstance(L, NormalizeSpec):
+        return f"l2, epsilon={L.epsilon:g}"
     return f"mask_value={L.mask_value:g}"
