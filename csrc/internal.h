@@ -36,14 +36,15 @@ typedef struct lf_op {
     uint32_t flags;
     lf_activation act;        /* DENSE */
     lf_merge merge;           /* bidirectional */
-    float mask_value;         /* MASKING */
+    float mask_value;         /* MASKING; NORMALIZE: epsilon */
     int32_t dirs;             /* recurrent: 1, or 2 when bidirectional; else 0 */
     int32_t slot;             /* recurrent: index of the forward direction's state, else -1 */
     int32_t h_off[2], c_off[2]; /* recurrent: floats of state per batch row before each
                                    direction's h (rows of Rp) and c (rows of Hp) */
     lf_layer cell[2];         /* recurrent: forward, backward */
-    float *w;                 /* DENSE: (in, ld) transposed; EMBEDDING: (vocabulary, out) */
-    float *bias;              /* DENSE: (ld) */
+    float *w;                 /* DENSE: (in, ld) transposed; EMBEDDING: (vocabulary, out);
+                                 AFFINE: scale (ld) */
+    float *bias;              /* DENSE, AFFINE: (ld) */
 } lf_op;
 
 /* Kernels of one instruction-set level. */

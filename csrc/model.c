@@ -214,6 +214,19 @@ static lf_status build_op(lf_op *op, const lf_layer_desc *d, int32_t vw)
             return LF_E_NO_MEMORY;
         memcpy(op->w, d->w, n * sizeof(float));
         return LF_OK;
+    case LF_LAYER_AFFINE:
+        op->w = lf_aligned_alloc((size_t)op->ld * sizeof(float));
+        op->bias = lf_aligned_alloc((size_t)op->ld * sizeof(float));
+        if (!op->w || !op->bias)
+            return LF_E_NO_MEMORY;
+        for (int32_t o = 0; o < op->out; o++) {
+            op->w[o] = d->w ? d->w[o] : 1.0f;
+            op->bias[o] = d->bias ? d->bias[o] : 0.0f;
+        }
+        return LF_OK;
+    case LF_LAYER_NORMALIZE:
+        op->mask_value = d->epsilon;
+        return LF_OK;
     case LF_LAYER_MASKING:
         return LF_OK;
     }
@@ -269,6 +282,16 @@ static lf_status check_desc(const lf_layer_desc *d, int32_t l, const lf_layer_de
         if (d->units != d->input_size)
             return LF_E_INVALID_SIZE;
         return d->flags || d->mask_value != d->mask_value ? LF_E_BAD_LAYER : LF_OK;
+    case LF_LAYER_AFFINE:
+        if (d->units != d->input_size)
+            return LF_E_INVALID_SIZE;
+        return d->flags || !(elementwise(d->activation) || d->activation == LF_ACT_SOFTMAX
+                             || d->activation == LF_ACT_LOG_SOFTMAX) ? LF_E_BAD_LAYER : LF_OK;
+    case LF_LAYER_NORMALIZE:
+        if (d->units != d->input_size)
+            return LF_E_INVALID_SIZE;
+        return d->flags || !(d->epsilon >= 0.0f) || d->epsilon > 1e30f ? LF_E_BAD_LAYER
+                                                                          : LF_OK;
     }
     return LF_E_BAD_LAYER;
 }

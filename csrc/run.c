@@ -6,6 +6,7 @@
  * once, after the last block, on one row per sequence. */
 #include <pthread.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "blas.h"
@@ -379,6 +380,45 @@ static void run_dense(const lf_model *m, const lf_op *op, int32_t rows, const fl
         lf_softmax_rows(op->act == LF_ACT_LOG_SOFTMAX, rows, op->out, op->ld, out);
 }
 
+/* y = act(x * scale + shift), per feature; padded columns become 0 before the activation. */
+static void run_affine(const lf_model *m, const lf_op *op, int32_t rows, const float *in,
+                       ptrdiff_t ld_in, float *out)
+{
+    const int rowwise = op->act == LF_ACT_SOFTMAX || op->act == LF_ACT_LOG_SOFTMAX;
+    for (int32_t r = 0; r < rows; r++) {
+        const float *restrict x = in + r * ld_in;
+        float *restrict y = out + (size_t)r * op->ld;
+        for (int32_t i = 0; i < op->out; i++)
+            y[i] = x[i] * op->w[i] + op->bias[i];
+        for (int32_t i = op->out; i < op->ld; i++)
+            y[i] = 0.0f;
+    }
+    if (rowwise)
+        lf_softmax_rows(op->act == LF_ACT_LOG_SOFTMAX, rows, op->out, op->ld, out);
+    else if (op->act != LF_ACT_LINEAR)
+        m->kernels->bias_act(op->act, NULL, rows, op->ld, out);
+}
+
+/* y = x / max(||x||_2, epsilon) per row (the sum of squares in double). */
+static void run_normalize(const lf_op *op, int32_t rows, const float *in, ptrdiff_t ld_in,
+                          float *out)
+{
+    for (int32_t r = 0; r < rows; r++) {
+        const float *restrict x = in + r * ld_in;
+        float *restrict y = out + (size_t)r * op->ld;
+        double ss = 0.0;
+        for (int32_t i = 0; i < op->out; i++)
+            ss += (double)x[i] * x[i];
+        double norm = sqrt(ss);
+        const float inv = (float)(1.0 / (norm > op->mask_value ? norm : (double)op->mask_value));
+        const float scale = norm > 0.0 || op->mask_value > 0.0f ? inv : 0.0f;
+        for (int32_t i = 0; i < op->out; i++)
+            y[i] = x[i] * scale;
+        for (int32_t i = op->out; i < op->ld; i++)
+            y[i] = 0.0f;
+    }
+}
+
 /* Keras Masking: a row whose features all equal the mask value is masked and zeroed. */
 static void run_masking(const lf_op *op, int32_t rows, const float *in, ptrdiff_t ld_in,
                         unsigned char *mask, float *out)
@@ -489,6 +529,12 @@ static const float *run_ops(const lf_model *m, lf_state *s, int32_t first, int32
             break;
         case LF_LAYER_DENSE:
             run_dense(m, op, rows, in, ld, out);
+            break;
+        case LF_LAYER_AFFINE:
+            run_affine(m, op, rows, in, ld, out);
+            break;
+        case LF_LAYER_NORMALIZE:
+            run_normalize(op, rows, in, ld, out);
             break;
         case LF_LAYER_MASKING:
             run_masking(op, rows, in, ld, w->mask, out);

@@ -22,7 +22,7 @@ cdef extern from "lstm_fast.h" nogil:
         LF_ISA_AUTO, LF_ISA_PORTABLE, LF_ISA_AVX2, LF_ISA_AVX512
     ctypedef enum lf_layer_kind:
         LF_LAYER_LSTM, LF_LAYER_DENSE, LF_LAYER_EMBEDDING, LF_LAYER_MASKING, LF_LAYER_GRU,
-        LF_LAYER_RNN
+        LF_LAYER_RNN, LF_LAYER_AFFINE, LF_LAYER_NORMALIZE
     ctypedef enum lf_merge:
         LF_MERGE_CONCAT, LF_MERGE_SUM, LF_MERGE_AVE, LF_MERGE_MUL
     ctypedef enum lf_activation:
@@ -51,6 +51,7 @@ cdef extern from "lstm_fast.h" nogil:
         const float *bias_rec_b
         const float *w_proj_b
         lf_merge merge
+        float epsilon
     ctypedef struct lf_io:
         int32_t steps
         const float *x
@@ -94,7 +95,8 @@ ISA_NAMES = {LF_ISA_PORTABLE: "portable", LF_ISA_AVX2: "avx2", LF_ISA_AVX512: "a
 ISA_CODES = {"auto": LF_ISA_AUTO, **{v: k for k, v in ISA_NAMES.items()}}
 MAX_DIM = LF_MAX_DIM
 KINDS = {"lstm": LF_LAYER_LSTM, "dense": LF_LAYER_DENSE, "embedding": LF_LAYER_EMBEDDING,
-         "masking": LF_LAYER_MASKING, "gru": LF_LAYER_GRU, "rnn": LF_LAYER_RNN}
+         "masking": LF_LAYER_MASKING, "gru": LF_LAYER_GRU, "rnn": LF_LAYER_RNN,
+         "affine": LF_LAYER_AFFINE, "normalize": LF_LAYER_NORMALIZE}
 MERGES = {"concat": LF_MERGE_CONCAT, "sum": LF_MERGE_SUM, "ave": LF_MERGE_AVE,
           "mul": LF_MERGE_MUL}
 # Order of enum lf_activation in lstm_fast.h.
@@ -202,6 +204,7 @@ cdef class CModel:
             for name in d.get("flags", ()):
                 descs[l].flags |= FLAGS[name]
             descs[l].mask_value = d.get("mask_value", 0.0)
+            descs[l].epsilon = d.get("epsilon", 0.0)
         cdef lf_isa code = ISA_CODES[isa]
         cdef lf_status st
         with nogil:

@@ -12,6 +12,7 @@ from ._checks import check_array, check_ids
 from ._core import CModel, CState
 from .errors import ShapeError, UnsupportedModelError, WeightsError
 from .spec import (
+    AffineSpec,
     BidirectionalSpec,
     CellSpec,
     DenseSpec,
@@ -21,6 +22,7 @@ from .spec import (
     LSTMLayerSpec,
     MaskingSpec,
     ModelSpec,
+    NormalizeSpec,
     SimpleRNNLayerSpec,
 )
 
@@ -308,6 +310,12 @@ def _layer_dicts(spec: ModelSpec) -> list[dict[str, Any]]:
         elif isinstance(L, EmbeddingSpec):
             out.append(dict(kind="embedding", input_size=L.vocab_size, units=L.output_size,
                             w=L.weight, flags=["mask_zero"] if L.mask_zero else []))
+        elif isinstance(L, AffineSpec):
+            out.append(dict(kind="affine", input_size=L.size, units=L.size, w=L.scale,
+                            bias=L.shift, activation=L.activation))
+        elif isinstance(L, NormalizeSpec):
+            out.append(dict(kind="normalize", input_size=L.size, units=L.size,
+                            epsilon=L.epsilon))
         elif isinstance(L, MaskingSpec):
             out.append(dict(kind="masking", input_size=L.size, units=L.size,
                             mask_value=L.mask_value))
@@ -317,8 +325,11 @@ def _layer_dicts(spec: ModelSpec) -> list[dict[str, Any]]:
 
 
 def _state_form(model: Model) -> str:
-    """'lstm': (h, c) stacked; 'h': h stacked; 'list': one entry per recurrent state."""
+    """'lstm': (h, c) stacked; 'h': h stacked; 'list': one entry per recurrent state;
+    'cell_lstm' / 'cell_h': one cell's own (h, c) or h, each (B, H), unstacked."""
     sizes = model.state_sizes
+    if model.spec.state_layout == "cell":
+        return "cell_lstm" if sizes[0][1] else "cell_h"
     if len(set(sizes)) == 1:
         return "lstm" if sizes[0][1] else "h"
     return "list"
@@ -327,6 +338,10 @@ def _state_form(model: Model) -> str:
 def _get_state(state: CState, model: Model) -> Any:
     parts = [state.get(k) for k in range(len(model.state_sizes))]
     form = _state_form(model)
+    if form == "cell_lstm":
+        return parts[0]
+    if form == "cell_h":
+        return parts[0][0]
     if form == "lstm":
         return np.stack([h for h, _ in parts]), np.stack([c for _, c in parts])
     if form == "h":
@@ -336,6 +351,11 @@ def _get_state(state: CState, model: Model) -> Any:
 
 def _state_help(model: Model) -> str:
     n, form = len(model.state_sizes), _state_form(model)
+    if form == "cell_lstm":
+        h, c = model.state_sizes[0]
+        return f"the cell's (h, c) with h (B, {h}) and c (B, {c})"
+    if form == "cell_h":
+        return f"the cell's h of shape (B, {model.state_sizes[0][0]})"
     if form == "lstm":
         h, c = model.state_sizes[0]
         return f"(h, c) with h ({n}, B, {h}) and c ({n}, B, {c})"
@@ -349,7 +369,12 @@ def _set_state(state: CState, model: Model, value: Any) -> None:
     form, B = _state_form(model), state.batch
     n = len(model.state_sizes)
     try:
-        if form == "lstm":
+        if form in ("cell_lstm", "cell_h"):
+            hs, cs = model.state_sizes[0]
+            h, c = value if form == "cell_lstm" else (value, None)
+            entries = [(check_array(h, "h", (B, hs)),
+                        None if c is None else check_array(c, "c", (B, cs)))]
+        elif form == "lstm":
             h, c = value
             hs, cs = model.state_sizes[0]
             h = check_array(h, "h", (n, B, hs))

@@ -25,6 +25,10 @@
  *   LF_LAYER_LSTM       an LSTM (equations below), optionally projected (PyTorch proj_size).
  *   LF_LAYER_GRU        a GRU, reset-after (PyTorch) or reset-before (Keras reset_after=False).
  *   LF_LAYER_RNN        h_t = a(w_ih x_t + w_hh h_{t-1} + bias).
+ *   LF_LAYER_AFFINE     y = activation(x * w + bias) per feature: w and bias are (units,) or
+ *                       NULL (1 and 0); units = input_size. Inference-form batch norm, or a
+ *                       bare activation between layers (softmax/log_softmax allowed).
+ *   LF_LAYER_NORMALIZE  y = x / max(||x||_2, epsilon) per step (units = input_size).
  * A recurrent layer with LF_LAYER_BIDIRECTIONAL also runs a backward direction (its own
  * weights) from each call's last step to its first, puts its outputs back in time order and
  * merges the two (lf_merge); masked steps of a bidirectional layer output 0. Its state is two
@@ -87,7 +91,7 @@
 extern "C" {
 #endif
 
-#define LF_ABI_VERSION 2
+#define LF_ABI_VERSION 3
 
 /* Largest accepted size of any one dimension (input, hidden, batch, steps per call). */
 #define LF_MAX_DIM (1 << 24)
@@ -127,7 +131,9 @@ typedef enum lf_layer_kind {
     LF_LAYER_EMBEDDING = 3,
     LF_LAYER_MASKING = 4,
     LF_LAYER_GRU = 5,
-    LF_LAYER_RNN = 6
+    LF_LAYER_RNN = 6,
+    LF_LAYER_AFFINE = 7,
+    LF_LAYER_NORMALIZE = 8
 } lf_layer_kind;
 
 /* How a bidirectional layer combines its two directions' outputs. */
@@ -170,23 +176,26 @@ typedef enum lf_activation {
 /* One layer (see the top of this file). The arrays are copied by lf_model_create. */
 typedef struct lf_layer_desc {
     lf_layer_kind kind;
-    int32_t input_size;   /* LSTM: I; DENSE: inputs; EMBEDDING: vocabulary; MASKING: features */
-    int32_t units;        /* LSTM: H; DENSE: outputs; EMBEDDING: dim; MASKING: = input_size */
+    int32_t input_size;   /* LSTM: I; DENSE: inputs; EMBEDDING: vocabulary; others: features */
+    int32_t units;        /* LSTM: H; DENSE: outputs; EMBEDDING: dim; others: = input_size */
     const float *w;       /* w_ih: LSTM (4H, I), GRU (3H, I), RNN (H, I); DENSE: (units,
-                             input_size); EMBEDDING: (vocabulary, units); MASKING: unused */
+                             input_size); EMBEDDING: (vocabulary, units); AFFINE: scale
+                             (units,) or NULL; MASKING, NORMALIZE: unused */
     const float *w_rec;   /* w_hh: LSTM (4H, R), GRU (3H, H), RNN (H, H); R = proj_size or H */
     const float *bias;    /* LSTM (4H,) = b_ih + b_hh; GRU: b_ih (3H,); RNN (H,) = b_ih + b_hh;
-                             DENSE (units,); NULL means zeros */
+                             DENSE, AFFINE (units,); NULL means zeros */
     const float *bias_rec; /* GRU: b_hh (3H,) (b_hn cannot be folded); NULL means zeros */
     const float *w_proj;  /* LSTM: w_hr (proj_size, H), or NULL for no projection */
     int32_t proj_size;    /* LSTM with w_proj: P; h and the output have P features */
-    lf_activation activation;            /* cells: candidate (and LSTM cell); DENSE: output */
+    lf_activation activation;            /* cells: candidate (and LSTM cell); DENSE, AFFINE:
+                                            output */
     lf_activation recurrent_activation;  /* LSTM: the i, f, o gates; GRU: r and z */
     uint32_t flags;       /* LF_LAYER_* */
     float mask_value;     /* MASKING */
     /* LF_LAYER_BIDIRECTIONAL: the backward direction's arrays, shaped as the forward ones. */
     const float *w_b, *w_rec_b, *bias_b, *bias_rec_b, *w_proj_b;
     lf_merge merge;
+    float epsilon;        /* NORMALIZE: >= 0 */
 } lf_layer_desc;
 
 /* One lf_run call. */

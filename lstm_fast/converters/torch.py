@@ -28,6 +28,7 @@ when the first layer is an Embedding, whatever ``batch_first`` the torch module 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -39,6 +40,7 @@ from ..errors import UnsupportedModelError, WeightsError
 from ..spec import (
     DENSE_ACTIVATIONS,
     RECURRENT_KINDS,
+    AffineSpec,
     BidirectionalSpec,
     CellSpec,
     DenseSpec,
@@ -47,21 +49,26 @@ from ..spec import (
     LayerSpec,
     LSTMLayerSpec,
     ModelSpec,
+    NormalizeSpec,
     SimpleRNNLayerSpec,
+    batchnorm_affine,
 )
+from .fold import fold_affines
+from .torch_plan import Plan, Step, make_plan
 
 if TYPE_CHECKING:
     from ..model import Model
 
-__all__ = ["from_torch", "spec_from_state_dict", "spec_from_torch_file"]
+__all__ = ["from_torch", "plan_from_state_dict", "spec_from_state_dict", "spec_from_torch_file"]
 
 HEADS = ("sequence", "last")
+#: What ``head_norm`` may be: no normalisation, or L2 over each output vector.
+HEAD_NORMS = (None, "l2")
 #: ``nn.RNN(nonlinearity=...)`` values (a state dict does not record which one was used).
 NONLINEARITIES = ("tanh", "relu")
 _MODULE_NAMES = {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn": "nn.RNN"}
 
 _RNN_KEY = re.compile(r"^(.*?)(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
-_CELL_KEY = re.compile(r"^(.*?)(weight_ih|weight_hh|bias_ih|bias_hh)$")
 
 
 def _to_numpy(value: Any, name: str) -> np.ndarray:
@@ -97,15 +104,6 @@ def _module_of(prefix: str) -> str:
     return prefix[:-1] if prefix else "<root>"
 
 
-def _recurrent_prefixes(sd: Mapping[str, np.ndarray]) -> list[str]:
-    found: list[str] = []
-    for k in sd:
-        m = _RNN_KEY.match(k)
-        if m and m.group(1) not in found:
-            found.append(m.group(1))
-    return found
-
-
 def _cell_kind(sd: Mapping[str, np.ndarray], prefix: str, k: int, sfx: str) -> str:
     """``"lstm"``, ``"gru"`` or ``"rnn"`` from the shapes of layer k's weights (one direction).
 
@@ -133,12 +131,10 @@ def _cell_kind(sd: Mapping[str, np.ndarray], prefix: str, k: int, sfx: str) -> s
                        f"(4H, H) (nn.LSTM), (3H, H) (nn.GRU) or (H, H) (nn.RNN)")
 
 
-def _cell(sd: Mapping[str, np.ndarray], prefix: str, k: int, sfx: str, kind: str,
-          nonlinearity: str, used: set[str]) -> CellSpec:
-    """The cell spec of layer k, one direction (``sfx`` is ``""`` or ``"_reverse"``)."""
-    where = _module_of(prefix)
-    keys = {n: f"{prefix}{n}_l{k}{sfx}"
-            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")}
+def _cell_from_keys(sd: Mapping[str, np.ndarray], keys: Mapping[str, str], kind: str,
+                    nonlinearity: str, where: str, used: set[str]) -> CellSpec:
+    """A cell spec from the keys of one direction of one layer (``weight_ih``, ``weight_hh``,
+    ``bias_ih``, ``bias_hh``, ``weight_hr``; nn.LSTM-style or nn.LSTMCell-style names)."""
     w_ih, w_hh = sd[keys["weight_ih"]], sd[keys["weight_hh"]]
     if w_ih.ndim != 2:
         raise WeightsError(f"module {where!r}: {keys['weight_ih']} must be 2-D, got "
@@ -155,18 +151,26 @@ def _cell(sd: Mapping[str, np.ndarray], prefix: str, k: int, sfx: str, kind: str
             if b is not None:
                 folded += b.astype(np.float64)
         folded = folded.astype(np.float32)
-    try:
-        cell: CellSpec
-        if kind == "gru":  # never fold: b_hn is multiplied by r
-            cell = GRULayerSpec(w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
-        elif kind == "rnn":
-            cell = SimpleRNNLayerSpec(w_ih=w_ih, w_hh=w_hh, bias=folded, activation=nonlinearity)
-        else:
-            cell = LSTMLayerSpec(w_ih=w_ih, w_hh=w_hh, bias=folded, w_hr=sd.get(keys["weight_hr"]))
-    except WeightsError as e:
-        raise WeightsError(f"module {where!r} layer {k}{sfx}: {e}") from None
+    cell: CellSpec
+    if kind == "gru":  # never fold: b_hn is multiplied by r
+        cell = GRULayerSpec(w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    elif kind == "rnn":
+        cell = SimpleRNNLayerSpec(w_ih=w_ih, w_hh=w_hh, bias=folded, activation=nonlinearity)
+    else:
+        cell = LSTMLayerSpec(w_ih=w_ih, w_hh=w_hh, bias=folded, w_hr=sd.get(keys["weight_hr"]))
     used.update(key for key in keys.values() if key in sd)
     return cell
+
+
+def _cell(sd: Mapping[str, np.ndarray], prefix: str, k: int, sfx: str, kind: str,
+          nonlinearity: str, used: set[str]) -> CellSpec:
+    """The cell spec of layer k, one direction (``sfx`` is ``""`` or ``"_reverse"``)."""
+    keys = {n: f"{prefix}{n}_l{k}{sfx}"
+            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")}
+    try:
+        return _cell_from_keys(sd, keys, kind, nonlinearity, _module_of(prefix), used)
+    except WeightsError as e:
+        raise WeightsError(f"module {_module_of(prefix)!r} layer {k}{sfx}: {e}") from None
 
 
 def _rnn_layers(sd: Mapping[str, np.ndarray], prefix: str, used: set[str],
@@ -225,25 +229,6 @@ def _last_step_only(layer: LayerSpec) -> LayerSpec:
     return dataclasses.replace(layer, return_sequences=False)
 
 
-def _cell_class(sd: Mapping[str, np.ndarray], prefix: str) -> str:
-    """``"nn.LSTMCell"``/``"nn.GRUCell"``/``"nn.RNNCell"`` from a cell's ``weight_hh`` shape."""
-    w_hh = sd.get(f"{prefix}weight_hh")
-    if w_hh is not None and w_hh.ndim == 2 and w_hh.shape[1] >= 1:
-        for name, gates in (("nn.LSTMCell", 4), ("nn.GRUCell", 3), ("nn.RNNCell", 1)):
-            if w_hh.shape[0] == gates * w_hh.shape[1]:
-                return name
-    return "a cell"
-
-
-def _group_modules(keys: Sequence[str]) -> dict[str, list[str]]:
-    """``module name -> parameter names`` in first-appearance order."""
-    mods: dict[str, list[str]] = {}
-    for k in keys:
-        mod, _, leaf = k.rpartition(".")
-        mods.setdefault(mod, []).append(leaf)
-    return mods
-
-
 def spec_from_state_dict(
     sd: Mapping[str, Any],
     *,
@@ -251,27 +236,28 @@ def spec_from_state_dict(
     head: str = "sequence",
     activations: Sequence[str] | None = None,
     nonlinearity: str = "tanh",
+    ignore: Sequence[str] = (),
+    head_norm: str | None = None,
     source: str = "",
 ) -> ModelSpec:
     """Infer a :class:`ModelSpec` from a PyTorch state dict (no torch needed).
 
-    Recognised modules: the recurrent module at ``prefix``, an ``nn.LSTM``, ``nn.GRU`` or
-    ``nn.RNN`` (keys ``{prefix}weight_ih_l{k}``, ``weight_hh_l{k}``, optionally
-    ``bias_ih_l{k}``/``bias_hh_l{k}``, ``weight_hr_l{k}`` for an LSTM with ``proj_size``, and
-    the same with ``_reverse`` when bidirectional), told apart by shapes: ``weight_hh`` is
-    (4H, H) for an LSTM ((4H, P) next to ``weight_hr`` (P, H) with a projection), (3H, H) for
-    a GRU and (H, H) for an RNN; an optional ``nn.Embedding`` before it (a module with only a
-    2-D ``weight`` whose column count is the recurrent module's input size); then
-    ``nn.Linear`` modules (``weight`` (out, in), optional ``bias``) chained in state-dict
-    order, the first reading the recurrent module's output size (D * H_out: ``2 * P`` for a
-    bidirectional LSTM with ``proj_size=P``). Parameter-free modules (dropout, activations)
-    leave no trace in a state dict: give the activations with ``activations``.
+    Recognised modules (:mod:`lstm_fast.converters.torch_plan` says how they are found):
 
-    Each layer of the recurrent module becomes a layer spec (``LSTMLayerSpec`` with ``w_hr``
-    for a projection, ``GRULayerSpec`` with ``reset_after=True`` and its two biases kept
-    apart, ``SimpleRNNLayerSpec``), or a ``BidirectionalSpec(forward, backward, "concat")``
-    for a bidirectional layer; ``spec.cells`` is then in PyTorch's ``h_n`` order
-    (``layer * 2 + direction``).
+    - recurrent: ``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` (keys ``weight_ih_l{k}``,
+      ``weight_hh_l{k}``, optional biases, ``weight_hr_l{k}`` for ``proj_size``, ``_reverse``
+      when bidirectional; told apart by shapes: ``weight_hh`` is (4H, H), (3H, H) or (H, H))
+      and the cells ``nn.LSTMCell``, ``nn.GRUCell``, ``nn.RNNCell`` (``weight_ih``,
+      ``weight_hh``, ``bias_ih``, ``bias_hh``): a cell becomes a one-layer model whose
+      ``stream().step()`` is the cell stepped in a loop, with ``stream.state`` in the cell's
+      own shapes (``(h, c)`` of (B, H) each; ``h`` for GRU/RNN cells);
+    - before it: an ``nn.Embedding`` (a lone 2-D ``weight`` whose dim is the input size),
+      ``nn.BatchNorm1d`` and ``nn.Linear`` layers that chain into it;
+    - after it: ``nn.Linear`` layers (``nn.Conv1d`` with kernel size 1 too) and
+      ``nn.BatchNorm1d`` layers chained in registration order.
+
+    Batch norms (inference form, epsilon 1e-5, torch's default) are folded into the next
+    layer's input weights where that is exact; ``spec.metadata["folded"]`` says which.
 
     Parameters
     ----------
@@ -279,178 +265,190 @@ def spec_from_state_dict(
         The state dict (numpy arrays or torch tensors). A ``module.`` prefix shared by every
         key (``nn.DataParallel``) is removed.
     prefix : str or sequence of str, optional
-        The recurrent module to convert, e.g. ``"rnn"`` or ``"encoder.lstm."`` (the trailing
-        dot is optional; ``""`` is a bare ``nn.LSTM``/``nn.GRU``/``nn.RNN``). Required when
-        the state dict holds several recurrent modules. A sequence chains several recurrent
-        modules in that order (``lstm1`` feeding ``gru2``).
+        The recurrent module to convert, e.g. ``"rnn"`` or ``"decoder.lstm"`` (``""`` is a
+        bare module's state dict). Required when there are several. A prefix *scopes* the
+        conversion: the modules around it under the same parent module are placed, and every
+        other tensor of the file is ignored and summarised in ``metadata["ignored"]``. A
+        sequence chains several recurrent modules in that order (with the batch norms and
+        Linear layers registered between them).
     head : {"sequence", "last"}
-        ``"sequence"``: the model outputs every step, (B, T, F), and the Linear head is applied
-        at every step. ``"last"``: the last recurrent layer returns only its last valid step
-        and the head maps that, giving (B, F): the usual classifier. Unidirectional, that is
-        ``fc(h_n[-1])`` (or ``out[:, -1]`` without padding). Bidirectional, it is the forward
-        direction's output at the last valid step concatenated with the backward direction's
-        output at t=0 (its final state): ``fc(torch.cat([h_n[-2], h_n[-1]], dim=1))``, which
-        is what torch classifiers usually do (not ``fc(out[:, -1])``, whose backward half has
-        seen one step only).
+        ``"sequence"``: outputs (B, T, F), the head applied at every step. ``"last"``: the
+        last recurrent layer returns only its last valid step, (B, F): ``fc(h_n[-1])`` for a
+        unidirectional module, ``fc(torch.cat([h_n[-2], h_n[-1]], 1))`` for a bidirectional
+        one.
     activations : sequence of str, optional
-        One activation per Linear layer, from :data:`lstm_fast.spec.DENSE_ACTIVATIONS`
-        (``"relu"``, ``"softmax"``, ...). Default: all ``"linear"``.
+        From :data:`lstm_fast.spec.DENSE_ACTIVATIONS`. With N Linear layers after the
+        recurrent module, N activations apply after each Linear; N + 1 activations apply the
+        first one to the recurrent output (before the first Linear) and the others after each
+        Linear (``["relu", "sigmoid"]``: ``sigmoid(fc(relu(out)))``). Default: all linear.
     nonlinearity : {"tanh", "relu"}
-        The ``nonlinearity`` of the ``nn.RNN`` module(s): a state dict does not record it.
-        Ignored for LSTM and GRU.
+        The nonlinearity of ``nn.RNN``/``nn.RNNCell`` modules (a state dict does not record
+        it).
+    ignore : sequence of str
+        Glob patterns (``fnmatch``, e.g. ``"similarity_*"``) of tensors to drop explicitly.
+    head_norm : {None, "l2"}
+        ``"l2"`` divides each output vector by its L2 norm (speaker and word embeddings:
+        ``x / x.norm(dim=-1, keepdim=True)``).
     source : str
         Recorded in the spec's metadata (e.g. the file name).
 
     Returns
     -------
     ModelSpec
-        With ``mask_semantics="torch"`` (padded steps output 0, state carried, like packed
-        sequences; a bidirectional layer's backward direction starts at each sequence's last
-        valid step).
+        With ``mask_semantics="torch"``. ``metadata["torch_plan"]`` (JSON) records the source
+        modules per step, which :mod:`lstm_fast.torch_check` uses to rebuild the model in
+        torch from the file's own tensors.
 
     Raises
     ------
     UnsupportedModelError
-        No recurrent module is found (or only ``nn.LSTMCell``/``GRUCell``/``RNNCell``
-        weights, whose loop is user code); several recurrent modules exist and ``prefix`` is
-        missing (the message lists them); or some keys belong to no recognised module
-        (listed).
+        No recurrent module; several and no ``prefix`` (they are listed with shapes and the
+        flag to pass); a prefix that matches none; without a prefix, tensors that cannot be
+        placed (listed, with the ``ignore`` glob that drops them).
     WeightsError
         Shapes are inconsistent.
     ValueError
-        ``head``, ``activations`` or ``nonlinearity`` is invalid.
+        ``head``, ``activations``, ``nonlinearity``, ``head_norm`` or an ``ignore`` glob is
+        invalid.
     """
+    sd, plan = plan_from_state_dict(sd, prefix=prefix, head=head, activations=activations,
+                                    nonlinearity=nonlinearity, ignore=ignore,
+                                    head_norm=head_norm)
+    return spec_from_plan(sd, plan, source=source)
+
+
+def plan_from_state_dict(
+    sd: Mapping[str, Any],
+    *,
+    prefix: str | Sequence[str] | None = None,
+    head: str = "sequence",
+    activations: Sequence[str] | None = None,
+    nonlinearity: str = "tanh",
+    ignore: Sequence[str] = (),
+    head_norm: str | None = None,
+) -> tuple[dict[str, np.ndarray], Plan]:
+    """The normalised state dict and its conversion plan (arguments as
+    :func:`spec_from_state_dict`)."""
     if head not in HEADS:
         raise ValueError(f"head must be 'sequence' or 'last', got {head!r}")
     if nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu' (nn.RNN's options), got "
                          f"{nonlinearity!r}")
-    sd = _normalize(sd)
-    candidates = _recurrent_prefixes(sd)
-    if not candidates:
-        matches = (_CELL_KEY.match(k) for k in sd)
-        cells = list(dict.fromkeys(m.group(1) for m in matches if m))
-        if cells:
-            named = ", ".join(f"{_module_of(c)!r} ({_cell_class(sd, c)})" for c in cells)
-            raise UnsupportedModelError(
-                f"recurrent cells ({named}) are not supported: the loop around an "
-                f"nn.LSTMCell/GRUCell/RNNCell is user code; use nn.LSTM, nn.GRU or nn.RNN")
-        shown = ", ".join(list(sd)[:12]) + (", ..." if len(sd) > 12 else "")
-        raise UnsupportedModelError(f"no nn.LSTM, nn.GRU or nn.RNN weights (weight_ih_l0, ...) "
-                                    f"in the state dict; its keys are: {shown or 'none'}")
-    listed = ", ".join(repr(_module_of(c)) for c in candidates)
-    if prefix is None:
-        if len(candidates) > 1:
-            raise UnsupportedModelError(
-                f"the state dict holds several recurrent modules ({listed}); pass prefix= to "
-                f"choose one, or a list of prefixes to chain them in order")
-        prefixes = candidates
-    else:
-        wanted = [prefix] if isinstance(prefix, str) else list(prefix)
-        if not wanted:
-            raise ValueError("prefix must name at least one recurrent module")
-        prefixes = []
-        for p in wanted:
-            p = str(p)
-            if p and not p.endswith("."):
-                p += "."
-            if p not in candidates:
-                raise UnsupportedModelError(f"no recurrent module {_module_of(p)!r} in the "
-                                            f"state dict; found {listed}")
-            prefixes.append(p)
+    if head_norm not in HEAD_NORMS:
+        raise ValueError(f"head_norm must be None or 'l2', got {head_norm!r}")
+    if isinstance(ignore, str):
+        ignore = [ignore]
+    norm = _normalize(sd)
+    plan = make_plan(norm, prefix=prefix, head=head, nonlinearity=nonlinearity, ignore=ignore)
+    add_head_steps(plan, activations, head_norm)
+    return norm, plan
 
-    used: set[str] = set()
-    rnn: list[LayerSpec] = []
-    kinds: list[str] = []
-    for p in prefixes:
-        kind, layers = _rnn_layers(sd, p, used, nonlinearity)
-        if rnn and layers[0].input_size != rnn[-1].output_size:
-            raise WeightsError(f"module {_module_of(p)!r} reads inputs of size "
-                               f"{layers[0].input_size} but the previous recurrent module "
-                               f"outputs {rnn[-1].output_size}; these modules do not chain")
-        rnn += layers
-        kinds.append(kind)
-    position = {k: n for n, k in enumerate(sd)}
-    first_rnn = min(position[k] for k in used)
-    modules = _group_modules([k for k in sd if k not in used])
-    before = {m for m, leaves in modules.items()
-              if position[f"{m}.{leaves[0]}" if m else leaves[0]] < first_rnn}
 
-    def is_embedding(m: str) -> bool:
-        leaves = modules[m]
-        w = sd.get(f"{m}.weight")
-        return (bool(m) and leaves == ["weight"] and w is not None and w.ndim == 2
-                and w.shape[1] == rnn[0].input_size)
-
-    embedding = None
-    emb = [m for m in modules if m in before and is_embedding(m)]
-    if len(emb) > 1:
-        raise UnsupportedModelError(f"several modules could be the input Embedding: {emb}")
-    if emb:
-        embedding = emb[0]
-
-    # Linear chain, in state-dict order, after the recurrent module(s).
-    linears: list[tuple[str, np.ndarray, np.ndarray | None]] = []
-    width = rnn[-1].output_size
-    for m, leaves in modules.items():
-        if m == embedding or m in before or not m:
-            continue
-        w, b = sd.get(f"{m}.weight"), sd.get(f"{m}.bias")
-        if (sorted(leaves) in (["weight"], ["bias", "weight"]) and w is not None
-                and w.ndim == 2 and w.shape[1] == width
-                and (b is None or b.shape == (w.shape[0],))):
-            linears.append((m, w, b))
-            width = int(w.shape[0])
-        else:
-            break
-    done = {m for m, _, _ in linears} | ({embedding} if embedding else set())
-    if embedding is None:  # an Embedding registered after the LSTM
-        late = [m for m in modules if m not in done and is_embedding(m)]
-        if len(late) == 1:
-            embedding = late[0]
-            done.add(embedding)
-    leftover = [f"{m}.{leaf}" if m else leaf for m, leaves in modules.items() if m not in done
-                for leaf in leaves]
-    if leftover:
-        shown = ", ".join(leftover[:16]) + (", ..." if len(leftover) > 16 else "")
-        raise UnsupportedModelError(
-            f"state dict keys not used by the inferred model (Embedding -> recurrent "
-            f"{', '.join(repr(_module_of(p)) for p in prefixes)} -> Linear chain): {shown}. "
-            f"Only nn.Embedding, nn.LSTM/GRU/RNN and a chain of nn.Linear are recognised; "
-            f"filter the state dict, or convert a live nn.Sequential with from_torch")
-
+def add_head_steps(plan: Plan, activations: Sequence[str] | None,
+                   head_norm: str | None) -> None:
+    """Insert the activation steps (see :func:`spec_from_state_dict` for the position rule)
+    and the L2 normalisation into ``plan``."""
+    after = max(i for i, s in enumerate(plan.steps) if s.op in ("rnn", "cell"))
+    linears = [i for i, s in enumerate(plan.steps) if s.op == "linear" and i > after]
+    names = [plan.steps[i].module for i in linears]
     acts = list(activations) if activations is not None else ["linear"] * len(linears)
-    if isinstance(activations, str) or len(acts) != len(linears):
-        raise ValueError(f"activations must list one activation per Linear layer "
-                         f"({len(linears)}: {[m for m, _, _ in linears]}), got {activations!r}")
+    if isinstance(activations, str) or len(acts) not in (len(linears), len(linears) + 1):
+        raise ValueError(f"activations must list one activation per Linear layer after the "
+                         f"recurrent module ({len(linears)}: {names}), or one more to apply "
+                         f"the first to the recurrent output, got {activations!r}")
     for a in acts:
         if a not in DENSE_ACTIVATIONS:
             raise ValueError(f"activation {a!r} is not supported; expected one of "
                              f"{', '.join(DENSE_ACTIVATIONS)}")
+    at = ([after] if len(acts) > len(linears) else []) + linears
+    for i, a in sorted(zip(at, acts, strict=True), reverse=True):
+        if a != "linear":
+            plan.steps.insert(i + 1, Step("activation", "", {"name": a}))
+    if head_norm == "l2":
+        plan.steps.append(Step("normalize", "", {"eps": 1e-12}))
 
-    if head == "last":
-        rnn[-1] = _last_step_only(rnn[-1])
-    spec_layers: list[LayerSpec] = []
-    if embedding is not None:
-        spec_layers.append(EmbeddingSpec(weight=sd[f"{embedding}.weight"]))
-    spec_layers += rnn
-    for (m, w, b), a in zip(linears, acts, strict=True):
+
+def _step_layers(sd: Mapping[str, np.ndarray], step: Step, width: int,
+                 used: set[str]) -> list[LayerSpec]:
+    m = step.module
+
+    def key(leaf: str) -> str:
+        return f"{m}.{leaf}" if m else leaf
+
+    if step.op == "embedding":
+        return [EmbeddingSpec(weight=sd[key("weight")])]
+    if step.op == "batchnorm":
         try:
-            spec_layers.append(DenseSpec(weight=w, bias=b, activation=a))
+            return [batchnorm_affine(sd.get(key("weight")), sd.get(key("bias")),
+                                     sd[key("running_mean")], sd[key("running_var")],
+                                     step.opts["eps"])]
+        except WeightsError as e:
+            raise WeightsError(f"module {m!r} (BatchNorm1d): {e}") from None
+    if step.op == "linear":
+        w = sd[key("weight")]
+        try:
+            return [DenseSpec(weight=w.reshape(w.shape[0], w.shape[1]), bias=sd.get(key("bias")))]
         except WeightsError as e:
             raise WeightsError(f"module {m!r}: {e}") from None
+    if step.op == "rnn":
+        kind, layers = _rnn_layers(sd, f"{m}." if m else "", used, step.opts["nonlinearity"])
+        return list(layers)
+    if step.op == "cell":
+        p = f"{m}." if m else ""
+        kind = step.opts["type"][:-4].lower()
+        keys = {n: f"{p}{n}" for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        keys["weight_hr"] = f"{p}weight_hr"  # absent in cells: never read
+        return [_cell_from_keys(sd, keys, kind, step.opts["nonlinearity"], _module_of(p),
+                                used)]
+    if step.op == "activation":
+        return [AffineSpec(size=width, activation=step.opts["name"])]
+    if step.op == "normalize":
+        return [NormalizeSpec(size=width, epsilon=step.opts["eps"])]
+    raise UnsupportedModelError(f"unknown plan step {step.op!r}")  # pragma: no cover
+
+
+def spec_from_plan(sd: Mapping[str, np.ndarray], plan: Plan, *, source: str = "") -> ModelSpec:
+    """Build the spec of a :class:`~lstm_fast.converters.torch_plan.Plan` from ``sd``."""
+    layers: list[LayerSpec] = []
+    names: list[str] = []
+    used: set[str] = set()
+    for step in plan.steps:
+        width = layers[-1].output_size if layers else 0
+        made = _step_layers(sd, step, width, used)
+        if (step.op == "activation" and layers and isinstance(layers[-1], DenseSpec)
+                and layers[-1].activation == "linear"):
+            layers[-1] = dataclasses.replace(layers[-1], activation=step.opts["name"])
+            continue
+        layers += made
+        names += [step.module or step.op] * len(made)
+    if plan.head == "last":
+        k = max(i for i, L in enumerate(layers) if L.kind in RECURRENT_KINDS)
+        layers[k] = _last_step_only(layers[k])
+    layers, notes = fold_affines(layers, names)
+    cells = [s for s in plan.steps if s.op in ("rnn", "cell")]
     meta = {
         "source_framework": "torch",
         "source": source,
-        "torch_modules": ",".join(
-            ([embedding] if embedding else []) + [_module_of(p) for p in prefixes]
-            + [m for m, _, _ in linears]),
-        "torch_kinds": ",".join(_MODULE_NAMES[k] for k in kinds),
-        "head": head,
+        "torch_modules": ",".join(s.module or "<root>" for s in plan.steps
+                                  if s.op in ("embedding", "rnn", "cell", "linear",
+                                              "batchnorm")),
+        "torch_kinds": ",".join(f"nn.{s.opts['type']}" for s in cells),
+        "head": plan.head,
+        "torch_plan": json.dumps([s.as_json() for s in plan.steps]),
     }
-    if "rnn" in kinds:
-        meta["rnn_nonlinearity"] = nonlinearity
-    return ModelSpec(layers=tuple(spec_layers), mask_semantics="torch", metadata=meta)
+    if any(s.opts["type"].startswith("RNN") for s in cells):
+        meta["rnn_nonlinearity"] = cells[0].opts["nonlinearity"]
+    if notes:
+        meta["folded"] = "; ".join(notes)
+    if plan.ignored_summary():
+        meta["ignored"] = plan.ignored_summary()
+    layout = "cell" if len(cells) == 1 and cells[0].op == "cell" else "stacked"
+    try:
+        return ModelSpec(layers=tuple(layers), mask_semantics="torch", metadata=meta,
+                         state_layout=layout)
+    except WeightsError as e:
+        raise WeightsError(f"the inferred model ({', '.join(names)}) is inconsistent: {e}"
+                           ) from None
 
 
 def spec_from_torch_file(
@@ -461,13 +459,16 @@ def spec_from_torch_file(
     activations: Sequence[str] | None = None,
     nonlinearity: str = "tanh",
     key: str | None = None,
+    ignore: Sequence[str] = (),
+    head_norm: str | None = None,
 ) -> ModelSpec:
     """Read a checkpoint (no torch needed) and infer its :class:`ModelSpec`.
 
     ``path`` is any file :func:`lstm_fast.converters.torch_file.read_state_dict` reads
     (``torch.save`` zip or legacy file, TorchScript archive, safetensors); ``key`` picks the
     state dict inside a training checkpoint. The other arguments are those of
-    :func:`spec_from_state_dict`.
+    :func:`spec_from_state_dict`. The options are recorded in ``metadata["torch_options"]``
+    (JSON), so that ``lstm-fast verify`` can read the source file the same way.
 
     Raises
     ------
@@ -479,9 +480,15 @@ def spec_from_torch_file(
     from .torch_file import read_state_dict
 
     sd = read_state_dict(path, key=key)
-    return spec_from_state_dict(sd, prefix=prefix, head=head, activations=activations,
-                                nonlinearity=nonlinearity,
+    spec = spec_from_state_dict(sd, prefix=prefix, head=head, activations=activations,
+                                nonlinearity=nonlinearity, ignore=ignore, head_norm=head_norm,
                                 source=os.path.basename(os.fspath(path)))
+    options = {"prefix": prefix, "head": head, "nonlinearity": nonlinearity, "key": key,
+               "activations": None if activations is None else list(activations),
+               "ignore": [ignore] if isinstance(ignore, str) else list(ignore),
+               "head_norm": head_norm}
+    return dataclasses.replace(spec, metadata={**spec.metadata,
+                                               "torch_options": json.dumps(options)})
 
 
 # --------------------------------------------------------------------------------------------
