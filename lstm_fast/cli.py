@@ -17,16 +17,26 @@ from .errors import LstmFastError
 def _add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="framework", choices=("torch", "keras"),
                    help="source framework (default: detected from the file)")
-    p.add_argument("--prefix", help="torch: name prefix of the recurrent module to convert when "
-                                    "a state dict holds several (e.g. 'encoder.rnn.')")
+    p.add_argument("--prefix", action="append",
+                   help="torch: the recurrent module to convert (e.g. 'decoder.rnn'); scopes "
+                        "the conversion to it and its Embedding/Linear neighbours under the "
+                        "same parent, every other tensor is ignored (and summarised). Repeat "
+                        "to chain several in order")
+    p.add_argument("--ignore", action="append", metavar="GLOB",
+                   help="torch: drop the tensors matching GLOB (e.g. 'similarity_*'); "
+                        "repeatable")
     p.add_argument("--key", help="torch: entry of a training checkpoint holding the state dict "
                                  "(e.g. 'model_state_dict'; default: detected)")
-    p.add_argument("--head", choices=("sequence", "last"), default="sequence",
+    p.add_argument("--head", choices=("sequence", "last"),
                    help="torch: apply Linear layers at every step (default) or to the last "
                         "(valid) step only, as a classifier on h_n[-1] does")
-    p.add_argument("--activations", help="torch: comma-separated activations of the Linear "
-                                         "layers, in order (default: linear)")
-    p.add_argument("--nonlinearity", choices=("tanh", "relu"), default="tanh",
+    p.add_argument("--activations", help="torch: comma-separated activations, one per Linear "
+                                         "layer after the recurrent module, or one more to "
+                                         "apply the first to the recurrent output (default: "
+                                         "linear)")
+    p.add_argument("--head-norm", choices=("l2",),
+                   help="torch: divide each output vector by its L2 norm (embeddings)")
+    p.add_argument("--nonlinearity", choices=("tanh", "relu"),
                    help="torch: the nonlinearity of nn.RNN layers (a state dict does not "
                         "record it; default tanh)")
     p.add_argument("--config", help="keras: architecture JSON (model.to_json()) for a "
@@ -118,6 +128,25 @@ def detect_framework(path: str) -> str:
     return "torch"
 
 
+_TORCH_DEFAULTS = {"prefix": None, "key": None, "ignore": [], "head": "sequence",
+                   "activations": None, "nonlinearity": "tanh", "head_norm": None}
+
+
+def _torch_options(args: argparse.Namespace, recorded: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """The torch conversion options: the flags given, else the recorded ones, else defaults."""
+    given = {"prefix": (args.prefix[0] if args.prefix and len(args.prefix) == 1
+                        else args.prefix),
+             "key": args.key, "ignore": args.ignore, "head": args.head,
+             "activations": args.activations.split(",") if args.activations else None,
+             "nonlinearity": args.nonlinearity, "head_norm": args.head_norm}
+    out = dict(_TORCH_DEFAULTS)
+    if recorded and not any(v for v in given.values()):
+        out.update({k: v for k, v in recorded.items() if k in out})
+    out.update({k: v for k, v in given.items() if v})
+    return out
+
+
 def _convert_source(args: argparse.Namespace, path: str) -> tuple[Any, str]:
     kind = args.framework or detect_framework(path)
     if kind == "keras":
@@ -126,9 +155,7 @@ def _convert_source(args: argparse.Namespace, path: str) -> tuple[Any, str]:
         return spec_from_keras_file(path, config=args.config), kind
     from .converters.torch import spec_from_torch_file
 
-    acts = args.activations.split(",") if args.activations else None
-    return spec_from_torch_file(path, prefix=args.prefix, head=args.head, activations=acts,
-                                key=args.key, nonlinearity=args.nonlinearity), kind
+    return spec_from_torch_file(path, **_torch_options(args)), kind
 
 
 def _load_lengths(value: str | None) -> np.ndarray | None:
@@ -143,13 +170,15 @@ def _load_lengths(value: str | None) -> np.ndarray | None:
                          f"{value!r}") from None
 
 
-def _compare(spec: Any, y: np.ndarray, source: str, kind: str, x: np.ndarray,
-             lengths: np.ndarray | None, config: str | None) -> float | None:
+def _compare(y: np.ndarray, source: str, kind: str, x: np.ndarray,
+             lengths: np.ndarray | None, config: str | None,
+             torch_options: dict[str, Any]) -> float | None:
     """Max abs difference with the framework, or None (reason printed) when it cannot run."""
     from .verify import FrameworkUnavailable, framework_output
 
     try:
-        ref = framework_output(source, kind, spec, x, lengths, config)
+        ref = framework_output(source, kind, x, lengths, config=config,
+                               torch_options=torch_options)
     except FrameworkUnavailable as e:
         print(f"comparison with {kind} skipped: {e}")
         return None
@@ -159,19 +188,24 @@ def _compare(spec: Any, y: np.ndarray, source: str, kind: str, x: np.ndarray,
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    from . import load
     from .format import save_spec
-    from .model import Model
     from .verify import random_input
 
     spec, kind = _convert_source(args, args.source)
     save_spec(spec, args.output)
     print(f"converted {args.source} ({kind}) -> {args.output}")
     print(spec.summary())
+    for note in ("folded", "ignored"):
+        if note in spec.metadata:
+            print(f"{note}: {spec.metadata[note]}" if note == "folded"
+                  else spec.metadata[note])
     if args.no_verify:
         return 0
-    x = random_input(spec, 2, max(1, args.steps))
-    y = Model(spec).predict(x)
-    diff = _compare(spec, y, args.source, kind, x, None, args.config)
+    model = load(args.output)  # check the file just written, not the spec in memory
+    x = random_input(model.spec, 2, max(1, args.steps))
+    y = model.predict(x)
+    diff = _compare(y, args.source, kind, x, None, args.config, _torch_options(args))
     if diff is not None:
         print(f"max abs difference vs {kind} on random input {x.shape}: {diff:.3g}")
     return 0
@@ -239,7 +273,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
          else random_input(model.spec, max(1, args.batch), max(1, args.steps)))
     lengths = _load_lengths(args.lengths)
     y = model.predict(x, lengths=lengths)
-    diff = _compare(model.spec, y, args.against, kind, x, lengths, args.config)
+    recorded = json.loads(model.spec.metadata.get("torch_options", "null"))
+    diff = _compare(y, args.against, kind, x, lengths, args.config,
+                    _torch_options(args, recorded if isinstance(recorded, dict) else None))
     if diff is None:
         return 3
     ok = diff <= args.tolerance

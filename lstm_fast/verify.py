@@ -2,13 +2,15 @@
 
 The frameworks are imported lazily; when one is missing the caller reports the comparison as
 skipped. Keras files are loaded with Keras itself. A PyTorch state dict carries no
-architecture, so the torch side is the converted model rebuilt with torch's own modules
-(:mod:`lstm_fast.peers`, packed sequences for ragged batches).
+architecture, so the torch side is built from the conversion plan with torch's own modules,
+loaded with the source file's own tensors (:mod:`lstm_fast.torch_check`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -28,14 +30,21 @@ def random_input(spec: ModelSpec, batch: int, steps: int, seed: int = 0) -> np.n
     return rng.standard_normal((batch, steps, spec.input_size)).astype(np.float32)
 
 
-def framework_output(source: str, kind: str, spec: ModelSpec, x: np.ndarray,
-                     lengths: np.ndarray | None = None, config: str | None = None) -> np.ndarray:
-    """The source framework's output for ``x``; raises :class:`FrameworkUnavailable`."""
+def framework_output(source: str, kind: str, x: np.ndarray, lengths: np.ndarray | None = None,
+                     *, config: str | None = None,
+                     torch_options: Mapping[str, Any] | None = None) -> np.ndarray:
+    """The source file's output for ``x`` in its own framework; raises
+    :class:`FrameworkUnavailable` when that framework is missing. ``torch_options`` are the
+    conversion options (see :func:`lstm_fast.torch_check.torch_reference`)."""
     if kind == "keras":
         return _keras_output(source, x, lengths, config)
-    from .peers import build_peer
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise FrameworkUnavailable(f"torch is not installed ({e})") from None
+    from .torch_check import torch_reference
 
-    return np.asarray(build_peer("torch", spec).predict(x, lengths), dtype=np.float64)
+    return torch_reference(source, dict(torch_options or {}), x, lengths)
 
 
 def _keras_output(source: str, x: np.ndarray, lengths: np.ndarray | None,

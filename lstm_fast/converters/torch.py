@@ -544,19 +544,30 @@ def _rnn_module_layers(mod: Any, name: str) -> list[LayerSpec]:
     return layers
 
 
+def _cell_module_layers(cell: Any) -> list[LayerSpec]:
+    """The one-layer spec of a live nn.LSTMCell/GRUCell/RNNCell."""
+    typ = type(cell).__name__
+    nonlinearity = getattr(cell, "nonlinearity", "tanh")
+    if nonlinearity not in NONLINEARITIES:
+        raise UnsupportedModelError(f"the module (nn.RNNCell): nonlinearity={nonlinearity!r} "
+                                    f"is not supported")
+    sd = _normalize(dict(cell.state_dict()))
+    keys = {n: n for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")}
+    return [_cell_from_keys(sd, keys, typ[:-4].lower(), nonlinearity, "<root>", set())]
+
+
 def _module_layers(module: Any) -> list[LayerSpec]:
     """Layer specs of an nn.LSTM/GRU/RNN or of the supported modules of an nn.Sequential."""
     import torch.nn as nn
 
     if isinstance(module, nn.RNNBase):
         return _rnn_module_layers(module, "the module")
+    if type(module) in (nn.LSTMCell, nn.GRUCell, nn.RNNCell):
+        return _cell_module_layers(module)
     if type(module) is not nn.Sequential:
         cls = type(module).__name__
         hint = ""
-        if isinstance(module, nn.RNNCellBase):
-            hint = (" A cell's loop is user code: use nn.LSTM, nn.GRU or nn.RNN over the whole "
-                    "sequence.")
-        elif isinstance(module, nn.Module) and not isinstance(module, (nn.Linear, nn.Embedding)):
+        if isinstance(module, nn.Module) and not isinstance(module, (nn.Linear, nn.Embedding)):
             hint = (" A custom module's forward cannot be read: convert its weights with "
                     "lstm_fast.converters.torch.spec_from_state_dict(module.state_dict(), "
                     "head=...) and build lstm_fast.Model(spec).")
@@ -607,6 +618,9 @@ def from_torch(module: Any, *, isa: str | None = None) -> Model:
 
     Supported:
 
+    - ``nn.LSTMCell``, ``nn.GRUCell``, ``nn.RNNCell``: a one-layer model whose
+      ``stream().step(x_t)`` is ``cell(x_t, state)`` (``predict`` steps it over a sequence);
+      ``stream.state`` is the cell's own ``(h, c)`` of (B, H) each (``h`` for GRU/RNN cells);
     - ``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` (tanh or relu; any ``num_layers``, ``bias``,
       ``batch_first``, ``bidirectional``, and ``proj_size`` for LSTM): outputs the last
       layer's output at every step, like ``module(x)[0]`` (``[fwd, bwd]`` concatenated when
@@ -641,8 +655,8 @@ def from_torch(module: Any, *, isa: str | None = None) -> Model:
     Raises
     ------
     UnsupportedModelError
-        For other modules (``LSTMCell``/``GRUCell``/``RNNCell``, subclasses of the recurrent
-        modules, Conv, custom modules, ...) or options (``Softmax(dim=1)``, ``max_norm``, ...);
+        For other modules (subclasses of the recurrent modules, cells inside a Sequential,
+        Conv, custom modules, ...) or options (``Softmax(dim=1)``, ``max_norm``, ...);
         the message names the module and option.
     """
     import torch.nn as nn
@@ -662,5 +676,7 @@ def from_torch(module: Any, *, isa: str | None = None) -> Model:
         meta["torch_version"] = str(torch.__version__)
     except ImportError:  # pragma: no cover - torch is imported above
         pass
-    spec = ModelSpec(layers=tuple(layers), mask_semantics="torch", metadata=meta)
+    layout = "cell" if isinstance(module, nn.RNNCellBase) else "stacked"
+    spec = ModelSpec(layers=tuple(layers), mask_semantics="torch", metadata=meta,
+                     state_layout=layout)
     return Model(spec, isa=isa)

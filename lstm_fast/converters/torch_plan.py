@@ -415,7 +415,7 @@ def make_plan(sd: Mapping[str, np.ndarray], *, prefix: str | Sequence[str] | Non
             placed.add(late[0].name)
 
     leftover = [k for k in in_scope if k.rpartition(".")[0] not in placed]
-    ignored = dropped + (out_scope + sorted(other_rnn, key=position.get) + leftover
+    ignored = dropped + (sorted(out_scope + list(other_rnn) + leftover, key=position.__getitem__)
                          if scoped else [])
     if not scoped and (leftover or other_rnn or out_scope):
         left = [k for k in keys if k in set(leftover) | other_rnn | set(out_scope)]
