@@ -324,6 +324,61 @@ static void test_parallel(lf_isa isa)
     }
 }
 
+/* AFFINE (scale/shift + activation, NULL arrays, softmax) and NORMALIZE after an LSTM, against
+ * the LSTM's own output transformed here. */
+static void test_pointwise(lf_isa isa)
+{
+    const int I = 3, H = 5, B = 2, T = 4;
+    float scale[5] = {1.5f, -2.0f, 0.5f, 3.0f, -1.0f}, shift[5] = {0.1f, 0.2f, -0.3f, 0.0f, 1.0f};
+    float *x = rand_array((size_t)B * T * I, 1.0f), base[2 * 4 * 5], y[2 * 4 * 5];
+    lf_layer_desc cell = lstm_desc(I, H, 1, 0);
+    lf_layer_desc aff = {.kind = LF_LAYER_AFFINE, .input_size = H, .units = H, .w = scale,
+                         .bias = shift, .activation = LF_ACT_RELU};
+    lf_layer_desc norm = {.kind = LF_LAYER_NORMALIZE, .input_size = H, .units = H,
+                          .epsilon = 1e-12f};
+    lf_layer_desc soft = {.kind = LF_LAYER_AFFINE, .input_size = H, .units = H,
+                          .activation = LF_ACT_SOFTMAX};
+    const lf_layer_desc chains[4][3] = {{cell}, {cell, aff}, {cell, aff, norm}, {cell, soft}};
+    const int lens[4] = {1, 2, 3, 2};
+    for (int c = 0; c < 4; c++) {
+        lf_model *m = NULL;
+        lf_state *s = NULL;
+        CHECK(lf_model_create(chains[c], lens[c], isa, &m) == LF_OK, "pointwise create %d", c);
+        CHECK(lf_state_create(m, B, &s) == LF_OK, "pointwise state");
+        size_t need = lf_workspace_size(m, B, T);
+        void *ws = malloc(need);
+        lf_io io = seq_io(T, x, I, T, c ? y : base, H, 0);
+        CHECK(lf_run(m, s, &io, ws, need) == LF_OK, "pointwise run %d", c);
+        for (int r = 0; c && r < B * T; r++) {
+            double want[5], ss = 0, sum = 0;
+            for (int i = 0; i < H; i++) {
+                double v = base[r * H + i];
+                want[i] = c == 3 ? exp(v) : fmax(v * scale[i] + shift[i], 0.0);
+                ss += want[i] * want[i];
+                sum += want[i];
+            }
+            for (int i = 0; i < H; i++) {
+                double w = c == 2 ? want[i] / fmax(sqrt(ss), 1e-12) : c == 3 ? want[i] / sum
+                                                                            : want[i];
+                CHECK(fabs(y[r * H + i] - w) < 1e-5, "pointwise %d row %d unit %d: %g vs %g",
+                      c, r, i, y[r * H + i], w);
+            }
+        }
+        free(ws);
+        lf_state_free(s);
+        lf_model_free(m);
+    }
+    lf_layer_desc bad[2] = {cell, aff};
+    lf_model *m = NULL;
+    bad[1].units = H + 1;
+    CHECK(lf_model_create(bad, 2, isa, &m) == LF_E_INVALID_SIZE, "affine units != input");
+    bad[1] = norm;
+    bad[1].epsilon = -1.0f;
+    CHECK(lf_model_create(bad, 2, isa, &m) == LF_E_BAD_LAYER, "negative epsilon");
+    free((void *)cell.w); free((void *)cell.w_rec); free((void *)cell.bias);
+    free(x);
+}
+
 static void test_errors(void)
 {
     float wih[4 * 2 * 3] = {0}, whh[4 * 2 * 2] = {0}, x[3 * 5] = {0}, y[2 * 5];
@@ -407,6 +462,7 @@ int main(void)
         test_chain(isa);
         test_family(isa);
         test_parallel(isa);
+        test_pointwise(isa);
     }
     test_errors();
     printf("%d passed, %d failed\n", passed, failed);
