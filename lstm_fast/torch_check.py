@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .converters.torch import plan_from_state_dict
-from .converters.torch_file import read_state_dict
+from .converters.torch import plan_from_state_dict, read_checkpoint
 from .converters.torch_plan import Plan, Step
 from .errors import LstmFastError
 
@@ -194,7 +193,7 @@ def torch_reference(path: str | os.PathLike[str], options: TorchOptions, x: np.n
     import torch
 
     opts = dict(options)
-    sd = read_state_dict(path, key=opts.pop("key", None))
+    sd = read_checkpoint(path, key=opts.pop("key", None))
     sd, plan = plan_from_state_dict(sd, **opts)
     mods = [None if s.op in ("activation", "normalize") else _module(s, sd, torch)
             for s in plan.steps]

@@ -406,3 +406,50 @@ print("ok")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=300, cwd=ROOT)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+
+
+# --- NumPy archives of PyTorch-trained weights ----------------------------------------------
+
+def test_npz_encoder_decoder_with_numpy_names(tmp_path: Path) -> None:
+    """A g2p-style archive: ``enc_emb``, ``enc_w_ih``, ..., ``fc_w``, ``fc_b``; the encoder
+    GRU runs over the word, the decoder GRUCell is stepped from its final state."""
+    torch.manual_seed(11)
+    enc_emb, dec_emb = nn.Embedding(12, 6), nn.Embedding(9, 6)
+    enc, dec, fc = nn.GRUCell(6, 8), nn.GRUCell(6, 8), nn.Linear(8, 9)
+    arrays = {"enc_emb": enc_emb.weight, "enc_w_ih": enc.weight_ih, "enc_w_hh": enc.weight_hh,
+              "enc_b_ih": enc.bias_ih, "enc_b_hh": enc.bias_hh, "dec_emb": dec_emb.weight,
+              "dec_w_ih": dec.weight_ih, "dec_w_hh": dec.weight_hh, "dec_b_ih": dec.bias_ih,
+              "dec_b_hh": dec.bias_hh, "fc_w": fc.weight, "fc_b": fc.bias}
+    path = tmp_path / "g2p.npz"
+    np.savez(path, **{k: v.detach().numpy() for k, v in arrays.items()})
+    with pytest.raises(UnsupportedModelError, match=r"'enc' nn\.GRUCell.*'dec' nn\.GRUCell"):
+        spec_from_torch_file(path)
+    encoder = lf.Model(spec_from_torch_file(path, prefix="enc"))
+    decoder = lf.Model(spec_from_torch_file(path, prefix="dec"))
+    assert [L.kind for L in encoder.spec.layers] == ["embedding", "gru"]
+    assert [L.kind for L in decoder.spec.layers] == ["embedding", "gru", "dense"]
+    word = torch.tensor([[3, 7, 1, 4, 2]])
+    feed = torch.tensor([[2, 5, 8, 1]])
+    with torch.inference_mode():
+        h = torch.zeros(1, 8)
+        for t in range(word.shape[1]):
+            h = enc(enc_emb(word[:, t]), h)
+        logits = []
+        for t in range(feed.shape[1]):
+            h = dec(dec_emb(feed[:, t]), h)
+            logits.append(fc(h))
+    _, state = encoder.predict(word.numpy(), return_state=True)
+    stream = decoder.stream()
+    stream.state = state
+    got = np.stack([stream.step(feed[:, t].numpy()) for t in range(feed.shape[1])], 1)
+    np.testing.assert_allclose(got, torch.stack(logits, 1).numpy(), atol=TOL)
+    code, out, _ = cli("convert", str(path), "-o", str(tmp_path / "dec.lfm"), "--prefix", "dec")
+    assert code == 0 and "ignored 5 tensors: enc_emb.*, enc.*" in out
+    assert float(out.split("max abs difference vs torch")[1].split(":")[1].split()[0]) < TOL
+
+
+def test_npz_refuses_object_arrays(tmp_path: Path) -> None:
+    path = tmp_path / "evil.npz"
+    np.savez(path, w=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(lf.ModelFileError, match="evil.npz"):
+        spec_from_torch_file(path)

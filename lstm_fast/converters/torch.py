@@ -451,6 +451,21 @@ def spec_from_plan(sd: Mapping[str, np.ndarray], plan: Plan, *, source: str = ""
                            ) from None
 
 
+def read_checkpoint(path: str | os.PathLike[str], key: str | None = None
+                    ) -> dict[str, np.ndarray]:
+    """The state dict of a PyTorch checkpoint (:func:`.torch_file.read_state_dict`), or of a
+    NumPy ``.npz`` archive of a PyTorch-trained model (:mod:`.npz_file`)."""
+    from .npz_file import is_npz, read_npz_state_dict
+    from .torch_file import read_state_dict
+
+    if is_npz(path):
+        if key is not None:
+            raise ValueError("key= (--key) selects an entry of a torch checkpoint; an .npz "
+                             "archive is one flat set of arrays")
+        return read_npz_state_dict(path)
+    return read_state_dict(path, key=key)
+
+
 def spec_from_torch_file(
     path: str | os.PathLike[str],
     *,
@@ -464,8 +479,8 @@ def spec_from_torch_file(
 ) -> ModelSpec:
     """Read a checkpoint (no torch needed) and infer its :class:`ModelSpec`.
 
-    ``path`` is any file :func:`lstm_fast.converters.torch_file.read_state_dict` reads
-    (``torch.save`` zip or legacy file, TorchScript archive, safetensors); ``key`` picks the
+    ``path`` is any file :func:`read_checkpoint` reads (``torch.save`` zip or legacy file,
+    TorchScript archive, safetensors, NumPy ``.npz``); ``key`` picks the
     state dict inside a training checkpoint. The other arguments are those of
     :func:`spec_from_state_dict`. The options are recorded in ``metadata["torch_options"]``
     (JSON), so that ``lstm-fast verify`` can read the source file the same way.
@@ -477,9 +492,7 @@ def spec_from_torch_file(
     UnsupportedModelError, WeightsError, ValueError
         As :func:`spec_from_state_dict`.
     """
-    from .torch_file import read_state_dict
-
-    sd = read_state_dict(path, key=key)
+    sd = read_checkpoint(path, key=key)
     spec = spec_from_state_dict(sd, prefix=prefix, head=head, activations=activations,
                                 nonlinearity=nonlinearity, ignore=ignore, head_norm=head_norm,
                                 source=os.path.basename(os.fspath(path)))

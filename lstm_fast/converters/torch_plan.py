@@ -178,7 +178,7 @@ def _classify(sd: Mapping[str, np.ndarray], mod: str, leaves: list[str]) -> str 
 @dataclass
 class _Mod:
     name: str
-    kind: str               # "batchnorm" | "linear"
+    kind: str               # "batchnorm" | "linear" | "embedding" (a lone weight named *emb*)
     pos: int
     n_in: int
     n_out: int
@@ -198,8 +198,11 @@ def _modules(sd: Mapping[str, np.ndarray], keys: Sequence[str],
             mods.append(_Mod(mod, kind, pos, n, n, False))
         elif kind == "linear":
             w = sd[_key(mod, "weight")]
-            mods.append(_Mod(mod, kind, pos, int(w.shape[1]), int(w.shape[0]),
-                             leaves == ["weight"] and w.ndim == 2, conv=w.ndim == 3))
+            lone = leaves == ["weight"] and w.ndim == 2
+            if lone and "emb" in mod.rpartition(".")[2].lower():
+                kind = "embedding"   # never read an Embedding's table as a Linear layer
+            mods.append(_Mod(mod, kind, pos, int(w.shape[1]), int(w.shape[0]), lone,
+                             conv=w.ndim == 3))
     return sorted(mods, key=lambda m: m.pos)
 
 
