@@ -30,6 +30,7 @@ import numpy as np
 from ._checks import check_lengths
 from .errors import InputError
 from .spec import (
+    AffineSpec,
     BidirectionalSpec,
     CellSpec,
     DenseSpec,
@@ -39,6 +40,7 @@ from .spec import (
     LSTMLayerSpec,
     MaskingSpec,
     ModelSpec,
+    NormalizeSpec,
     SimpleRNNLayerSpec,
 )
 from .verify import FrameworkUnavailable
@@ -390,6 +392,12 @@ class _TorchPeer(Peer):
             elif isinstance(L, (LSTMLayerSpec, GRULayerSpec, SimpleRNNLayerSpec,
                                 BidirectionalSpec)):
                 self._stages.append((L, _torch_rnn_module(torch, L), None))
+            elif isinstance(L, AffineSpec):
+                arrays = tuple(None if a is None else torch.tensor(np.asarray(a))
+                               for a in (L.scale, L.shift))
+                self._stages.append((L, arrays, _torch_dense_activation(torch, L.activation)))
+            elif isinstance(L, NormalizeSpec):
+                self._stages.append((L, None, None))
             else:
                 raise FrameworkUnavailable(f"torch: no equivalent of a {L.kind} layer")
 
@@ -409,6 +417,13 @@ class _TorchPeer(Peer):
                 h = mod(h)
                 if act is not None:
                     h = act(h)
+            elif isinstance(L, AffineSpec):
+                scale, shift = mod
+                h = h if scale is None else h * scale
+                h = h if shift is None else h + shift
+                h = h if act is None else act(h)
+            elif isinstance(L, NormalizeSpec):
+                h = self._torch.nn.functional.normalize(h, dim=-1, eps=L.epsilon)
             else:
                 state = states[k] if states is not None else None
                 h, new_state = self._recurrent(L, mod, h, lengths, state, T)
@@ -678,6 +693,18 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
             if L.bias is not None:
                 h = g.op("Add", [h, g.const("dense_b", L.bias)])
             h = _onnx_dense_activation(g, L.activation, h)
+            continue
+        if isinstance(L, AffineSpec):
+            if L.scale is not None:
+                h = g.op("Mul", [h, g.const("affine_scale", L.scale)])
+            if L.shift is not None:
+                h = g.op("Add", [h, g.const("affine_shift", L.shift)])
+            h = _onnx_dense_activation(g, L.activation, h)
+            continue
+        if isinstance(L, NormalizeSpec):
+            norm = g.op("ReduceL2", [h], axes=[-1], keepdims=1)  # opset 17: axes attribute
+            norm = g.op("Max", [norm, g.const("eps", np.float32(L.epsilon))])
+            h = g.op("Div", [h, norm])
             continue
         if not isinstance(L, (LSTMLayerSpec, GRULayerSpec, SimpleRNNLayerSpec,
                               BidirectionalSpec)):

@@ -209,3 +209,25 @@ def test_names_and_errors() -> None:
         build_peer("tensorflow", spec)
     with pytest.raises(ValueError, match="threads"):
         build_peer("torch", spec, threads=0)
+
+
+@pytest.mark.parametrize("name", ["torch", "onnxruntime"])
+def test_peers_run_affine_and_normalize_layers(name: str) -> None:
+    """A converted model's batch norm / activation / L2 head layers, in each peer, equal
+    lstm_fast (the peers are built from the spec, so this checks both sides' layer math)."""
+    if name not in available_peers():
+        pytest.skip(f"{name} is not installed")
+    from lstm_fast.spec import AffineSpec, NormalizeSpec
+
+    r = np.random.default_rng(3)
+    spec = ModelSpec(layers=(
+        cell_spec(r, "lstm", 3, 4),
+        AffineSpec(4, scale=r.standard_normal(4), shift=r.standard_normal(4), activation="relu"),
+        dense_spec(r, 4, 5), AffineSpec(5, activation="softmax"), NormalizeSpec(5)))
+    x = r.standard_normal((2, 30, 3)).astype(np.float32)
+    y = lf.Model(spec).predict(x)
+    peer = build_peer(name, spec)
+    np.testing.assert_allclose(peer.predict(x), y, atol=1e-5)
+    stream = peer.stream(2)
+    np.testing.assert_allclose(np.stack([stream.step(x[:, t]) for t in range(30)], 1), y,
+                               atol=1e-5)
