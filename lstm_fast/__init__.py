@@ -32,6 +32,7 @@ from .errors import (  # noqa: E402
 )
 from .model import Model, Stream  # noqa: E402
 from .spec import (  # noqa: E402
+    AffineSpec,
     BidirectionalSpec,
     DenseSpec,
     EmbeddingSpec,
@@ -39,15 +40,16 @@ from .spec import (  # noqa: E402
     LSTMLayerSpec,
     MaskingSpec,
     ModelSpec,
+    NormalizeSpec,
     SimpleRNNLayerSpec,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BidirectionalSpec", "CpuFeatureError", "DTypeError", "DenseSpec", "EmbeddingSpec",
+    "AffineSpec", "BidirectionalSpec", "CpuFeatureError", "DTypeError", "DenseSpec", "EmbeddingSpec",
     "EngineError", "FormatVersionError", "GRULayerSpec", "InputError", "LSTMLayerSpec",
-    "LstmFastError", "MaskingSpec", "Model", "ModelFileError", "ModelSpec", "NonFiniteError",
+    "LstmFastError", "MaskingSpec", "Model", "ModelFileError", "ModelSpec", "NonFiniteError", "NormalizeSpec",
     "ShapeError", "SimpleRNNLayerSpec", "Stream",
     "UnsupportedModelError", "WeightsError", "blas_info", "from_keras", "from_torch",
     "get_num_threads", "load",
