@@ -47,13 +47,12 @@ from .spec import (  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
-    "AffineSpec", "BidirectionalSpec", "CpuFeatureError", "DTypeError", "DenseSpec", "EmbeddingSpec",
-    "EngineError", "FormatVersionError", "GRULayerSpec", "InputError", "LSTMLayerSpec",
-    "LstmFastError", "MaskingSpec", "Model", "ModelFileError", "ModelSpec", "NonFiniteError", "NormalizeSpec",
-    "ShapeError", "SimpleRNNLayerSpec", "Stream",
+    "AffineSpec", "BidirectionalSpec", "CpuFeatureError", "DTypeError", "DenseSpec",
+    "EmbeddingSpec", "EngineError", "FormatVersionError", "GRULayerSpec", "InputError",
+    "LSTMLayerSpec", "LstmFastError", "MaskingSpec", "Model", "ModelFileError", "ModelSpec",
+    "NonFiniteError", "NormalizeSpec", "ShapeError", "SimpleRNNLayerSpec", "Stream",
     "UnsupportedModelError", "WeightsError", "blas_info", "from_keras", "from_torch",
-    "get_num_threads", "load",
-    "set_num_threads",
+    "get_num_threads", "load", "set_num_threads",
 ]
 
 
