@@ -493,9 +493,13 @@ def spec_from_torch_file(
         As :func:`spec_from_state_dict`.
     """
     sd = read_checkpoint(path, key=key)
-    spec = spec_from_state_dict(sd, prefix=prefix, head=head, activations=activations,
-                                nonlinearity=nonlinearity, ignore=ignore, head_norm=head_norm,
-                                source=os.path.basename(os.fspath(path)))
+    name = os.path.basename(os.fspath(path))
+    try:
+        spec = spec_from_state_dict(sd, prefix=prefix, head=head, activations=activations,
+                                    nonlinearity=nonlinearity, ignore=ignore,
+                                    head_norm=head_norm, source=name)
+    except (UnsupportedModelError, WeightsError) as e:
+        raise type(e)(f"{name}: {e}") from None
     options = {"prefix": prefix, "head": head, "nonlinearity": nonlinearity, "key": key,
                "activations": None if activations is None else list(activations),
                "ignore": [ignore] if isinstance(ignore, str) else list(ignore),
