@@ -34,7 +34,8 @@ def _case(name: str) -> tuple[Path, dict, dict[str, np.ndarray]]:
 
 def test_fixture_set_is_complete_and_small() -> None:
     assert set(CASES) == {"classifier", "lstm2_nobias", "checkpoint_dp", "scripted_lm",
-                          "lstm_head", "bigru_packed", "rnn_relu", "lstm_proj", "bilstm_proj"}
+                          "lstm_head", "bigru_packed", "rnn_relu", "lstm_proj", "bilstm_proj",
+                          "gru_cell_ts", "speaker_bn"}
     sizes = [p.stat().st_size for p in FIXTURES.iterdir()]
     assert max(sizes) < 100_000 and sum(sizes) < 1_000_000
 
@@ -75,6 +76,8 @@ def test_golden_fixture(name: str, target: str) -> None:
         y_got, states = spec_forward(spec, x, lengths=lengths)
     else:
         y_got, states = lf.Model(spec).predict(x, lengths=lengths, return_state=True)
+        if spec.state_layout == "cell":  # the cell's own (h, c) or h: one state
+            states = [states]
     assert y_got.shape == y.shape
     np.testing.assert_allclose(y_got, y, rtol=0, atol=ATOL, err_msg=f"{target} vs torch")
     if "h_n" in io:
@@ -94,6 +97,8 @@ def test_golden_layer_structure() -> None:
         "rnn_relu": ["rnn", "rnn", "dense"],
         "lstm_proj": ["lstm", "lstm"],
         "bilstm_proj": ["bidirectional", "bidirectional"],
+        "gru_cell_ts": ["gru", "dense"],
+        "speaker_bn": ["lstm", "lstm", "lstm", "dense", "normalize"],  # the batch norm folded
     }
 
 
@@ -105,6 +110,11 @@ def test_golden_new_kinds_details() -> None:
     assert not bigru.returns_sequences and bigru.output_size == 3
     relu = spec_from_torch_file(*_case("rnn_relu")[:1], **_case("rnn_relu")[1])
     assert [c.activation for c in relu.cells] == ["relu", "relu"]
+    cell = spec_from_torch_file(_case("gru_cell_ts")[0], **_case("gru_cell_ts")[1])
+    assert cell.state_layout == "cell" and cell.metadata["torch_kinds"] == "nn.GRUCell"
+    speaker = spec_from_torch_file(_case("speaker_bn")[0], **_case("speaker_bn")[1])
+    assert speaker.metadata["folded"] == "bn folded into the next layer (lstm lstm2)"
+    assert speaker.metadata["ignored"] == "ignored 2 tensors: similarity_weight, similarity_bias"
     proj = spec_from_torch_file(_case("bilstm_proj")[0])
     assert [(c.output_size, c.hidden_size) for c in proj.cells] == [(3, 8)] * 4
     assert proj.layers[1].input_size == 6 and proj.output_size == 6

@@ -453,3 +453,19 @@ def test_npz_refuses_object_arrays(tmp_path: Path) -> None:
     np.savez(path, w=np.array([{"a": 1}], dtype=object))
     with pytest.raises(lf.ModelFileError, match="evil.npz"):
         spec_from_torch_file(path)
+
+
+def test_npz_refuses_sizes_it_does_not_hold(tmp_path: Path) -> None:
+    import zipfile
+
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.zeros(2, np.float32))
+    raw = buf.getvalue().replace(b"(2,)", b"(99999999999,)")
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("rnn_w_ih.npy", raw)
+    with pytest.raises(lf.ModelFileError, match=r"declares \(99999999999,\)"):
+        spec_from_torch_file(path)
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(lf.ModelFileError):
+        spec_from_torch_file(path)

@@ -42,8 +42,8 @@ def test_stream_matches_torch_stateful_calls():
 
 
 def test_unsupported_torch_modules_are_refused():
-    with pytest.raises(lf.UnsupportedModelError, match="LSTMCell"):
-        lf.from_torch(torch.nn.LSTMCell(3, 4))
+    with pytest.raises(lf.UnsupportedModelError, match="LSTMCell"):  # a cell needs its loop
+        lf.from_torch(torch.nn.Sequential(torch.nn.LSTM(3, 4), torch.nn.LSTMCell(4, 4)))
     with pytest.raises(lf.UnsupportedModelError, match="Conv1d"):
         lf.from_torch(torch.nn.Sequential(torch.nn.Conv1d(3, 4, 1), torch.nn.LSTM(4, 4)))
     with pytest.raises(lf.UnsupportedModelError, match="Linear"):

@@ -64,6 +64,30 @@ def _torch_name(name: str, arr: np.ndarray) -> str:
     return name
 
 
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:
+    """One ``.npy`` member, its declared size checked against the member's before reading."""
+    fmt = np.lib.format
+    with zf.open(info) as f:
+        version = fmt.read_magic(f)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ModelFileError(f"{where}: {info.filename}: unknown .npy version {version}")
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) \
+            else fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if dtype.hasobject or len(shape) > 32:
+            raise ModelFileError(f"{where}: {info.filename} is not a numeric array")
+        count = int(np.prod(shape, dtype=object))
+        if count * dtype.itemsize > info.file_size:
+            raise ModelFileError(f"{where}: {info.filename} declares {shape} {dtype} but "
+                                 f"holds {info.file_size} bytes")
+        data = f.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise ModelFileError(f"{where}: {info.filename} is truncated")
+    arr = np.frombuffer(data, dtype=dtype)
+    arr = arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
+    return np.ascontiguousarray(arr)
+
+
 def read_npz_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` archive under PyTorch-style names (see the module docstring).
 
@@ -82,8 +106,7 @@ def read_npz_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
                                      f"file holds (a zip bomb?)")
             out: dict[str, np.ndarray] = {}
             for info in infos:
-                with zf.open(info) as f:
-                    arr = np.lib.format.read_array(f, allow_pickle=False)
+                arr = _read_member(zf, info, where)
                 if arr.dtype.kind not in "fiub":
                     raise ModelFileError(f"{where}: {info.filename} holds {arr.dtype} data, "
                                          f"not numbers")
@@ -96,7 +119,8 @@ def read_npz_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     except ModelFileError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
-            RuntimeError) as e:
+            RuntimeError, SyntaxError, TypeError, KeyError, RecursionError, MemoryError,
+            OverflowError) as e:
         raise ModelFileError(f"{where}: damaged .npz archive ({type(e).__name__}: {e})"
                              ) from None
     return out
