@@ -447,7 +447,7 @@ def test_lstm_config_over_cudnn_weights(k2: dict[str, Path], weights: dict[str, 
     np.testing.assert_array_equal(lstm.w_ih, weights["kernel"].T)
     np.testing.assert_array_equal(lstm.w_hh, weights["recurrent_kernel"].T)
     assert "cuDNN" in spec.metadata["notes"] and "'lstm'" not in spec.metadata["notes"]
-    assert "lstm: a LSTM config over cuDNN-layout weights" in spec.metadata["notes"]
+    assert "lstm: the LSTM config holds cuDNN-layout weights" in spec.metadata["notes"]
     _check(spec, x2, _seq_reference(x2, weights))
 
 

@@ -398,6 +398,40 @@ def test_stateful_stacked_cells() -> None:
     np.testing.assert_allclose(got, y, atol=TOL, rtol=0)
 
 
+def test_tfkeras2_rnn_cells_file(tmp_path: Path) -> None:
+    """A synthesized tf-keras 2 file with RNN(StackedRNNCells) and Bidirectional(RNN(cell))
+    computes what Keras 3 computes for the same architecture with Keras 2's hard_sigmoid
+    (clip(0.2x + 0.5)) as a custom recurrent activation."""
+    import importlib.util
+
+    path = Path(__file__).parent / "fixtures" / "keras" / "make_keras2_h5.py"
+    spec_mod = importlib.util.spec_from_file_location("make_keras2_h5", path)
+    assert spec_mod is not None and spec_mod.loader is not None
+    mk = importlib.util.module_from_spec(spec_mod)
+    spec_mod.loader.exec_module(mk)
+    weights = mk.write_rnn_cells_model(tmp_path / "cells.h5")
+
+    def hs(z: Any) -> Any:
+        return keras.ops.clip(0.2 * z + 0.5, 0.0, 1.0)
+
+    model = keras.Sequential([
+        keras.Input((None, mk.I)),
+        layers.RNN(layers.StackedRNNCells([
+            layers.LSTMCell(5, recurrent_activation=hs),
+            layers.GRUCell(mk.G, reset_after=False, recurrent_activation=hs)]),
+            return_sequences=True),
+        layers.Bidirectional(layers.RNN(layers.SimpleRNNCell(3))),
+        layers.Dense(mk.O, activation="softmax")])
+    model.set_weights(weights)
+    x = np.random.default_rng(5).normal(size=(3, 9, mk.I)).astype(np.float32) * 2
+    y = _run(model, x)
+    spec = spec_from_keras_file(tmp_path / "cells.h5")
+    assert [L.kind for L in spec.layers] == ["lstm", "gru", "bidirectional", "dense"]
+    assert spec.layers[0].recurrent_activation == "hard_sigmoid_keras2"
+    np.testing.assert_allclose(spec_forward(spec, x)[0], y, atol=TOL, rtol=0)
+    np.testing.assert_allclose(lstm_fast.Model(spec).predict(x), y, atol=TOL, rtol=0)
+
+
 # --- refusals ------------------------------------------------------------------------------
 
 @keras.saving.register_keras_serializable(package="lstm_fast_tests")

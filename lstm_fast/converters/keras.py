@@ -220,7 +220,7 @@ def _kernels(ctx: _Ctx, e: _Entry, arrays: list[np.ndarray], names: list[str] | 
 
 def _cudnn_note(notes: list[str], e: _Entry, cls: str, bias_len: int) -> None:
     """Say that a plain LSTM/GRU config got cuDNN-layout weights (recognised by the bias)."""
-    notes.append(f"{e.name}: a {cls} config over cuDNN-layout weights (bias of {bias_len}); "
+    notes.append(f"{e.name}: the {cls} config holds cuDNN-layout weights (bias of {bias_len}); "
                  f"{_CUDNN_NOTE}")
 
 
