@@ -502,6 +502,31 @@ def test_keras2_golden_batchnorm_folded() -> None:
                                        "(bidirectional bidirectional_20)")
 
 
+@pytest.mark.parametrize("axis", [[2], 2, -1, [1], 1, [1, 2]])
+def test_keras2_batchnorm_axis(axis: object, tmp_path: Path) -> None:
+    """tf-keras saves the built axis (``[2]`` for (B, T, F) inputs): the feature axis is
+    accepted in every spelling, any other axis is refused."""
+    path = tmp_path / "bn_axis.h5"
+    path.write_bytes((FIXTURES / "keras21_bilstm_bn.h5").read_bytes())
+    with h5py.File(path, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        cfg["config"][2]["config"]["axis"] = axis
+        f.attrs["model_config"] = json.dumps(cfg).encode()
+    if axis in ([2], 2, -1):
+        assert spec_from_keras_file(path).metadata["folded"].startswith("batch_normalization_13")
+        return
+    with pytest.raises(UnsupportedModelError, match=r"'batch_normalization_13'.*axis="):
+        spec_from_keras_file(path)
+
+
+def test_keras1_batchnorm_refused() -> None:
+    with pytest.raises(UnsupportedModelError) as err:
+        spec_from_keras_file(FIXTURES / "keras21_bilstm_bn.h5", keras_version="1")
+    msg = str(err.value)
+    assert "'batch_normalization_13' (BatchNormalization)" in msg and "Keras 1" in msg
+    assert "keras21_bilstm_bn.h5" in msg
+
+
 # --- malformed files ---------------------------------------------------------------------
 
 def test_not_a_keras_file(tmp_path: Path) -> None:

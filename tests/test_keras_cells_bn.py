@@ -151,6 +151,18 @@ def bidirectional_rnn_cells(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
     return keras.Model(inp, y), _padded_floats(rng, 3, 9, 3)
 
 
+def rnn_return_state_unused(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+    """return_state=True on RNN wrappers whose states are not used."""
+    inp = keras.Input((None, 3))
+    out, _h, _c = layers.RNN(layers.LSTMCell(4), return_sequences=True,
+                             return_state=True)(inp)
+    out, *_states = layers.RNN(layers.StackedRNNCells([layers.GRUCell(3),
+                                                       layers.LSTMCell(2)]),
+                               return_sequences=True, return_state=True)(out)
+    return keras.Model(inp, layers.Dense(2)(out)), rng.normal(size=(2, 6, 3)).astype(
+        np.float32)
+
+
 # --- BatchNormalization builders (every one folds) ---------------------------------------
 
 def bn_between_bidirectional(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
@@ -191,7 +203,8 @@ def bn_embedding_masked(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
 
 FOLDED: list[Builder] = [
     rnn_single_cells, rnn_stacked_cells, rnn_stacked_masked_last, rnn_stacked_backwards,
-    embedding_rnn_cell, bidirectional_rnn_cells, bn_between_bidirectional, bn_dense_relu,
+    embedding_rnn_cell, bidirectional_rnn_cells, rnn_return_state_unused,
+    bn_between_bidirectional, bn_dense_relu,
     bn_embedding_masked,
 ]
 
@@ -462,7 +475,17 @@ def _masked_backwards_stack() -> Any:
     return keras.Model(inp, h)
 
 
+def _rnn_state_used() -> Any:
+    inp = keras.Input((None, 3))
+    _out, h, _c = layers.RNN(layers.LSTMCell(3), return_state=True, name="cell_state")(inp)
+    return keras.Model(inp, layers.Dense(2)(h))
+
+
 REFUSED: dict[str, tuple[Callable[[], Any], str, list[str]]] = {
+    "rnn_state_used": (_rnn_state_used, "cell_state", ["RNN", "output #1"]),
+    "rnn_return_state_sequential": (lambda: keras.Sequential([
+        keras.Input((None, 3)), layers.RNN(layers.GRUCell(3), return_state=True,
+                                           name="rs_cell")]), "rs_cell", ["return_state"]),
     "custom_cell": (lambda: keras.Sequential([
         keras.Input((None, 3)), layers.RNN(MinimalCell(3), name="wrapped")]),
         "wrapped", ["RNN", "MinimalCell"]),

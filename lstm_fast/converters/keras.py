@@ -636,9 +636,10 @@ def _batchnorm(ctx: _Ctx, e: _Entry, st: _State, weights: WeightFn) -> None:
     if cfg.get("virtual_batch_size") is not None:
         raise _refuse(ctx, e, f"option virtual_batch_size={cfg['virtual_batch_size']!r} is not "
                               "supported")
-    if cfg.get("mode", 0) != 0:                     # Keras 1: 1 = per sample, 2 = batch stats
-        raise _refuse(ctx, e, f"option mode={cfg['mode']!r} (Keras 1) is not supported (only "
-                              "mode=0, per feature)")
+    if (ctx.major or 3) < 2:
+        raise _refuse(ctx, e, "a Keras 1 BatchNormalization is not supported (its running_std "
+                              "is a standard deviation in Keras 1.0 and a variance from 1.1, "
+                              "and Keras 1 files do not record their version)")
     scale, center = bool(cfg.get("scale", True)), bool(cfg.get("center", True))
     arrays, names = weights(e)
     arrays = _by_suffix(arrays, names, _BN_WEIGHTS)
