@@ -57,6 +57,7 @@ from ..spec import (
 )
 from .fold import fold_affines
 from .keras_file import (
+    _BN_CLASSES,
     _CELL_CLASSES,
     _GRU_CLASSES,
     _LSTM_CLASSES,
@@ -86,7 +87,7 @@ _IDENTITY = frozenset({
 #: Layer classes the chain may hold (any other class is refused by name).
 _KNOWN = _IDENTITY | _CELL_CLASSES | {"Embedding", "Masking", "Dense", "TimeDistributed",
                                       "Activation", "Bidirectional", "RNN",
-                                      "BatchNormalization", "UnitNormalization"}
+                                      "UnitNormalization"} | _BN_CLASSES
 #: Cells an ``RNN`` layer may wrap -> the layer class computing the same thing.
 _CELL_LAYERS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}
 #: Options of an ``RNN`` wrapper that its cells' layer form carries.
@@ -569,7 +570,7 @@ def _convert_layer(ctx: _Ctx, arch: _Arch, e: _Entry, pos: int, st: _State, ids_
         _activation_layer(ctx, e, st)
         return
 
-    if cls == "BatchNormalization":
+    if cls in _BN_CLASSES:
         _batchnorm(ctx, e, st, weights)
         return
 

@@ -48,6 +48,8 @@ _GRU_CLASSES = frozenset({"GRU", "CuDNNGRU", "GRUV1", "GRUV2"})
 _RNN_CLASSES = frozenset({"SimpleRNN"})
 #: Recurrent layers (one cell each) that map to a spec layer.
 _CELL_CLASSES = _LSTM_CLASSES | _GRU_CLASSES | _RNN_CLASSES
+#: Batch normalisation classes (tf.keras 1.x may write the V1/V2 names).
+_BN_CLASSES = frozenset({"BatchNormalization", "BatchNormalizationV1", "BatchNormalizationV2"})
 #: Functional op-layers Keras 3.15 serializes to compute a Masking / Embedding mask.
 _MASK_OPS = frozenset({"NotEqual", "Any"})
 #: Config keys of a layer call that we understand (any other call argument is refused).
@@ -405,7 +407,7 @@ WeightFn = Callable[[_Entry], tuple[list[np.ndarray], list[str] | None]]
 
 def _has_weights(e: _Entry) -> bool:
     return e.class_name in _CELL_CLASSES | {"Dense", "Embedding", "TimeDistributed",
-                                            "Bidirectional", "RNN", "BatchNormalization"}
+                                            "Bidirectional", "RNN"} | _BN_CLASSES
 
 
 def _stacked_cell_keys(e: _Entry) -> list[str]:
