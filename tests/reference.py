@@ -231,6 +231,17 @@ def spec_forward(spec, x, *, lengths=None, initial_state=None):
             if L.bias is not None:
                 z = z + L.bias
             x = activation(L.activation, z)
+        elif L.kind == "affine":
+            z = np.asarray(x, np.float64)
+            if L.scale is not None:
+                z = z * L.scale.astype(np.float64)
+            if L.shift is not None:
+                z = z + L.shift.astype(np.float64)
+            x = activation(L.activation, z)
+        elif L.kind == "normalize":
+            z = np.asarray(x, np.float64)
+            norm = np.sqrt(np.sum(z * z, axis=-1, keepdims=True))
+            x = z / np.maximum(norm, L.epsilon)
         elif L.kind in ("lstm", "gru", "rnn"):
             h, c = _initial(L, B, initial_state, len(states))
             y, last, h, c = _run_cell(np.asarray(x, np.float64), mask, L, h, c, keras=keras,

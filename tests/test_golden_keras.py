@@ -37,6 +37,8 @@ GOLDEN = {
     "bidir_gru_text": "keras",
     "gru_simple_rnn": "h5",
     "masking_bidir_lstm": "keras",
+    "stacked_cells_bn": "keras",
+    "rnn_cells_bn_h5": "h5",
 }
 
 
@@ -123,6 +125,25 @@ def test_golden_structure() -> None:
     assert (bi.merge_mode, bi.forward.kind, bi.output_size) == ("ave", "lstm", 7)
 
 
+def test_golden_cells_and_batchnorm_structure() -> None:
+    """RNN(StackedRNNCells) -> one layer per cell; each BatchNormalization folded into the next
+    layer, and the folds recorded in the metadata."""
+    spec = spec_from_keras_file(FIXTURES / "stacked_cells_bn.keras")
+    assert [L.kind for L in spec.layers] == ["masking", "lstm", "gru", "bidirectional", "dense"]
+    lstm, gru, bi = spec.layers[1:4]
+    assert lstm.return_sequences and gru.return_sequences and gru.reset_after
+    assert bi.forward.kind == "rnn" and bi.merge_mode == "concat"
+    assert spec.metadata["folded"] == (
+        "bn1 folded into the next layer (bidirectional birnn); "
+        "bn2 folded into the next layer (dense time_distributed)")
+
+    spec = spec_from_keras_file(FIXTURES / "rnn_cells_bn_h5.h5")
+    assert [L.kind for L in spec.layers] == ["embedding", "gru", "lstm", "dense"]
+    assert not spec.layers[1].reset_after and not spec.layers[2].return_sequences
+    assert spec.metadata["folded"].count("folded into the next layer") == 2
+    assert spec.metadata["format"] == "h5"
+
+
 def io_steps(name: str) -> int:
     return int(_load_golden(name)[1]["x"].shape[1])
 
@@ -140,16 +161,15 @@ def test_golden_bidirectional_masked_outputs_are_zero() -> None:
 
 # --- synthesized Keras 2 / Keras 1 files -------------------------------------------------
 
-def _load_maker() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_keras2_h5",
-                                                  FIXTURES / "make_keras2_h5.py")
+def _load_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, FIXTURES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-mk = _load_maker()
+mk = _load_module("make_keras2_h5")
 
 
 @pytest.fixture(scope="module")
@@ -415,6 +435,96 @@ def test_keras2_time_major_refused(k2: dict[str, Path], tmp_path: Path) -> None:
 def test_keras_version_override(k2: dict[str, Path]) -> None:
     spec = spec_from_keras_file(k2["full"], keras_version="3.15.1")
     assert spec.layers[0].recurrent_activation == "hard_sigmoid"
+
+
+def test_lstm_config_over_cudnn_weights(k2: dict[str, Path], weights: dict[str, np.ndarray],
+                                        x2: np.ndarray) -> None:
+    """An ``LSTM`` config whose weights are a CuDNNLSTM's (bias 8u): converted as tf-keras does
+    on load, and run with the config's own activations (hard_sigmoid here)."""
+    spec = spec_from_keras_file(k2["lstm_over_cudnn"])
+    lstm = spec.layers[0]
+    assert lstm.recurrent_activation == "hard_sigmoid_keras2"
+    np.testing.assert_array_equal(lstm.w_ih, weights["kernel"].T)
+    np.testing.assert_array_equal(lstm.w_hh, weights["recurrent_kernel"].T)
+    assert "cuDNN" in spec.metadata["notes"] and "'lstm'" not in spec.metadata["notes"]
+    assert "lstm: the LSTM config holds cuDNN-layout weights" in spec.metadata["notes"]
+    _check(spec, x2, _seq_reference(x2, weights))
+
+
+@pytest.mark.parametrize("kind", ["gru_over_cudnn", "gru_over_cudnn_keras20"])
+def test_gru_config_over_cudnn_weights(kind: str, k2: dict[str, Path],
+                                       gru_weights: dict[str, np.ndarray],
+                                       x2: np.ndarray) -> None:
+    """A ``GRU`` config (reset_after=True, or no reset_after key as Keras 2.0-2.2 wrote)
+    over CuDNNGRU weights (bias 6u): a reset-after GRU with the config's hard_sigmoid."""
+    spec = spec_from_keras_file(k2[kind])
+    gru = spec.layers[0]
+    assert gru.reset_after and gru.recurrent_activation == "hard_sigmoid_keras2"
+    assert "cuDNN" in spec.metadata["notes"]
+    _check(spec, x2, _gru_seq_reference(x2, gru_weights, "bias_ra"))
+
+
+def test_gru_reset_before_over_cudnn_weights_refused(k2: dict[str, Path]) -> None:
+    """tf-keras refuses CuDNNGRU weights in a GRU(reset_after=False); so do we."""
+    with pytest.raises(ModelFileError) as err:
+        spec_from_keras_file(k2["gru_reset_before_over_cudnn"])
+    msg = str(err.value)
+    assert "'gru'" in msg and "cuDNN" in msg and "reset_after=False" in msg
+    assert str(k2["gru_reset_before_over_cudnn"]) in msg
+
+
+# --- committed Keras 2.0 / 2.1 files (structure of real pretrained diacritizers) ------------
+
+oracle2 = _load_module("keras2_oracle")
+
+
+@pytest.mark.parametrize("name", list(mk.KERAS2_GOLDEN))
+def test_keras2_golden(name: str) -> None:
+    """Keras 2.0.8 / 2.1.6 files that Keras 3 cannot load: the converted model equals the
+    independent float64 Keras 2 oracle (outputs committed, and recomputed here)."""
+    path = FIXTURES / f"{name}.h5"
+    with np.load(FIXTURES / f"{name}.io.npz") as z:
+        x, y = z["x"], z["y"]
+    np.testing.assert_allclose(oracle2.keras2_predict(str(path), x), y, atol=1e-12, rtol=0)
+    spec = spec_from_keras_file(path)
+    assert spec.metadata["keras_version"].startswith(("2.0", "2.1"))
+    assert all(c.recurrent_activation == "hard_sigmoid_keras2" for c in spec.cells)
+    assert all(c.reset_after is False for c in spec.cells if c.kind == "gru")
+    np.testing.assert_allclose(spec_forward(spec, x)[0], y, atol=TOL, rtol=0)
+    np.testing.assert_allclose(lstm_fast.Model(spec).predict(x), y, atol=TOL, rtol=0)
+
+
+def test_keras2_golden_batchnorm_folded() -> None:
+    spec = spec_from_keras_file(FIXTURES / "keras21_bilstm_bn.h5")
+    assert [L.kind for L in spec.layers] == ["embedding", "bidirectional", "bidirectional",
+                                             "bidirectional", "dense"]
+    assert spec.metadata["folded"] == ("batch_normalization_13 folded into the next layer "
+                                       "(bidirectional bidirectional_20)")
+
+
+@pytest.mark.parametrize("axis", [[2], 2, -1, [1], 1, [1, 2]])
+def test_keras2_batchnorm_axis(axis: object, tmp_path: Path) -> None:
+    """tf-keras saves the built axis (``[2]`` for (B, T, F) inputs): the feature axis is
+    accepted in every spelling, any other axis is refused."""
+    path = tmp_path / "bn_axis.h5"
+    path.write_bytes((FIXTURES / "keras21_bilstm_bn.h5").read_bytes())
+    with h5py.File(path, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        cfg["config"][2]["config"]["axis"] = axis
+        f.attrs["model_config"] = json.dumps(cfg).encode()
+    if axis in ([2], 2, -1):
+        assert spec_from_keras_file(path).metadata["folded"].startswith("batch_normalization_13")
+        return
+    with pytest.raises(UnsupportedModelError, match=r"'batch_normalization_13'.*axis="):
+        spec_from_keras_file(path)
+
+
+def test_keras1_batchnorm_refused() -> None:
+    with pytest.raises(UnsupportedModelError) as err:
+        spec_from_keras_file(FIXTURES / "keras21_bilstm_bn.h5", keras_version="1")
+    msg = str(err.value)
+    assert "'batch_normalization_13' (BatchNormalization)" in msg and "Keras 1" in msg
+    assert "keras21_bilstm_bn.h5" in msg
 
 
 # --- malformed files ---------------------------------------------------------------------

@@ -704,18 +704,12 @@ REFUSED = {
     "conv_lstm": (lambda: keras.Sequential([
         keras.Input((None, 5, 2)), layers.ConvLSTM1D(2, 3, name="clstm")]),
         "clstm", ["ConvLSTM1D"]),
-    "generic_rnn": (lambda: keras.Sequential([
-        keras.Input((None, 3)), layers.RNN(layers.GRUCell(3), name="wrapped")]),
-        "wrapped", ["RNN(GRUCell)"]),
     "conv1d": (lambda: keras.Sequential([
         keras.Input((None, 3)), layers.Conv1D(4, 3, name="conv"), layers.LSTM(3)]),
         "conv", ["Conv1D"]),
     "masking_after_embedding": (lambda: keras.Sequential([
         keras.Input((None,), dtype="int32"), layers.Embedding(5, 3),
         layers.Masking(name="late_mask"), layers.LSTM(3)]), "late_mask", ["Masking"]),
-    "activation_after_lstm": (lambda: keras.Sequential([
-        keras.Input((None, 3)), layers.LSTM(3, return_sequences=True),
-        layers.Activation("relu", name="act")]), "act", ["Activation"]),
     "leaky_relu": (lambda: keras.Sequential([
         keras.Input((None, 3)), layers.Dense(3, activation="leaky_relu", name="d"),
         layers.LSTM(3)]), "d", ["leaky_relu"]),

@@ -3,13 +3,17 @@
 An :class:`~lstm_fast.spec.AffineSpec` with a linear activation, ``y = x * s + t``, is exact
 to fold:
 
-- forward into the input weights of the next recurrent or Dense layer:
+- forward into the next affine (``(x * s + t) * s2 + t2``) or into the input weights of
+  the next recurrent or Dense layer:
   ``W (x * s + t) + b = (W * s) x + (W t + b)`` (for a GRU ``W t`` joins ``b_ih``, which sits
   outside ``r * (...)``, so this holds for both GRU variants);
-- backward into a preceding Embedding table (``table * s + t``, row by row).
+- backward into a preceding Embedding table (``table * s + t``, row by row);
+- backward into a preceding Dense layer with a linear activation:
+  ``act((W x + b) * s + t) = act((s W) x + (s b + t))``. This one also takes an affine with an
+  activation (e.g. batch norm then ReLU), which becomes the Dense layer's activation.
 
-Both are computed in float64 and rounded once. The engine runs the affine layers that fit
-neither case (e.g. the last layer of a model).
+All are computed in float64 and rounded once. The engine runs the affine layers that fit
+none of these (e.g. the last layer of a model).
 """
 
 from __future__ import annotations
@@ -43,14 +47,23 @@ def _fold_into_cell(cell: CellSpec, s: np.ndarray, t: np.ndarray) -> CellSpec:
     return dataclasses.replace(cell, w_ih=w_ih, bias=b.astype(np.float32))
 
 
-def _fold_forward(affine: AffineSpec, nxt: LayerSpec) -> LayerSpec | None:
+def _scale_shift(affine: AffineSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) in float64, 1 and 0 where the affine has none."""
     s = (np.ones(affine.size) if affine.scale is None
          else affine.scale.astype(np.float64))
     t = (np.zeros(affine.size) if affine.shift is None
          else affine.shift.astype(np.float64))
+    return s, t
+
+
+def _fold_forward(affine: AffineSpec, nxt: LayerSpec) -> LayerSpec | None:
+    s, t = _scale_shift(affine)
     if isinstance(nxt, BidirectionalSpec):
         return dataclasses.replace(nxt, forward=_fold_into_cell(nxt.forward, s, t),
                                    backward=_fold_into_cell(nxt.backward, s, t))
+    if isinstance(nxt, AffineSpec):                       # two affines in a row
+        s2, t2 = _scale_shift(nxt)
+        return dataclasses.replace(nxt, scale=s * s2, shift=t * s2 + t2)
     if isinstance(nxt, DenseSpec):
         w = nxt.weight.astype(np.float64)
         b = w @ t + (0.0 if nxt.bias is None else nxt.bias.astype(np.float64))
@@ -62,7 +75,13 @@ def _fold_forward(affine: AffineSpec, nxt: LayerSpec) -> LayerSpec | None:
 
 
 def _fold_backward(prev: LayerSpec, affine: AffineSpec) -> LayerSpec | None:
-    if not isinstance(prev, EmbeddingSpec):
+    if isinstance(prev, DenseSpec) and prev.activation == "linear":
+        s, t = _scale_shift(affine)
+        b = t if prev.bias is None else prev.bias.astype(np.float64) * s + t
+        return dataclasses.replace(
+            prev, weight=(prev.weight.astype(np.float64) * s[:, None]).astype(np.float32),
+            bias=b.astype(np.float32), activation=affine.activation)
+    if not isinstance(prev, EmbeddingSpec) or affine.activation != "linear":
         return None
     table = prev.weight.astype(np.float64)
     if affine.scale is not None:
@@ -74,7 +93,8 @@ def _fold_backward(prev: LayerSpec, affine: AffineSpec) -> LayerSpec | None:
 
 def fold_affines(layers: Sequence[LayerSpec],
                  names: Sequence[str] | None = None) -> tuple[list[LayerSpec], list[str]]:
-    """Fold every linear :class:`AffineSpec` that can be folded exactly.
+    """Fold every :class:`AffineSpec` that can be folded exactly (see the module docstring):
+    a linear one forward into the next layer, else backward into the previous one.
 
     Parameters
     ----------
@@ -98,8 +118,8 @@ def fold_affines(layers: Sequence[LayerSpec],
     k = 0
     while k < len(items):
         L, name = items[k], labels[k]
-        if isinstance(L, AffineSpec) and L.activation == "linear":
-            if k + 1 < len(items):
+        if isinstance(L, AffineSpec):
+            if k + 1 < len(items) and L.activation == "linear":
                 folded = _fold_forward(L, items[k + 1])
                 if folded is not None:
                     items[k + 1] = folded

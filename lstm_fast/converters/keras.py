@@ -8,14 +8,19 @@ model (:func:`spec_from_keras`, :func:`from_keras`).
 
 The model must be a ``Sequential`` or a functional model that is a single chain of layers (one
 input, one output, every layer called once on one tensor). Supported layers: ``InputLayer``,
-``Embedding``, ``Masking``, ``Dense``, ``TimeDistributed(Dense)``, ``Activation`` (folded into
-the ``Dense`` before it), ``LSTM`` (also ``CuDNNLSTM`` and Keras 1's 12-array LSTM), ``GRU``
-(both ``reset_after`` variants, ``CuDNNGRU`` and Keras 1's 9-array GRU), ``SimpleRNN``,
-``Bidirectional`` over any of those (``merge_mode`` concat, sum, ave or mul) and the layers
-that do nothing at inference (``Dropout`` and friends). Anything else raises
-:class:`~lstm_fast.errors.UnsupportedModelError` naming the layer, its class, the option and the
-file. ``hard_sigmoid`` means ``clip(0.2x+0.5)`` before Keras 3 and ``clip(x/6+0.5)`` from
-Keras 3 on. See ``FORMATS.md`` section 2 for the conventions mirrored here.
+``Embedding``, ``Masking``, ``Dense``, ``TimeDistributed(Dense)``, ``LSTM`` (also
+``CuDNNLSTM``, an ``LSTM`` config over cuDNN-layout weights, and Keras 1's 12-array LSTM),
+``GRU`` (both ``reset_after`` variants, ``CuDNNGRU`` or cuDNN-layout weights, Keras 1's
+9-array GRU), ``SimpleRNN``, ``RNN`` over an ``LSTMCell`` / ``GRUCell`` / ``SimpleRNNCell`` or
+a ``StackedRNNCells`` of them (each cell becomes a layer), ``Bidirectional`` over any single
+cell of those (``merge_mode`` concat, sum, ave or mul), ``BatchNormalization`` (inference form,
+folded into a neighbouring layer's weights where exact), ``Activation`` (merged into the
+``Dense`` or ``BatchNormalization`` before it, else a layer of its own),
+``UnitNormalization`` and the layers that do nothing at inference (``Dropout`` and friends).
+Anything else raises :class:`~lstm_fast.errors.UnsupportedModelError` naming the layer, its
+class, the option and the file. ``hard_sigmoid`` means ``clip(0.2x+0.5)`` before Keras 3 and
+``clip(x/6+0.5)`` from Keras 3 on. See ``FORMATS.md`` section 2 for the conventions mirrored
+here.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,6 +41,7 @@ from ..spec import (
     DENSE_ACTIVATIONS,
     MERGE_MODES,
     RECURRENT_KINDS,
+    AffineSpec,
     BidirectionalSpec,
     CellSpec,
     DenseSpec,
@@ -44,9 +51,13 @@ from ..spec import (
     LSTMLayerSpec,
     MaskingSpec,
     ModelSpec,
+    NormalizeSpec,
     SimpleRNNLayerSpec,
+    batchnorm_affine,
 )
+from .fold import fold_affines
 from .keras_file import (
+    _BN_CLASSES,
     _CELL_CLASSES,
     _GRU_CLASSES,
     _LSTM_CLASSES,
@@ -75,7 +86,13 @@ _IDENTITY = frozenset({
 })
 #: Layer classes the chain may hold (any other class is refused by name).
 _KNOWN = _IDENTITY | _CELL_CLASSES | {"Embedding", "Masking", "Dense", "TimeDistributed",
-                                      "Activation", "Bidirectional"}
+                                      "Activation", "Bidirectional", "RNN",
+                                      "UnitNormalization"} | _BN_CLASSES
+#: Cells an ``RNN`` layer may wrap -> the layer class computing the same thing.
+_CELL_LAYERS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}
+#: Options of an ``RNN`` wrapper that its cells' layer form carries.
+_WRAPPER_OPTIONS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll",
+                    "zero_output_for_mask", "time_major")
 #: Keras activation names -> spec names (``hard_sigmoid`` depends on the Keras version).
 _ACTIVATIONS = {
     "linear": "linear", "relu": "relu", "relu6": "relu6", "tanh": "tanh",
@@ -202,9 +219,17 @@ def _kernels(ctx: _Ctx, e: _Entry, arrays: list[np.ndarray], names: list[str] | 
     return kernel, rec, (arrays[2] if use_bias else None)
 
 
+def _cudnn_note(notes: list[str], e: _Entry, cls: str, bias_len: int) -> None:
+    """Say that a plain LSTM/GRU config got cuDNN-layout weights (recognised by the bias)."""
+    notes.append(f"{e.name}: the {cls} config holds cuDNN-layout weights (bias of {bias_len}); "
+                 f"{_CUDNN_NOTE}")
+
+
 def _lstm_weights(ctx: _Ctx, e: _Entry, cls: str, arrays: list[np.ndarray],
-                  names: list[str] | None, units: int, use_bias: bool
+                  names: list[str] | None, units: int, use_bias: bool, notes: list[str]
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(w_ih, w_hh, bias) in the spec's layout. A bias of 8u is cuDNN's layout whatever the
+    config's class says: tf-keras converts it when loading into an LSTM (FORMATS 2.6)."""
     if len(arrays) == 12:                      # Keras 1: W_i U_i b_i W_c U_c b_c W_f U_f b_f ...
         W = [arrays[3 * g] for g in (0, 2, 1, 3)]              # reorder i, c, f, o -> i, f, c, o
         U = [arrays[3 * g + 1] for g in (0, 2, 1, 3)]
@@ -214,6 +239,9 @@ def _lstm_weights(ctx: _Ctx, e: _Entry, cls: str, arrays: list[np.ndarray],
         names = None
     kernel, rec, bias = _kernels(ctx, e, arrays, names, units, 4, use_bias)
     u4 = 4 * units
+    if cls != "CuDNNLSTM" and bias is not None and bias.shape == (2 * u4,):
+        _cudnn_note(notes, e, cls, 2 * u4)
+        cls = "CuDNNLSTM"
     if cls == "CuDNNLSTM":
         kernel, rec = _cudnn_blocks(kernel, rec, units, 4)
         if bias is None or bias.shape != (2 * u4,):
@@ -234,9 +262,14 @@ def _zrh_to_rzn(a: np.ndarray) -> np.ndarray:
 
 def _gru_weights(ctx: _Ctx, e: _Entry, cls: str, arrays: list[np.ndarray],
                  names: list[str] | None, units: int, use_bias: bool,
-                 reset_after: bool | None, default_reset_after: bool
+                 reset_after: bool | None, default_reset_after: bool, notes: list[str]
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, bool]:
-    """(w_ih, w_hh, b_ih, b_hh, reset_after) in the spec's layout (FORMATS 0.3)."""
+    """(w_ih, w_hh, b_ih, b_hh, reset_after) in the spec's layout (FORMATS 0.3).
+
+    A flat bias of 6u is cuDNN's layout (a reset-after GRU), converted as tf-keras does when
+    loading it into a GRU; like tf-keras, a config saying ``reset_after=False`` refuses it.
+    Without ``reset_after`` in the config (Keras 2.0-2.2) the bias shape decides, else the
+    Keras version's default (reset-before before Keras 3)."""
     if len(arrays) == 9:                       # Keras 1: W_z U_z b_z W_r U_r b_r W_h U_h b_h
         arrays = [np.concatenate(arrays[k::3], axis=-1) for k in range(3)]
         names = None
@@ -246,6 +279,12 @@ def _gru_weights(ctx: _Ctx, e: _Entry, cls: str, arrays: list[np.ndarray],
         reset_after = False
     kernel, rec, bias = _kernels(ctx, e, arrays, names, units, 3, use_bias)
     u3 = 3 * units
+    if cls != "CuDNNGRU" and bias is not None and bias.shape == (2 * u3,):
+        if reset_after is False:
+            raise _bad(ctx, e, f"bias has shape {bias.shape} (cuDNN's layout, a reset-after "
+                               "GRU), which does not fit reset_after=False")
+        _cudnn_note(notes, e, cls, 2 * u3)
+        cls = "CuDNNGRU"
     if cls == "CuDNNGRU":
         kernel, rec = _cudnn_blocks(kernel, rec, units, 3)
         if bias is None or bias.shape != (2 * u3,):
@@ -302,14 +341,15 @@ def _cell(ctx: _Ctx, e: _Entry, cls: str, cfg: Mapping[str, Any], arrays: list[n
     common = dict(activation=act, return_sequences=bool(cfg.get("return_sequences", False)),
                   go_backwards=go_backwards)
     if cls in _LSTM_CLASSES:
-        w_ih, w_hh, bias = _lstm_weights(ctx, e, cls, arrays, names, units, use_bias)
+        w_ih, w_hh, bias = _lstm_weights(ctx, e, cls, arrays, names, units, use_bias, notes)
         return LSTMLayerSpec(w_ih=w_ih, w_hh=w_hh, bias=bias, recurrent_activation=ract,
                              **common)
     if cls in _GRU_CLASSES:
         cfg_ra = cfg.get("reset_after")
         w_ih, w_hh, b_ih, b_hh, reset_after = _gru_weights(
             ctx, e, cls, arrays, names, units, use_bias,
-            None if cfg_ra is None else bool(cfg_ra), default_reset_after=(ctx.major or 3) >= 3)
+            None if cfg_ra is None else bool(cfg_ra), default_reset_after=(ctx.major or 3) >= 3,
+            notes=notes)
         return GRULayerSpec(w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
                             reset_after=reset_after, recurrent_activation=ract, **common)
     kernel, rec, bias = _kernels(ctx, e, arrays, names, units, 1, use_bias)
@@ -331,8 +371,14 @@ class _State:
     pending_masks: list[int] = field(default_factory=list)  # Masking spec slots, size unknown
     masking_value: dict[int, float] = field(default_factory=dict)
     stateful: bool = False
-    fold_ok: bool = False                   # the last spec layer is a linear Dense
+    fold_ok: bool = False                   # an Activation may merge into the last spec layer
     notes: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # the Keras layer behind each spec layer
+
+    def push(self, spec: LayerSpec, name: str) -> None:
+        """Append a spec layer converted from Keras layer ``name``."""
+        self.layers.append(spec)
+        self.names.append(name)
 
 
 def _set_feat(st: _State, n: int) -> None:
@@ -421,8 +467,11 @@ def _convert(ctx: _Ctx, arch: _Arch, weights: WeightFn) -> ModelSpec:
         meta["model_name"] = arch.model_name
     if st.notes:
         meta["notes"] = "; ".join(st.notes)
+    layers, folded = fold_affines(st.layers, st.names)
+    if folded:
+        meta["folded"] = "; ".join(folded)
     try:
-        return ModelSpec(layers=tuple(st.layers), mask_semantics="keras",
+        return ModelSpec(layers=tuple(layers), mask_semantics="keras",
                          stateful=st.stateful, metadata=meta)
     except WeightsError as err:
         raise WeightsError(f"{err} [in {ctx.source}]") from None
@@ -430,17 +479,14 @@ def _convert(ctx: _Ctx, arch: _Arch, weights: WeightFn) -> ModelSpec:
 
 def _check_class(ctx: _Ctx, e: _Entry) -> None:
     cls = e.class_name
+    if cls == "RNN":
+        _rnn_cells(ctx, e)                        # refuses unsupported cells by name
     if cls in _KNOWN:
         return
     if cls == "InputLayer":
         raise _refuse(ctx, e, "an InputLayer inside the chain is not supported")
     if cls in ("Sequential", "Functional", "Model"):
         raise _refuse(ctx, e, "nested models are not supported; flatten the model first")
-    if cls == "RNN":
-        cell = e.config.get("cell")
-        inner_cls = cell.get("class_name") if isinstance(cell, dict) else "?"
-        raise _refuse(ctx, e, f"the generic RNN({inner_cls}) wrapper is not supported (use "
-                              "LSTM, GRU or SimpleRNN)")
     raise _refuse(ctx, e, "this layer type is not supported")
 
 
@@ -468,7 +514,7 @@ def _convert_layer(ctx: _Ctx, arch: _Arch, e: _Entry, pos: int, st: _State, ids_
             raise _bad(ctx, e, f"embeddings have shape {table.shape}, the config says "
                                f"({cfg.get('input_dim')}, {cfg.get('output_dim')})")
         mask_zero = bool(cfg.get("mask_zero", False))
-        st.layers.append(EmbeddingSpec(weight=table, mask_zero=mask_zero))
+        st.push(EmbeddingSpec(weight=table, mask_zero=mask_zero), e.name)
         if mask_zero:
             st.mask = e
         st.feat = int(table.shape[1])
@@ -490,9 +536,9 @@ def _convert_layer(ctx: _Ctx, arch: _Arch, e: _Entry, pos: int, st: _State, ids_
         if st.feat is None:
             st.pending_masks.append(len(st.layers))
             st.masking_value[len(st.layers)] = value
-            st.layers.append(MaskingSpec(size=1, mask_value=value))   # resized later
+            st.push(MaskingSpec(size=1, mask_value=value), e.name)   # resized later
         else:
-            st.layers.append(MaskingSpec(size=st.feat, mask_value=value))
+            st.push(MaskingSpec(size=st.feat, mask_value=value), e.name)
         st.mask = e
         st.fold_ok = False
         return
@@ -515,24 +561,24 @@ def _convert_layer(ctx: _Ctx, arch: _Arch, e: _Entry, pos: int, st: _State, ids_
         arrays, names = weights(e)
         spec = _dense(ctx, e, inner, arrays, names, st.feat)
         _set_feat(st, spec.input_size)
-        st.layers.append(spec)
+        st.push(spec, e.name)
         st.feat = spec.output_size
         st.fold_ok = spec.activation == "linear"
         return
 
     if cls == "Activation":
-        act = _activation(ctx, e, cfg.get("activation"), "activation", DENSE_ACTIVATIONS)
-        if act == "linear":
-            return
-        prev = st.layers[-1] if st.layers else None
-        if not st.fold_ok or not isinstance(prev, DenseSpec):
-            raise _refuse(ctx, e, f"activation={act!r} not directly after a Dense layer "
-                                  "with a linear activation is not supported")
-        st.layers[-1] = DenseSpec(weight=prev.weight, bias=prev.bias, activation=act)
-        st.fold_ok = False
+        _activation_layer(ctx, e, st)
         return
 
-    if cls in _CELL_CLASSES:
+    if cls in _BN_CLASSES:
+        _batchnorm(ctx, e, st, weights)
+        return
+
+    if cls == "UnitNormalization":
+        _unit_normalization(ctx, e, st)
+        return
+
+    if cls in _CELL_CLASSES or cls == "RNN":
         _recurrent(ctx, arch, e, st, weights)
         return
 
@@ -543,13 +589,168 @@ def _convert_layer(ctx: _Ctx, arch: _Arch, e: _Entry, pos: int, st: _State, ids_
     raise _refuse(ctx, e, "this layer type is not supported")  # pragma: no cover
 
 
+def _activation_layer(ctx: _Ctx, e: _Entry, st: _State) -> None:
+    """``Activation``: merged into a linear Dense or a batch normalisation right before it,
+    else a layer of its own (an :class:`AffineSpec` without scale and shift)."""
+    act = _activation(ctx, e, e.config.get("activation"), "activation", DENSE_ACTIVATIONS)
+    if act == "linear":
+        return
+    prev = st.layers[-1] if st.layers else None
+    if st.fold_ok and isinstance(prev, DenseSpec):
+        st.layers[-1] = DenseSpec(weight=prev.weight, bias=prev.bias, activation=act)
+    elif st.fold_ok and isinstance(prev, AffineSpec):
+        st.layers[-1] = AffineSpec(size=prev.size, scale=prev.scale, shift=prev.shift,
+                                   activation=act)
+    else:
+        st.push(AffineSpec(size=_known_feat(ctx, e, st), activation=act), e.name)
+    st.fold_ok = False
+
+
+def _known_feat(ctx: _Ctx, e: _Entry, st: _State) -> int:
+    if st.feat is None:
+        raise _refuse(ctx, e, "cannot tell its feature size (give the model input a feature "
+                              "size)")
+    return st.feat
+
+
+def _check_feature_axis(ctx: _Ctx, e: _Entry, st: _State) -> None:
+    """Refuse an ``axis`` option other than the feature (last) axis."""
+    axis = e.config.get("axis", -1)
+    value = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    last = 2 if st.time_axis else 1                  # tf-keras saves the built axis, e.g. [2]
+    if isinstance(value, bool) or not isinstance(value, int) or value not in (-1, last):
+        raise _refuse(ctx, e, f"option axis={_short(axis)} is not supported (only the feature "
+                              f"axis, -1 or {last})")
+
+
+#: BatchNormalization weights in Keras's order (gamma only with scale, beta only with center).
+_BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+def _batchnorm(ctx: _Ctx, e: _Entry, st: _State, weights: WeightFn) -> None:
+    """``BatchNormalization`` in its inference form (moving statistics) as an
+    :class:`AffineSpec`; :func:`fold_affines` later folds it into a neighbour where exact."""
+    cfg = e.config
+    _check_feature_axis(ctx, e, st)
+    if cfg.get("renorm"):
+        raise _refuse(ctx, e, "option renorm=True is not supported")
+    if cfg.get("virtual_batch_size") is not None:
+        raise _refuse(ctx, e, f"option virtual_batch_size={cfg['virtual_batch_size']!r} is not "
+                              "supported")
+    if (ctx.major or 3) < 2:
+        raise _refuse(ctx, e, "a Keras 1 BatchNormalization is not supported (its running_std "
+                              "is a standard deviation in Keras 1.0 and a variance from 1.1, "
+                              "and Keras 1 files do not record their version)")
+    scale, center = bool(cfg.get("scale", True)), bool(cfg.get("center", True))
+    arrays, names = weights(e)
+    arrays = _by_suffix(arrays, names, _BN_WEIGHTS)
+    expected = int(scale) + int(center) + 2
+    if len(arrays) != expected:
+        raise _bad(ctx, e, f"expected {expected} weight arrays (scale={scale}, center="
+                           f"{center}), found {len(arrays)}")
+    size = st.feat if st.feat is not None else arrays[-1].shape[0]
+    if any(a.shape != (size,) for a in arrays):
+        raise _bad(ctx, e, f"weights have shapes {[a.shape for a in arrays]}, expected "
+                           f"({size},) each")
+    eps = cfg.get("epsilon", 1e-3)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        raise _bad(ctx, e, f"epsilon={eps!r} is not a number >= 0")
+    try:
+        spec = batchnorm_affine(arrays[0] if scale else None, arrays[int(scale)] if center
+                                else None, arrays[-2], arrays[-1], float(eps))
+    except WeightsError as err:
+        raise _bad(ctx, e, str(err)) from None
+    _set_feat(st, size)
+    st.push(spec, e.name)
+    st.fold_ok = True
+
+
+def _version_pair(ctx: _Ctx) -> tuple[int, int]:
+    """(major, minor) of the producing Keras; an unknown part counts as the newest."""
+    parts = [int(p) for p in re.findall(r"\d+", str(ctx.keras_version or ""))[:2]]
+    major, minor = (parts + [99, 99])[:2]
+    return major, minor
+
+
+def _unit_normalization(ctx: _Ctx, e: _Entry, st: _State) -> None:
+    """``UnitNormalization`` over the feature axis as a :class:`NormalizeSpec`.
+
+    NormalizeSpec computes ``x / max(||x||, epsilon)``. Keras 3.6+ computes
+    ``x * min(rsqrt(sum x^2), 1 / 1e-12)`` (``ops.normalize``), which is that with
+    epsilon = 1e-12. tf-keras and Keras 3 before 3.6 compute ``x * rsqrt(max(sum x^2, 1e-12))``
+    (``tf.math.l2_normalize``): the bound is on the squared norm, so epsilon = sqrt(1e-12) =
+    1e-6 on the norm.
+    """
+    _check_feature_axis(ctx, e, st)
+    eps = 1e-12 if _version_pair(ctx) >= (3, 6) else 1e-6
+    st.push(NormalizeSpec(size=_known_feat(ctx, e, st), epsilon=eps), e.name)
+    st.fold_ok = False
+
+
+def _rnn_cells(ctx: _Ctx, e: _Entry) -> list[tuple[_Entry, str]]:
+    """The cells of an ``RNN`` layer as (entry, layer class computing the same), in order.
+
+    Each entry's config is the cell's plus the wrapper's options (``return_sequences``,
+    ``go_backwards``, ...). A ``StackedRNNCells`` steps its cells one after the other at each
+    step, which is a stack of layers where only the first reads the steps backwards and all but
+    the last return sequences.
+    """
+    cell = e.config.get("cell")
+    stacked = isinstance(cell, list) or (isinstance(cell, dict)
+                                         and cell.get("class_name") == "StackedRNNCells")
+    raws = cell if isinstance(cell, list) else (
+        (cell.get("config") or {}).get("cells") if stacked and isinstance(cell, dict)
+        else [cell])
+    if not isinstance(raws, list) or not raws:
+        raise ModelFileError(f"{ctx.source}: layer {e.name!r} (RNN) has no readable cell "
+                             "config")
+    out = []
+    for k, raw in enumerate(raws):
+        ccls = raw.get("class_name") if isinstance(raw, dict) else None
+        if ccls not in _CELL_LAYERS:
+            raise _refuse(ctx, e, f"a cell of class {ccls} is not supported (RNN takes "
+                                  "LSTMCell, GRUCell, SimpleRNNCell or a StackedRNNCells of "
+                                  "them)")
+        if not isinstance(raw.get("config"), dict):
+            raise ModelFileError(f"{ctx.source}: layer {e.name!r} (RNN) has no readable "
+                                 f"{ccls} config")
+        cfg = dict(raw["config"])
+        cfg.update({key: e.config[key] for key in _WRAPPER_OPTIONS if key in e.config})
+        if k < len(raws) - 1:
+            cfg["return_sequences"] = True
+        if k > 0:
+            cfg["go_backwards"] = False
+        label = f"RNN(StackedRNNCells[{k}]: {ccls})" if stacked else f"RNN({ccls})"
+        out.append((_Entry(e.name, label, cfg), _CELL_LAYERS[str(ccls)]))
+    return out
+
+
+def _split_cells(ctx: _Ctx, e: _Entry, cells: list[tuple[_Entry, str]],
+                 arrays: list[np.ndarray], names: list[str] | None
+                 ) -> list[tuple[list[np.ndarray], list[str] | None]]:
+    """A layer's weight arrays cut into one chunk per cell (kernel, recurrent kernel and, with
+    ``use_bias``, a bias each, in the cells' order)."""
+    if len(cells) == 1:
+        return [(arrays, names)]
+    counts = [3 if ce.config.get("use_bias", True) else 2 for ce, _ in cells]
+    if sum(counts) != len(arrays):
+        raise _bad(ctx, e, f"expected {sum(counts)} weight arrays for {len(cells)} stacked "
+                           f"cells, found {len(arrays)}")
+    out: list[tuple[list[np.ndarray], list[str] | None]] = []
+    start = 0
+    for n in counts:
+        out.append((arrays[start:start + n], names[start:start + n] if names else None))
+        start += n
+    return out
+
+
 def _append_recurrent(ctx: _Ctx, e: _Entry, st: _State, spec: LayerSpec,
-                      stateful: bool) -> None:
+                      stateful: bool, name: str) -> None:
     if st.feat is not None and spec.input_size != st.feat:
         raise _bad(ctx, e, f"kernel expects {spec.input_size} input features, the previous "
                            f"layer gives {st.feat}")
     _set_feat(st, spec.input_size)
-    st.layers.append(spec)
+    st.push(spec, name)
     st.feat = spec.output_size
     st.fold_ok = False
     if stateful:
@@ -560,7 +761,8 @@ def _append_recurrent(ctx: _Ctx, e: _Entry, st: _State, spec: LayerSpec,
 
 
 def _recurrent(ctx: _Ctx, arch: _Arch, e: _Entry, st: _State, weights: WeightFn) -> None:
-    """A plain LSTM / GRU / SimpleRNN layer."""
+    """A plain LSTM / GRU / SimpleRNN layer, or an ``RNN`` over one cell or a stack of cells
+    (one spec layer per cell)."""
     cfg = e.config
     if not st.time_axis:
         raise _refuse(ctx, e, "a recurrent layer after a layer that returns only its last "
@@ -571,10 +773,18 @@ def _recurrent(ctx: _Ctx, arch: _Arch, e: _Entry, st: _State, weights: WeightFn)
     # Functional: the chain builder already checked that only output #0 is used; harmless.
     if cfg.get("zero_output_for_mask") and st.mask is not None:
         raise _refuse(ctx, e, "option zero_output_for_mask=True with a mask is not supported")
+    cells = _rnn_cells(ctx, e) if e.class_name == "RNN" else [(e, e.class_name)]
+    if len(cells) > 1 and cfg.get("go_backwards") and st.mask is not None:
+        raise _refuse(ctx, e, "option go_backwards=True over StackedRNNCells with a mask is "
+                              "not supported")
     arrays, names = weights(e)
-    spec = _cell(ctx, e, e.class_name, cfg, arrays, names, st.notes,
-                 go_backwards=bool(cfg.get("go_backwards", False)))
-    _append_recurrent(ctx, e, st, spec, bool(cfg.get("stateful")))
+    chunks = _split_cells(ctx, e, cells, arrays, names)
+    for k, ((ce, cls), (a, n)) in enumerate(zip(cells, chunks, strict=True)):
+        _check_common(ctx, ce)
+        spec = _cell(ctx, ce, cls, ce.config, a, n, st.notes,
+                     go_backwards=bool(ce.config.get("go_backwards", False)))
+        _append_recurrent(ctx, ce, st, spec, bool(cfg.get("stateful")),
+                          e.name if len(cells) == 1 else f"{e.name}[{k}]")
 
 
 def _inner(ctx: _Ctx, e: _Entry, raw: Any, which: str) -> tuple[str, dict[str, Any]]:
@@ -583,6 +793,21 @@ def _inner(ctx: _Ctx, e: _Entry, raw: Any, which: str) -> tuple[str, dict[str, A
         raise ModelFileError(f"{ctx.source}: layer {e.name!r} (Bidirectional) has no readable "
                              f"{which} config")
     return raw["class_name"], dict(raw["config"])
+
+
+def _unwrap_rnn(ctx: _Ctx, e: _Entry, cls: str, cfg: dict[str, Any]
+                ) -> tuple[str, dict[str, Any], str]:
+    """A Bidirectional's inner layer as (layer class, config, label): an ``RNN`` over one cell
+    becomes that cell's layer form."""
+    if cls != "RNN":
+        return cls, cfg, cls
+    cells = _rnn_cells(ctx, _Entry(e.name, "RNN", cfg))
+    if len(cells) != 1:
+        raise _refuse(ctx, e, "Bidirectional(RNN(StackedRNNCells)) is not supported (each "
+                              "direction would run the whole stack); stack Bidirectional "
+                              "layers instead")
+    ce, layer_cls = cells[0]
+    return layer_cls, ce.config, ce.class_name
 
 
 def _bidirectional(ctx: _Ctx, arch: _Arch, e: _Entry, st: _State, weights: WeightFn) -> None:
@@ -596,11 +821,13 @@ def _bidirectional(ctx: _Ctx, arch: _Arch, e: _Entry, st: _State, weights: Weigh
                               "two directions as two outputs); use concat, sum, ave or mul")
     if merge not in MERGE_MODES:
         raise _refuse(ctx, e, f"option merge_mode={merge!r} is not supported")
-    fcls, fcfg = _inner(ctx, e, cfg.get("layer"), "layer")
+    fcls, fcfg, flabel = _unwrap_rnn(ctx, e, *_inner(ctx, e, cfg.get("layer"), "layer"))
     if cfg.get("backward_layer") is None:       # Keras 2: the backward copy is implied
         bcls, bcfg = fcls, dict(fcfg, go_backwards=not fcfg.get("go_backwards", False))
+        blabel = flabel
     else:
-        bcls, bcfg = _inner(ctx, e, cfg["backward_layer"], "backward_layer")
+        bcls, bcfg, blabel = _unwrap_rnn(ctx, e, *_inner(ctx, e, cfg["backward_layer"],
+                                                         "backward_layer"))
     for cls in (fcls, bcls):
         if cls not in _CELL_CLASSES:
             raise _refuse(ctx, e, f"Bidirectional({cls}) is not supported (only LSTM, GRU and "
@@ -610,8 +837,8 @@ def _bidirectional(ctx: _Ctx, arch: _Arch, e: _Entry, st: _State, weights: Weigh
     if kinds[0] != kinds[1]:
         raise _refuse(ctx, e, f"a backward_layer of class {bcls} with a forward {fcls} is not "
                               "supported (both directions must be the same kind)")
-    fe = _Entry(e.name, f"Bidirectional({fcls})", fcfg)
-    be = _Entry(e.name, f"Bidirectional({bcls}, backward)", bcfg)
+    fe = _Entry(e.name, f"Bidirectional({flabel})", fcfg)
+    be = _Entry(e.name, f"Bidirectional({blabel}, backward)", bcfg)
     for x in (fe, be):
         _check_common(ctx, x)
         if x.config.get("stateful"):
@@ -639,7 +866,7 @@ def _bidirectional(ctx: _Ctx, arch: _Arch, e: _Entry, st: _State, weights: Weigh
     if fwd.kind == "gru" and fwd.reset_after != bwd.reset_after:  # type: ignore[union-attr]
         raise _refuse(ctx, e, "the two directions differ in reset_after; not supported")
     _append_recurrent(ctx, e, st, BidirectionalSpec(forward=fwd, backward=bwd,
-                                                    merge_mode=merge), False)
+                                                    merge_mode=merge), False, e.name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,6 +48,8 @@ _GRU_CLASSES = frozenset({"GRU", "CuDNNGRU", "GRUV1", "GRUV2"})
 _RNN_CLASSES = frozenset({"SimpleRNN"})
 #: Recurrent layers (one cell each) that map to a spec layer.
 _CELL_CLASSES = _LSTM_CLASSES | _GRU_CLASSES | _RNN_CLASSES
+#: Batch normalisation classes (tf.keras 1.x may write the V1/V2 names).
+_BN_CLASSES = frozenset({"BatchNormalization", "BatchNormalizationV1", "BatchNormalizationV2"})
 #: Functional op-layers Keras 3.15 serializes to compute a Masking / Embedding mask.
 _MASK_OPS = frozenset({"NotEqual", "Any"})
 #: Config keys of a layer call that we understand (any other call argument is refused).
@@ -405,7 +407,21 @@ WeightFn = Callable[[_Entry], tuple[list[np.ndarray], list[str] | None]]
 
 def _has_weights(e: _Entry) -> bool:
     return e.class_name in _CELL_CLASSES | {"Dense", "Embedding", "TimeDistributed",
-                                            "Bidirectional"}
+                                            "Bidirectional", "RNN"} | _BN_CLASSES
+
+
+def _stacked_cell_keys(e: _Entry) -> list[str]:
+    """Group names of an ``RNN(StackedRNNCells([...]))``'s cells under ``cell/cells/``: the
+    snake_case class name, deduplicated in list order (Keras 3 ``_save_container_state``)."""
+    cell = e.config.get("cell")
+    cells = (cell.get("config") or {}).get("cells") if isinstance(cell, dict) else None
+    counters: dict[str, int] = {}
+    keys = []
+    for raw in cells if isinstance(cells, list) else []:
+        base = _snake(str(raw.get("class_name", ""))) if isinstance(raw, dict) else ""
+        counters[base] = counters.get(base, -1) + 1
+        keys.append(f"{base}_{counters[base]}" if counters[base] else base)
+    return keys
 
 
 def _snake(name: str) -> str:
@@ -455,6 +471,9 @@ def _v3_weights(ctx: _Ctx, root: Any, arch: _Arch) -> WeightFn:
             fwd = read(g["forward_layer"])
             bwd = read(g.get("backward_layer"))
             return fwd + bwd, None
+        cells = g.get("cell/cells")
+        if isinstance(cells, h5py.Group):                           # RNN(StackedRNNCells)
+            return [a for key in _stacked_cell_keys(e) for a in read(cells.get(key))], None
         return read(g), None
 
     def read(g: Any) -> list[np.ndarray]:
@@ -629,8 +648,10 @@ def _open_h5(source: str, f: Any, cfg: Any, keras_version: str | None) -> Iterat
         return
     if _attr_list(f, "layer_names") or "layer_names" in f.attrs or "layer_names0" in f.attrs:
         if cfg is None:
-            raise ModelFileError(f"{source}: a weights-only file (save_weights); pass the "
-                                 "architecture as config= (model.to_json())")
+            held = ", ".join(n for n in _attr_list(f, "layer_names")[:12])
+            raise ModelFileError(f"{source}: a weights-only file (save_weights) holding layers "
+                                 f"{held or '?'}; pass the architecture (model.to_json()) as "
+                                 "--config FILE.json, or config= in Python")
         if version is None and isinstance(cfg, dict) and cfg.get("keras_version"):
             version = str(cfg["keras_version"])
         if version is None:
