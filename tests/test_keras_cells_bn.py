@@ -1,10 +1,8 @@
 """Keras ``RNN(cell)``, ``RNN(StackedRNNCells)``, ``BatchNormalization``, ``Activation`` and
 ``UnitNormalization`` against Keras 3's own outputs, from ``.keras``, ``.h5`` and live models.
 
-Models whose batch normalisations all fold into a neighbour run in today's engine. The others
-keep an ``affine`` / ``normalize`` layer, which the C engine runs only once main's engine work
-for issue 10 is merged: their engine checks are marked ``needs_affine_engine`` and skip until
-then (the float64 oracle checks run either way).
+Models whose batch normalisations all fold into a neighbour are checked with the folded
+layers; the others keep an ``affine`` / ``normalize`` layer that the C engine runs.
 """
 
 from __future__ import annotations
@@ -30,29 +28,11 @@ from lstm_fast.converters.keras import (  # noqa: E402
     spec_from_keras_file,
 )
 from lstm_fast.errors import UnsupportedModelError  # noqa: E402
-from lstm_fast.spec import AffineSpec, LSTMLayerSpec, ModelSpec  # noqa: E402
+from lstm_fast.spec import ModelSpec  # noqa: E402
 from tests.reference import spec_forward  # noqa: E402
 
 TOL = 1e-5
 Builder = Callable[[np.random.Generator], tuple[Any, np.ndarray]]
-
-
-def _engine_runs_affine() -> bool:
-    rng = np.random.default_rng(0)
-    spec = ModelSpec(layers=(LSTMLayerSpec(w_ih=rng.normal(size=(4, 2)),
-                                           w_hh=rng.normal(size=(4, 1))),
-                             AffineSpec(size=1, activation="relu")))
-    try:
-        lstm_fast.Model(spec)
-    except UnsupportedModelError:
-        return False
-    return True
-
-
-needs_affine_engine = pytest.mark.skipif(
-    not _engine_runs_affine(),
-    reason="the C engine runs 'affine'/'normalize' layers once main's issue-10 engine work is "
-           "merged")
 
 
 def _set_weights(model: Any, seed: int, scale: float = 0.5) -> None:
@@ -277,16 +257,8 @@ def _engine_check(case: Case) -> None:
 
 
 def test_engine_matches_keras(case: Case) -> None:
-    if case.name not in {b.__name__ for b in FOLDED}:
-        pytest.skip("checked by test_engine_matches_keras_unfolded")
-    assert not any(L.kind in ("affine", "normalize") for L in case.specs["keras"].layers)
-    _engine_check(case)
-
-
-@needs_affine_engine
-def test_engine_matches_keras_unfolded(case: Case) -> None:
-    if case.name in {b.__name__ for b in FOLDED}:
-        pytest.skip("checked by test_engine_matches_keras")
+    if case.name in {b.__name__ for b in FOLDED}:  # nothing left for the engine's affine layer
+        assert not any(L.kind in ("affine", "normalize") for L in case.specs["keras"].layers)
     _engine_check(case)
 
 
@@ -384,7 +356,6 @@ def test_unit_normalization_epsilon(tmp_path: Path) -> None:
                                np.sqrt(6e-16) / 1e-6, rtol=1e-4)
 
 
-@needs_affine_engine
 def test_unit_normalization_epsilon_engine(tmp_path: Path) -> None:
     m, x = _tiny_vector_model()
     m.save(tmp_path / "m.keras")

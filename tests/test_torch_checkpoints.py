@@ -209,8 +209,8 @@ def test_stray_tensors_are_listed_then_ignored_explicitly() -> None:
 # --- batch norms, activations before the head, L2 heads ----------------------------------------
 
 class NormNet(nn.Module):
-    """LSTM -> BatchNorm1d -> GRU -> BatchNorm1d -> Linear -> BatchNorm1d (the last one cannot
-    be folded: the engine runs it)."""
+    """LSTM -> BatchNorm1d -> GRU -> BatchNorm1d -> Linear -> BatchNorm1d (the last one folds
+    back into the Linear)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -250,9 +250,10 @@ def test_batchnorm_between_recurrent_layers(tmp_path: Path) -> None:
         expected = m(x).numpy()
     path = save(m.state_dict(), tmp_path / "norm.pt", "torch")
     spec = spec_from_torch_file(path, prefix=["lstm", "gru"])
-    assert [L.kind for L in spec.layers] == ["lstm", "bidirectional", "dense", "affine"]
+    assert [L.kind for L in spec.layers] == ["lstm", "bidirectional", "dense"]
     assert "bn1 folded into the next layer (bidirectional gru)" in spec.metadata["folded"]
     assert "bn2 folded into the next layer (dense fc)" in spec.metadata["folded"]
+    assert "bn3 folded into the previous layer (dense fc)" in spec.metadata["folded"]
     np.testing.assert_allclose(lf.Model(spec).predict(x.numpy()), expected, atol=TOL)
     code, out, _ = cli("convert", str(path), "-o", str(tmp_path / "n.lfm"), "--prefix", "lstm",
                        "--prefix", "gru")
