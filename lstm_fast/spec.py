@@ -395,8 +395,22 @@ class EmbeddingSpec:
         return {"weight": self.weight}
 
 
+class _SameSize:
+    """Sizes of a layer that keeps its ``size`` features (masking, affine, normalize)."""
+
+    size: int
+
+    @property
+    def input_size(self) -> int:
+        return self.size
+
+    @property
+    def output_size(self) -> int:
+        return self.size
+
+
 @dataclass(frozen=True)
-class MaskingSpec:
+class MaskingSpec(_SameSize):
     """Keras ``Masking``: a step whose ``size`` features all equal ``mask_value`` is masked,
     and its features are replaced by 0."""
 
@@ -412,20 +426,12 @@ class MaskingSpec:
             raise WeightsError(f"mask_value must be finite, got {value}")
         object.__setattr__(self, "mask_value", value)
 
-    @property
-    def input_size(self) -> int:
-        return self.size
-
-    @property
-    def output_size(self) -> int:
-        return self.size
-
     def arrays(self) -> dict[str, np.ndarray]:
         return {}
 
 
 @dataclass(frozen=True)
-class AffineSpec:
+class AffineSpec(_SameSize):
     """Per-feature ``y = activation(x * scale + shift)``; ``scale``/``shift`` are (size,) or
     None (1 and 0).
 
@@ -454,20 +460,12 @@ class AffineSpec:
                 object.__setattr__(self, name, arr)
         _check_activation(self.activation, DENSE_ACTIVATIONS, "Affine activation")
 
-    @property
-    def input_size(self) -> int:
-        return self.size
-
-    @property
-    def output_size(self) -> int:
-        return self.size
-
     def arrays(self) -> dict[str, np.ndarray]:
         return _present(scale=self.scale, shift=self.shift)
 
 
 @dataclass(frozen=True)
-class NormalizeSpec:
+class NormalizeSpec(_SameSize):
     """L2 normalisation of each step's feature vector: ``y = x / max(||x||_2, epsilon)``
     (``torch.nn.functional.normalize``; speaker and word embeddings)."""
 
@@ -482,14 +480,6 @@ class NormalizeSpec:
         if not (np.isfinite(eps) and eps >= 0):
             raise WeightsError(f"Normalize epsilon must be finite and >= 0, got {eps}")
         object.__setattr__(self, "epsilon", eps)
-
-    @property
-    def input_size(self) -> int:
-        return self.size
-
-    @property
-    def output_size(self) -> int:
-        return self.size
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {}
