@@ -135,8 +135,7 @@ _TORCH_DEFAULTS = {"prefix": None, "key": None, "ignore": [], "head": "sequence"
 def _torch_options(args: argparse.Namespace, recorded: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
     """The torch conversion options: the flags given, else the recorded ones, else defaults."""
-    given = {"prefix": (args.prefix[0] if args.prefix and len(args.prefix) == 1
-                        else args.prefix),
+    given = {"prefix": args.prefix,
              "key": args.key, "ignore": args.ignore, "head": args.head,
              "activations": args.activations.split(",") if args.activations else None,
              "nonlinearity": args.nonlinearity, "head_norm": args.head_norm}
