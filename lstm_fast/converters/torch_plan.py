@@ -285,15 +285,8 @@ def _chain_after(mods: list[_Mod], width: int) -> tuple[list[_Mod], int]:
 
 def _parent(prefixes: Sequence[str]) -> str:
     """The deepest module containing every prefix's parent (``""`` for the root)."""
-    parents = [p[:-1].rpartition(".")[0].split(".") if p else [] for p in prefixes]
-    common: list[str] = []
-    for parts in zip(*parents, strict=False):
-        if len(set(parts)) != 1:
-            break
-        common.append(parts[0])
-    shortest = min(len(p) for p in parents)
-    common = common[:shortest]
-    return ".".join(common) + "." if common and common != [""] else ""
+    common = os.path.commonprefix([p[:-1].split(".")[:-1] for p in prefixes])
+    return ".".join(common) + "." if common else ""
 
 
 def _listing(sd: Mapping[str, np.ndarray], keys: Sequence[str], limit: int = 12) -> str:
@@ -302,16 +295,16 @@ def _listing(sd: Mapping[str, np.ndarray], keys: Sequence[str], limit: int = 12)
 
 
 def _ignore_globs(keys: Sequence[str]) -> str:
-    """``--ignore`` flags that drop exactly ``keys``' groups (``'conv.*'``, ``'loss_*'``)."""
-    groups: dict[str, list[str]] = {}
-    for k in keys:
-        groups.setdefault(k.split(".")[0] if "." in k else "", []).append(k)
-    globs = [f"{g}.*" for g in groups if g]
-    loose = groups.get("", [])
+    """``--ignore`` flags that drop exactly ``keys``: one ``'module.*'`` per module, one
+    ``'prefix*'`` for the loose tensors at the root."""
+    modules = list(dict.fromkeys(k.rpartition(".")[0] for k in keys))
+    globs = [f"{m}.*" for m in modules if m]
+    loose = [k for k in keys if "." not in k]
     if loose:
         common = os.path.commonprefix(loose)
         globs += [f"{common}*"] if len(loose) > 1 and len(common) >= 2 else loose
-    return " ".join(f"--ignore '{g}'" for g in globs)
+    shown = " ".join(f"--ignore '{g}'" for g in globs[:6])
+    return shown + (" ..." if len(globs) > 6 else "")
 
 
 def make_plan(sd: Mapping[str, np.ndarray], *, prefix: str | Sequence[str] | None,
