@@ -24,7 +24,13 @@ typedef struct lf_layer {
     float *bias;         /* (G*Hp): LSTM/RNN folded bias; GRU: b_ih + b_hh for r and z, b_in
                             for n (+ b_hn in reset-before) */
     float *bias_hn;      /* GRU reset-after: b_hn (Hp) */
-    float *packed;       /* Hp/vw tiles, each (I + R) rows of G gates x vw floats */
+    float *packed;       /* Hp/vw tiles, each (I + R) rows of G gates x vw floats; NULL when
+                            the weights are narrow (wtype != LF_WEIGHTS_F32) */
+    lf_weights wtype;    /* storage of packed_q */
+    void *packed_q;      /* the packed layout in uint16 (fp16, bf16) or int8 elements */
+    float *qscale;       /* int8: per gate row u of gate g, the scale of w_ih at g*Hp + u and
+                            of w_hh at (G + g)*Hp + u; then at (2G + g)*Hp + u the ratio
+                            scale_ih / scale_hh (all 1 where a row is zero) */
     float *whr_t;        /* LSTM projection (H, Rp), transposed; NULL without */
     float *zero;         /* Rp zeros (the projection's bias) */
 } lf_layer;
@@ -115,6 +121,30 @@ void lf_aligned_free(void *p);
 int lf_mul_size(size_t a, size_t b, size_t *out); /* 1 on success, 0 on overflow */
 const lf_kernels *lf_kernels_for(lf_isa isa);
 float lf_act_scalar(lf_activation act, float x);  /* element-wise activations */
+size_t lf_weight_size(lf_weights t);             /* bytes per stored weight */
 void lf_softmax_rows(int log_out, int32_t rows, int32_t n, int32_t ld, float *y);
+
+/* fp16 / bf16 <-> float32, exact widening; narrowing rounds to nearest even. */
+static inline float lf_f16_to_f32(uint16_t h)
+{
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    uint32_t bits;
+    if (e == 0) {
+        float v = (float)m * (1.0f / 16777216.0f);   /* subnormal: m * 2^-24 */
+        return sign ? -v : v;
+    }
+    bits = sign | (e == 31 ? 0x7f800000u | (m << 13) : ((e + 112u) << 23) | (m << 13));
+    float f;
+    __builtin_memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline float lf_bf16_to_f32(uint16_t b)
+{
+    uint32_t bits = (uint32_t)b << 16;
+    float f;
+    __builtin_memcpy(&f, &bits, sizeof f);
+    return f;
+}
 
 #endif

@@ -7,6 +7,26 @@
 #define LF_INLINE static inline __attribute__((always_inline))
 #define LF_UNROLL _Pragma("GCC unroll 16")
 
+/* Stored weight types as template constants (lf_weights): the kernels below take one as a
+ * compile-time argument WT and widen narrow weights in registers, then FMA in float32. */
+enum { WT_F32 = LF_WEIGHTS_F32, WT_F16 = LF_WEIGHTS_F16, WT_BF16 = LF_WEIGHTS_BF16 };
+
+/* VW weights from element i of a packed array of type WT. */
+LF_INLINE vf v_loadw(const int WT, const void *restrict w, size_t i)
+{
+    switch (WT) {
+    case WT_F16: return v_load_f16((const uint16_t *)w + i);
+    case WT_BF16: return v_load_bf16((const uint16_t *)w + i);
+    default: return v_load((const float *)w + i);
+    }
+}
+
+/* The packed weights of a cell as the kernel of type WT reads them. */
+LF_INLINE const void *packed_of(const int WT, const lf_layer *restrict L)
+{
+    return WT == WT_F32 ? (const void *)L->packed : (const void *)L->packed_q;
+}
+
 /* Any element-wise activation; the ones without a vector form go lane by lane. */
 LF_INLINE vf v_act(lf_activation a, vf x)
 {
@@ -70,27 +90,27 @@ LF_INLINE vf act_of(const lf_layer *restrict L, vf x)
 
 /* acc[r][g - g0] += sum_k w[k][g] * v_r[k] for gates g in [g0, g0 + NG) of rows with GT
  * gates. With one batch row, two interleaved chains (acc2) keep both FMA pipes busy. */
-LF_INLINE void accumulate(const int BG, const int GT, const int g0, const int NG,
-                          const float *restrict w, int32_t K, const float *restrict v,
-                          ptrdiff_t ldv, vf acc[][4], vf acc2[][4])
+LF_INLINE void accumulate(const int BG, const int WT, const int GT, const int g0, const int NG,
+                          const void *restrict w, size_t w0, int32_t K,
+                          const float *restrict v, ptrdiff_t ldv, vf acc[][4], vf acc2[][4])
 {
     const size_t row = (size_t)GT * VW;
     int32_t k = 0;
     if (BG == 1) {
         for (; k + 1 < K; k += 2) {
-            const float *wk = w + (size_t)k * row + g0 * VW;
+            const size_t wk = w0 + (size_t)k * row + g0 * VW;
             vf a = v_set1(v[k]), b = v_set1(v[k + 1]);
             for (int g = 0; g < NG; g++) {
-                acc[0][g] = v_fmadd(v_load(wk + g * VW), a, acc[0][g]);
-                acc2[0][g] = v_fmadd(v_load(wk + row + g * VW), b, acc2[0][g]);
+                acc[0][g] = v_fmadd(v_loadw(WT, w, wk + g * VW), a, acc[0][g]);
+                acc2[0][g] = v_fmadd(v_loadw(WT, w, wk + row + g * VW), b, acc2[0][g]);
             }
         }
     }
     for (; k < K; k++) {
-        const float *wk = w + (size_t)k * row + g0 * VW;
+        const size_t wk = w0 + (size_t)k * row + g0 * VW;
         vf wg[4];
         for (int g = 0; g < NG; g++)
-            wg[g] = v_load(wk + g * VW);
+            wg[g] = v_loadw(WT, w, wk + g * VW);
         for (int r = 0; r < BG; r++) {
             vf a = v_set1(v[r * ldv + k]);
             for (int g = 0; g < NG; g++)
@@ -123,21 +143,23 @@ LF_INLINE void init_acc(const int BG, const int g0, const int NG, const float *r
 /* The tile step of every cell kind, for BG consecutive batch rows and units [u0, u0 + VW).
  * phase: GRU reset-before runs phase 0 (r, z; writes r*h and z to scratch) over all tiles,
  * then phase 1 (n and h'). */
-LF_INLINE void cell_tile(const int BG, const lf_layer *restrict L, int phase, int32_t u0,
+LF_INLINE void cell_tile(const int BG, const int WT, const lf_layer *restrict L, int phase,
+                         int32_t u0,
                          const float *restrict x, ptrdiff_t ldx,
                          const float *restrict xp, ptrdiff_t ldxp,
                          const float *restrict h, ptrdiff_t ldh, float *restrict c,
                          float *restrict h_out, float *restrict rh, float *restrict zs)
 {
     const int32_t Hp = L->Hp, G = L->G;
-    const float *w = L->packed + (size_t)u0 * (size_t)(L->I + L->R) * (size_t)G;
-    const float *wh = w + (size_t)L->I * (size_t)G * VW;
+    const void *w = packed_of(WT, L);
+    const size_t w0 = (size_t)u0 * (size_t)(L->I + L->R) * (size_t)G;
+    const size_t wh = w0 + (size_t)L->I * (size_t)G * VW;
     vf acc[BG_MAX][4], acc2[BG_MAX][4];
     if (L->kind == LF_LAYER_LSTM) {
         init_acc(BG, 0, 4, L->bias, xp, ldxp, Hp, u0, acc, acc2);
         if (x)
-            accumulate(BG, 4, 0, 4, w, L->I, x, ldx, acc, acc2);
-        accumulate(BG, 4, 0, 4, wh, L->R, h, ldh, acc, acc2);
+            accumulate(BG, WT, 4, 0, 4, w, w0, L->I, x, ldx, acc, acc2);
+        accumulate(BG, WT, 4, 0, 4, w, wh, L->R, h, ldh, acc, acc2);
         fold(BG, 4, acc, acc2);
         for (int r = 0; r < BG; r++)
             lstm_update(L, acc[r][0], acc[r][1], acc[r][2], acc[r][3], c + r * Hp + u0,
@@ -145,8 +167,8 @@ LF_INLINE void cell_tile(const int BG, const lf_layer *restrict L, int phase, in
     } else if (L->kind == LF_LAYER_RNN) {
         init_acc(BG, 0, 1, L->bias, xp, ldxp, Hp, u0, acc, acc2);
         if (x)
-            accumulate(BG, 1, 0, 1, w, L->I, x, ldx, acc, acc2);
-        accumulate(BG, 1, 0, 1, wh, L->R, h, ldh, acc, acc2);
+            accumulate(BG, WT, 1, 0, 1, w, w0, L->I, x, ldx, acc, acc2);
+        accumulate(BG, WT, 1, 0, 1, w, wh, L->R, h, ldh, acc, acc2);
         fold(BG, 1, acc, acc2);
         for (int r = 0; r < BG; r++)
             v_store(h_out + r * Hp + u0, v_act(L->act, acc[r][0]));
@@ -158,13 +180,13 @@ LF_INLINE void cell_tile(const int BG, const lf_layer *restrict L, int phase, in
         for (int r = 0; r < BG; r++)
             acc[r][2] = v_load(L->bias_hn + u0);
         if (x) {
-            accumulate(BG, 3, 0, 2, w, L->I, x, ldx, acc, acc2);
-            accumulate(BG, 3, 2, 1, w, L->I, x, ldx, xn, xn2);
+            accumulate(BG, WT, 3, 0, 2, w, w0, L->I, x, ldx, acc, acc2);
+            accumulate(BG, WT, 3, 2, 1, w, w0, L->I, x, ldx, xn, xn2);
             fold(BG, 1, xn, xn2);
         }
         for (int r = 0; r < BG; r++)
             acc2[r][2] = v_zero();
-        accumulate(BG, 3, 0, 3, wh, L->R, h, ldh, acc, acc2);
+        accumulate(BG, WT, 3, 0, 3, w, wh, L->R, h, ldh, acc, acc2);
         fold(BG, 3, acc, acc2);
         for (int r = 0; r < BG; r++) {
             vf rg = ract_of(L, acc[r][0]), z = ract_of(L, acc[r][1]);
@@ -175,8 +197,8 @@ LF_INLINE void cell_tile(const int BG, const lf_layer *restrict L, int phase, in
     } else if (phase == 0) {
         init_acc(BG, 0, 2, L->bias, xp, ldxp, Hp, u0, acc, acc2);
         if (x)
-            accumulate(BG, 3, 0, 2, w, L->I, x, ldx, acc, acc2);
-        accumulate(BG, 3, 0, 2, wh, L->R, h, ldh, acc, acc2);
+            accumulate(BG, WT, 3, 0, 2, w, w0, L->I, x, ldx, acc, acc2);
+        accumulate(BG, WT, 3, 0, 2, w, wh, L->R, h, ldh, acc, acc2);
         fold(BG, 2, acc, acc2);
         for (int r = 0; r < BG; r++) {
             v_store(rh + r * Hp + u0, v_mul(ract_of(L, acc[r][0]), v_load(h + r * ldh + u0)));
@@ -185,8 +207,8 @@ LF_INLINE void cell_tile(const int BG, const lf_layer *restrict L, int phase, in
     } else {
         init_acc(BG, 2, 1, L->bias, xp, ldxp, Hp, u0, acc, acc2);
         if (x)
-            accumulate(BG, 3, 2, 1, w, L->I, x, ldx, acc, acc2);
-        accumulate(BG, 3, 2, 1, wh, L->R, rh, Hp, acc, acc2);
+            accumulate(BG, WT, 3, 2, 1, w, w0, L->I, x, ldx, acc, acc2);
+        accumulate(BG, WT, 3, 2, 1, w, wh, L->R, rh, Hp, acc, acc2);
         fold(BG, 1, acc, acc2);
         for (int r = 0; r < BG; r++) {
             vf n = act_of(L, acc[r][0]), z = v_load(zs + r * Hp + u0);
@@ -196,14 +218,14 @@ LF_INLINE void cell_tile(const int BG, const lf_layer *restrict L, int phase, in
     }
 }
 
-#define TILE_ROWS(BG) cell_tile(BG, L, phase, u0, x ? x + b * ldx : NULL, ldx, \
+#define TILE_ROWS(BG) cell_tile(BG, WT, L, phase, u0, x ? x + b * ldx : NULL, ldx, \
                                 xp ? xp + b * ldxp : NULL, ldxp, h + b * ldh, ldh, \
                                 c ? c + b * Hp : NULL, h_out + b * Hp, rh + b * Hp, \
                                 zs + b * Hp)
 
-static void KSUFFIX(cell_packed)(const lf_layer *L, int32_t B,
-                                 const float *x, ptrdiff_t ldx, const float *xp, ptrdiff_t ldxp,
-                                 const float *h, float *c, float *h_out, float *scratch)
+LF_INLINE void cell_packed_wt(const int WT, const lf_layer *L, int32_t B,
+                              const float *x, ptrdiff_t ldx, const float *xp, ptrdiff_t ldxp,
+                              const float *h, float *c, float *h_out, float *scratch)
 {
     const ptrdiff_t Hp = L->Hp, ldh = L->Rp;
     float *rh = scratch, *zs = scratch ? scratch + (size_t)B * Hp : NULL;
@@ -232,15 +254,26 @@ static void KSUFFIX(cell_packed)(const lf_layer *L, int32_t B,
         }
 }
 
+static void KSUFFIX(cell_packed)(const lf_layer *L, int32_t B,
+                                 const float *x, ptrdiff_t ldx, const float *xp, ptrdiff_t ldxp,
+                                 const float *h, float *c, float *h_out, float *scratch)
+{
+    switch (L->wtype) {
+    case LF_WEIGHTS_F16: cell_packed_wt(WT_F16, L, B, x, ldx, xp, ldxp, h, c, h_out, scratch); break;
+    case LF_WEIGHTS_BF16: cell_packed_wt(WT_BF16, L, B, x, ldx, xp, ldxp, h, c, h_out, scratch); break;
+    default: cell_packed_wt(WT_F32, L, B, x, ldx, xp, ldxp, h, c, h_out, scratch); break;
+    }
+}
+
 /* A(t, s, g) += w[t * tile + g * VW] * a for every tile t and gate g (chain s). */
-LF_INLINE void fma_tiles(const int NT, const int S, const int s, const float *restrict w,
-                         size_t tile, vf a, vf acc[16])
+LF_INLINE void fma_tiles(const int NT, const int S, const int s, const int WT,
+                         const void *restrict w, size_t w0, size_t tile, vf a, vf acc[16])
 {
     LF_UNROLL
     for (int t = 0; t < NT; t++)
         LF_UNROLL
         for (int g = 0; g < 4; g++)
-            acc[(t * S + s) * 4 + g] = v_fmadd(v_load(w + t * tile + g * VW), a,
+            acc[(t * S + s) * 4 + g] = v_fmadd(v_loadw(WT, w, w0 + t * tile + g * VW), a,
                                                acc[(t * S + s) * 4 + g]);
 }
 
@@ -248,13 +281,15 @@ LF_INLINE void fma_tiles(const int NT, const int S, const int s, const float *re
  * accumulators stay in registers, each dot product runs as S interleaved chains, and h's lanes
  * are broadcast from registers, so a small layer's step is bound by the activations' latency
  * rather than by a long FMA chain or a store-to-load round trip. */
-LF_INLINE void lstm_seq_tiles(const int NT, const int S, const int DEF, const lf_layer *restrict L,
+LF_INLINE void lstm_seq_tiles(const int NT, const int S, const int DEF, const int WT,
+                              const lf_layer *restrict L,
                               int32_t n,
                               const float *x, ptrdiff_t ldx, const float *xp, ptrdiff_t ldxp,
                               const float *h, float *c, float *out, ptrdiff_t ldo)
 {
     const int32_t I = L->I, R = L->R, Hp = L->Hp;
     const size_t row = 4 * VW, tile = (size_t)(I + R) * row;
+    const void *w = packed_of(WT, L);
     vf hv[4], cv[4], acc[16]; /* NT * S * 4 <= 16: tile t, chain s, gate g at A(t, s, g) */
 #define A(t, s, g) acc[((t) * S + (s)) * 4 + (g)]
     LF_UNROLL
@@ -279,22 +314,23 @@ LF_INLINE void lstm_seq_tiles(const int NT, const int S, const int DEF, const lf
             for (; k + S <= I; k += S)
                 LF_UNROLL
                 for (int s = 0; s < S; s++)
-                    fma_tiles(NT, S, s, L->packed + (k + s) * row, tile, v_set1(xs[k + s]), acc);
+                    fma_tiles(NT, S, s, WT, w, (k + s) * row, tile, v_set1(xs[k + s]), acc);
             for (; k < I; k++)
-                fma_tiles(NT, S, 0, L->packed + k * row, tile, v_set1(xs[k]), acc);
+                fma_tiles(NT, S, 0, WT, w, k * row, tile, v_set1(xs[k]), acc);
         }
-        const float *wh = L->packed + (size_t)I * row;
+        const size_t wh = (size_t)I * row;
         LF_UNROLL
         for (int th = 0; th < NT; th++) {
             const int32_t lim = R - th * VW < VW ? R - th * VW : VW;
-            const float *w = wh + (size_t)th * VW * row;
+            const size_t wt0 = wh + (size_t)th * VW * row;
             int32_t j = 0;
             for (; j + S <= lim; j += S)
                 LF_UNROLL
                 for (int s = 0; s < S; s++)
-                    fma_tiles(NT, S, s, w + (j + s) * row, tile, v_lane(hv[th], j + s), acc);
+                    fma_tiles(NT, S, s, WT, w, wt0 + (j + s) * row, tile, v_lane(hv[th], j + s),
+                              acc);
             for (; j < lim; j++)
-                fma_tiles(NT, S, 0, w + j * row, tile, v_lane(hv[th], j), acc);
+                fma_tiles(NT, S, 0, WT, w, wt0 + j * row, tile, v_lane(hv[th], j), acc);
         }
         float *o = out + step * ldo;
         LF_UNROLL
@@ -322,9 +358,13 @@ static void KSUFFIX(lstm_seq_one)(const lf_layer *L, int32_t n, const float *x, 
                                   const float *xp, ptrdiff_t ldxp, const float *h, float *c,
                                   float *out, ptrdiff_t ldo)
 {
-#define SEQ_TILES(NT, S) \
-    (L->default_acts ? lstm_seq_tiles(NT, S, 1, L, n, x, ldx, xp, ldxp, h, c, out, ldo) \
-                     : lstm_seq_tiles(NT, S, 0, L, n, x, ldx, xp, ldxp, h, c, out, ldo))
+#define SEQ_WT(NT, S, WT) \
+    (L->default_acts ? lstm_seq_tiles(NT, S, 1, WT, L, n, x, ldx, xp, ldxp, h, c, out, ldo) \
+                     : lstm_seq_tiles(NT, S, 0, WT, L, n, x, ldx, xp, ldxp, h, c, out, ldo))
+/* float32 weights only: run.c sends narrow-weight cells to cell_packed (measured: a small
+ * cell's weights sit in L1, where narrow weights save no time, and each weight type would
+ * triple this function's instantiations and the build time). */
+#define SEQ_TILES(NT, S) SEQ_WT(NT, S, WT_F32)
     switch (L->Hp / VW) {
     case 1: SEQ_TILES(1, 4); break;
     case 2: SEQ_TILES(2, 2); break;
@@ -333,6 +373,7 @@ static void KSUFFIX(lstm_seq_one)(const lf_layer *L, int32_t n, const float *x, 
     default: break;
     }
 #undef SEQ_TILES
+#undef SEQ_WT
 }
 
 static void KSUFFIX(lstm_pointwise)(const lf_layer *L, int32_t B, const float *gates,

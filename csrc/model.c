@@ -1,4 +1,5 @@
 /* Model and state construction: all of the engine's allocation happens here. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,8 +51,76 @@ const char *lf_status_string(lf_status status)
     return "unknown status";
 }
 
+size_t lf_weight_size(lf_weights t)
+{
+    return t == LF_WEIGHTS_F32 ? 4 : t == LF_WEIGHTS_I8 ? 1 : 2;
+}
+
+static uint16_t f32_to_f16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    const uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u)
+        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0));
+    if (ax >= 0x477ff000u)                 /* >= 65520: rounds to infinity */
+        return (uint16_t)(sign | 0x7c00u);
+    if (ax < 0x38800000u) {                /* < 2^-14: a subnormal half (or zero) */
+        float a;
+        memcpy(&a, &ax, sizeof a);
+        return (uint16_t)(sign | (uint32_t)lrintf(a * 16777216.0f));
+    }
+    uint32_t h = (((ax >> 23) - 112u) << 10) | ((ax & 0x7fffffu) >> 13);
+    const uint32_t rem = ax & 0x1fffu;
+    h += rem > 0x1000u || (rem == 0x1000u && (h & 1u));
+    return (uint16_t)(sign | h);
+}
+
+static uint16_t f32_to_bf16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    if ((x & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((x >> 16) | 0x40u);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+/* Rounds a row of n weights to type t: out gets the values as float32, codes (if non-NULL)
+ * the stored elements. */
+static void round_row(lf_weights t, const float *src, size_t n, float *out, uint16_t *codes)
+{
+    for (size_t k = 0; k < n; k++) {
+        uint16_t q = 0;
+        switch (t) {
+        case LF_WEIGHTS_F16: q = f32_to_f16(src[k]); out[k] = lf_f16_to_f32(q); break;
+        case LF_WEIGHTS_BF16: q = f32_to_bf16(src[k]); out[k] = lf_bf16_to_f32(q); break;
+        default: out[k] = src[k]; break;
+        }
+        if (codes)
+            codes[k] = q;
+    }
+}
+
+/* dst[r * ld + k] (or dst[k * ld + r] when transposed) = row r of src (rows x n) rounded. */
+static lf_status round_matrix(lf_weights t, const float *src, size_t rows, size_t n, float *dst,
+                              size_t ld, int transposed)
+{
+    float *tmp = malloc((n ? n : 1) * sizeof(float));
+    if (!tmp)
+        return LF_E_NO_MEMORY;
+    for (size_t r = 0; r < rows; r++) {
+        round_row(t, src + r * n, n, tmp, NULL);
+        for (size_t k = 0; k < n; k++)
+            dst[transposed ? k * ld + r : r * ld + k] = tmp[k];
+    }
+    free(tmp);
+    return LF_OK;
+}
+
 static void free_cell(lf_layer *L)
 {
+    lf_aligned_free(L->packed_q);
+    lf_aligned_free(L->qscale);
     lf_aligned_free(L->wih_t);
     lf_aligned_free(L->whh_t);
     lf_aligned_free(L->bias);
@@ -113,23 +182,42 @@ static lf_status build_cell(lf_layer *L, const lf_layer_desc *d, int backward, i
     L->whh_t = lf_aligned_alloc(n_hh * sizeof(float));
     L->bias = lf_aligned_alloc(GH * sizeof(float));
     L->bias_hn = lf_aligned_alloc(Hp * sizeof(float));
-    L->packed = lf_aligned_alloc(n_packed * sizeof(float));
-    if (!L->wih_t || !L->whh_t || !L->bias || !L->bias_hn || !L->packed)
+    const lf_weights wt = d->weights;
+    L->wtype = wt;
+    if (wt == LF_WEIGHTS_F32)
+        L->packed = lf_aligned_alloc(n_packed * sizeof(float));
+    else
+        L->packed_q = lf_aligned_alloc(n_packed * lf_weight_size(wt));
+    float *row = malloc((I > R ? I : R) * sizeof(float));
+    uint16_t *codes = malloc((I > R ? I : R) * sizeof(uint16_t));
+    if (!L->wih_t || !L->whh_t || !L->bias || !L->bias_hn || !(L->packed || L->packed_q)
+        || !row || !codes) {
+        free(row);
+        free(codes);
         return LF_E_NO_MEMORY;
+    }
     const size_t K = I + R, tile = K * G * (size_t)vw;
     for (size_t g = 0; g < G; g++) {
         for (size_t u = 0; u < H; u++) {
             const float *wi = w_ih + (g * H + u) * I;
             const float *wh = w_hh + (g * H + u) * R;
             const size_t col = g * Hp + u;
-            float *pk = L->packed + (u / (size_t)vw) * tile + g * (size_t)vw + u % (size_t)vw;
+            const size_t pk = (u / (size_t)vw) * tile + g * (size_t)vw + u % (size_t)vw;
+            round_row(wt, wi, I, row, codes);
             for (size_t k = 0; k < I; k++) {
-                L->wih_t[k * GH + col] = wi[k];
-                pk[k * G * (size_t)vw] = wi[k];
+                L->wih_t[k * GH + col] = row[k];
+                if (L->packed)
+                    L->packed[pk + k * G * (size_t)vw] = row[k];
+                else
+                    ((uint16_t *)L->packed_q)[pk + k * G * (size_t)vw] = codes[k];
             }
+            round_row(wt, wh, R, row, codes);
             for (size_t k = 0; k < R; k++) {
-                L->whh_t[k * GH + col] = wh[k];
-                pk[(I + k) * G * (size_t)vw] = wh[k];
+                L->whh_t[k * GH + col] = row[k];
+                if (L->packed)
+                    L->packed[pk + (I + k) * G * (size_t)vw] = row[k];
+                else
+                    ((uint16_t *)L->packed_q)[pk + (I + k) * G * (size_t)vw] = codes[k];
             }
             float bi = b ? b[g * H + u] : 0.0f, bh = b_rec ? b_rec[g * H + u] : 0.0f;
             if (d->kind == LF_LAYER_GRU && g == 2 && L->reset_after) {
@@ -140,14 +228,14 @@ static lf_status build_cell(lf_layer *L, const lf_layer_desc *d, int backward, i
             }
         }
     }
+    free(row);
+    free(codes);
     if (w_hr) {
         L->whr_t = lf_aligned_alloc(n_hr * sizeof(float));
         L->zero = lf_aligned_alloc(Rp * sizeof(float));
         if (!L->whr_t || !L->zero)
             return LF_E_NO_MEMORY;
-        for (size_t p = 0; p < R; p++)
-            for (size_t u = 0; u < H; u++)
-                L->whr_t[u * Rp + p] = w_hr[p * H + u];
+        return round_matrix(wt, w_hr, R, H, L->whr_t, Rp, 1);
     }
     return LF_OK;
 }
@@ -199,21 +287,19 @@ static lf_status build_op(lf_op *op, const lf_layer_desc *d, int32_t vw)
         op->bias = lf_aligned_alloc((size_t)op->ld * sizeof(float));
         if (!op->w || !op->bias)
             return LF_E_NO_MEMORY;
-        for (size_t o = 0; o < (size_t)op->out; o++) {
-            for (size_t k = 0; k < (size_t)op->in; k++)
-                op->w[k * (size_t)op->ld + o] = d->w[o * (size_t)op->in + k];
+        for (size_t o = 0; o < (size_t)op->out; o++)
             if (d->bias)
                 op->bias[o] = d->bias[o];
-        }
-        return LF_OK;
+        return round_matrix(d->weights, d->w, (size_t)op->out, (size_t)op->in, op->w,
+                            (size_t)op->ld, 1);
     case LF_LAYER_EMBEDDING:
         if (!lf_mul_size((size_t)op->in, (size_t)op->out, &n) || n > SIZE_MAX / sizeof(float))
             return LF_E_TOO_LARGE;
         op->w = lf_aligned_alloc(n * sizeof(float));
         if (!op->w)
             return LF_E_NO_MEMORY;
-        memcpy(op->w, d->w, n * sizeof(float));
-        return LF_OK;
+        return round_matrix(d->weights, d->w, (size_t)op->in, (size_t)op->out, op->w,
+                            (size_t)op->out, 0);
     case LF_LAYER_AFFINE:
         op->w = lf_aligned_alloc((size_t)op->ld * sizeof(float));
         op->bias = lf_aligned_alloc((size_t)op->ld * sizeof(float));
@@ -260,6 +346,9 @@ static lf_status check_desc(const lf_layer_desc *d, int32_t l, const lf_layer_de
 {
     if (!valid_dim(d->input_size) || !valid_dim(d->units))
         return LF_E_INVALID_SIZE;
+    if (d->weights != LF_WEIGHTS_F32 && d->weights != LF_WEIGHTS_F16
+        && d->weights != LF_WEIGHTS_BF16)
+        return LF_E_BAD_LAYER;
     if (prev && d->input_size != out_features(prev))
         return LF_E_INVALID_SIZE;
     switch (d->kind) {
@@ -393,6 +482,18 @@ int32_t lf_model_output_size(const lf_model *m) { return m ? m->ops[m->num_ops -
 int lf_model_takes_ids(const lf_model *m) { return m && m->ops[0].kind == LF_LAYER_EMBEDDING; }
 int lf_model_returns_last(const lf_model *m) { return m && m->collapse >= 0; }
 lf_isa lf_model_isa(const lf_model *m) { return m ? m->kernels->isa : LF_ISA_AUTO; }
+
+size_t lf_model_step_weight_bytes(const lf_model *m)
+{
+    size_t bytes = 0;
+    for (int32_t l = 0; m && l < m->num_ops; l++)
+        for (int dir = 0; dir < m->ops[l].dirs; dir++) {
+            const lf_layer *L = &m->ops[l].cell[dir];
+            bytes += (size_t)(L->I + L->R) * (size_t)L->G * (size_t)L->Hp
+                     * lf_weight_size(L->wtype);
+        }
+    return bytes;
+}
 
 lf_status lf_model_state_sizes(const lf_model *m, int32_t k, int32_t *h_size, int32_t *c_size)
 {

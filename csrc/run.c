@@ -158,7 +158,7 @@ static void run_cell(const lf_model *m, const lf_layer *L, unsigned mode, int32_
     const int prefix = mask && w->perm && packed;
     const int no_blas = (mode & DIR_NO_BLAS) && packed;
     if (B == 1 && !mask && L->kind == LF_LAYER_LSTM && !L->whr_t
-        && L->Hp <= 4 * m->kernels->vw) {
+        && L->Hp <= 4 * m->kernels->vw && L->wtype == LF_WEIGHTS_F32) {
         /* One small row: a step is latency bound; x is read in the kernel while the weights
          * fit in L1, else projected by one GEMM. */
         const int read_x = n == 1 || no_blas

@@ -1,6 +1,7 @@
 /* 8-lane vectors on AVX2 + FMA. Included by kernels_avx2.c only. */
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
+#include <stdint.h>
 
 #define VW 8
 #define BG_MAX 2
@@ -9,6 +10,16 @@ typedef __m256 vf;
 
 static inline vf v_load(const float *p) { return _mm256_loadu_ps(p); }
 static inline void v_store(float *p, vf a) { _mm256_storeu_ps(p, a); }
+/* VW narrow weights widened to float32 (F16C; bf16 is the top half of a float32). */
+static inline vf v_load_f16(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+static inline vf v_load_bf16(const uint16_t *p)
+{
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
 static inline vf v_set1(float a) { return _mm256_set1_ps(a); }
 /* Every lane = lane j of a. */
 static inline vf v_lane(vf a, int j) { return _mm256_permutevar8x32_ps(a, _mm256_set1_epi32(j)); }

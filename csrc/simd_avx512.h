@@ -1,6 +1,7 @@
 /* 16-lane vectors on AVX-512. Included by kernels_avx512.c only. */
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma")
 #include <immintrin.h>
+#include <stdint.h>
 
 #define VW 16
 #define BG_MAX 6
@@ -9,6 +10,16 @@ typedef __m512 vf;
 
 static inline vf v_load(const float *p) { return _mm512_loadu_ps(p); }
 static inline void v_store(float *p, vf a) { _mm512_storeu_ps(p, a); }
+/* VW narrow weights widened to float32 (bf16 is the top half of a float32). */
+static inline vf v_load_f16(const uint16_t *p)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
+static inline vf v_load_bf16(const uint16_t *p)
+{
+    __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
 static inline vf v_set1(float a) { return _mm512_set1_ps(a); }
 /* Every lane = lane j of a. */
 static inline vf v_lane(vf a, int j) { return _mm512_permutexvar_ps(_mm512_set1_epi32(j), a); }

@@ -2,6 +2,8 @@
  * is not fused: fmaf is a slow library call where the CPU has no FMA. */
 #include <math.h>
 
+#include "internal.h"
+
 #define VW 8
 #define BG_MAX 2
 #define KSUFFIX(name) name##_portable
@@ -10,6 +12,8 @@ typedef struct { float v[VW]; } vf;
 #define V_MAP1(expr) vf r; for (int l_ = 0; l_ < VW; l_++) { r.v[l_] = (expr); } return r
 static inline vf v_load(const float *p) { V_MAP1(p[l_]); }
 static inline void v_store(float *p, vf a) { for (int l = 0; l < VW; l++) p[l] = a.v[l]; }
+static inline vf v_load_f16(const uint16_t *p) { V_MAP1(lf_f16_to_f32(p[l_])); }
+static inline vf v_load_bf16(const uint16_t *p) { V_MAP1(lf_bf16_to_f32(p[l_])); }
 static inline vf v_set1(float a) { V_MAP1(a); }
 /* Every lane = lane j of a. */
 static inline vf v_lane(vf a, int j) { V_MAP1(a.v[j]); }

@@ -25,6 +25,7 @@ class CModel:
     returns_last: bool
     state_sizes: tuple[tuple[int, int], ...]
     isa: str
+    step_weight_bytes: int
     def __init__(self, layers: list[dict[str, Any]], isa: str = ...) -> None: ...
 
 class CState:

@@ -27,6 +27,8 @@ cdef extern from "lstm_fast.h" nogil:
         LF_MERGE_CONCAT, LF_MERGE_SUM, LF_MERGE_AVE, LF_MERGE_MUL
     ctypedef enum lf_activation:
         pass
+    ctypedef enum lf_weights:
+        LF_WEIGHTS_F32, LF_WEIGHTS_F16, LF_WEIGHTS_BF16, LF_WEIGHTS_I8
     ctypedef struct lf_model:
         pass
     ctypedef struct lf_state:
@@ -52,6 +54,7 @@ cdef extern from "lstm_fast.h" nogil:
         const float *w_proj_b
         lf_merge merge
         float epsilon
+        lf_weights weights
     ctypedef struct lf_io:
         int32_t steps
         const float *x
@@ -80,6 +83,7 @@ cdef extern from "lstm_fast.h" nogil:
     int32_t lf_model_output_size(const lf_model *model)
     int lf_model_takes_ids(const lf_model *model)
     int lf_model_returns_last(const lf_model *model)
+    size_t lf_model_step_weight_bytes(const lf_model *model)
     lf_status lf_state_create(const lf_model *model, int32_t batch, lf_state **out)
     void lf_state_free(lf_state *state)
     lf_status lf_state_reset(lf_state *state, const int32_t *indices, int32_t n)
@@ -104,6 +108,8 @@ ACTIVATIONS = {name: code for code, name in enumerate((
     "linear", "relu", "relu6", "tanh", "sigmoid", "hard_sigmoid", "hard_sigmoid_keras2",
     "softsign", "softplus", "elu", "selu", "silu", "gelu", "exponential", "softmax",
     "log_softmax"))}
+WEIGHTS = {"fp32": LF_WEIGHTS_F32, "fp16": LF_WEIGHTS_F16, "bf16": LF_WEIGHTS_BF16,
+           "int8": LF_WEIGHTS_I8}
 FLAGS = {"return_last": LF_LAYER_RETURN_LAST, "go_backwards": LF_LAYER_GO_BACKWARDS,
          "mask_zero": LF_LAYER_MASK_ZERO, "zero_masked_output": LF_LAYER_ZERO_MASKED_OUTPUT,
          "bidirectional": LF_LAYER_BIDIRECTIONAL, "reset_after": LF_LAYER_RESET_AFTER}
@@ -205,6 +211,7 @@ cdef class CModel:
                 descs[l].flags |= FLAGS[name]
             descs[l].mask_value = d.get("mask_value", 0.0)
             descs[l].epsilon = d.get("epsilon", 0.0)
+            descs[l].weights = <lf_weights>WEIGHTS[d.get("weights", "fp32")]
         cdef lf_isa code = ISA_CODES[isa]
         cdef lf_status st
         with nogil:
@@ -224,6 +231,11 @@ cdef class CModel:
             sizes.append((hs, cs))
         self.state_sizes = tuple(sizes)
         self.isa = ISA_NAMES[lf_model_isa(self.ptr)]
+
+    @property
+    def step_weight_bytes(self):
+        """Bytes of packed weights one step of the recurrent kernels reads."""
+        return lf_model_step_weight_bytes(self.ptr)
 
     def __dealloc__(self):
         lf_model_free(self.ptr)

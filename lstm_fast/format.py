@@ -12,6 +12,14 @@ memory-mapped rather than copied. The header's ``__metadata__`` carries:
 ``model``
     JSON: ``{"spec_version", "mask_semantics", "stateful", "metadata", "layers": [...]}``; each
     layer is its kind, its options, and the names of its tensors (``layers.<k>.<name>``).
+    Version 2 adds ``weights_dtype`` (``"fp16"``/``"bf16"``: the weight matrices of
+    :data:`lstm_fast.quantize.WEIGHT_FIELDS` are stored as F16/BF16 tensors, half the bytes)
+    and ``quant_error`` (the error bound ``Model.quantize`` measured). Float32 models are still
+    written as version 1, so older lstm_fast reads them; version 1 files load as before.
+
+Loading memory-maps the tensors: float32 arrays are used in place (no copy); narrow weights
+are widened to float32 once for the :class:`~lstm_fast.spec.ModelSpec` (the engine then stores
+them narrow again, exactly).
 """
 
 from __future__ import annotations
@@ -24,8 +32,10 @@ import numpy as np
 
 from . import safetensors
 from .errors import FormatVersionError, LstmFastError, ModelFileError
+from .quantize import WEIGHT_FIELDS, widen
 from .spec import (
     SPEC_VERSION,
+    WEIGHT_DTYPES,
     AffineSpec,
     BidirectionalSpec,
     DenseSpec,
@@ -39,7 +49,7 @@ from .spec import (
 )
 
 FORMAT = "lstm_fast.model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Per kind: the spec class, its tensor fields, and its option fields with their types.
 _CELL_OPTIONS = {"activation": str, "return_sequences": bool, "go_backwards": bool}
@@ -59,7 +69,11 @@ _KINDS: dict[str, tuple[type, tuple[str, ...], dict[str, type]]] = {
 
 def save_spec(spec: ModelSpec, path: str | os.PathLike[str]) -> None:
     """Write ``spec`` to ``path``."""
+    from .quantize import narrow
+
     tensors: dict[str, np.ndarray] = {}
+    stored: dict[str, str] = {}
+    wdt = spec.weights_dtype
 
     def entry_of(L: Any, prefix: str) -> dict[str, Any]:
         if isinstance(L, BidirectionalSpec):
@@ -74,6 +88,9 @@ def save_spec(spec: ModelSpec, path: str | os.PathLike[str]) -> None:
             arr = getattr(L, name)
             if arr is not None:
                 names[name] = prefix + name
+                if wdt != "fp32" and name in WEIGHT_FIELDS.get(L.kind, ()):
+                    arr = narrow(arr, wdt)
+                    stored[names[name]] = "F16" if wdt == "fp16" else "BF16"
                 tensors[names[name]] = arr
         entry["tensors"] = names
         return entry
@@ -83,8 +100,13 @@ def save_spec(spec: ModelSpec, path: str | os.PathLike[str]) -> None:
              "stateful": spec.stateful, "metadata": spec.metadata, "layers": layers}
     if spec.state_layout != "stacked":
         model["state_layout"] = spec.state_layout
-    safetensors.write(path, tensors, {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-                                      "model": json.dumps(model)})
+    version = 1
+    if wdt != "fp32" or spec.quant_error is not None:
+        model["weights_dtype"] = wdt
+        model["quant_error"] = spec.quant_error
+        version = 2
+    safetensors.write(path, tensors, {"format": FORMAT, "format_version": str(version),
+                                      "model": json.dumps(model)}, stored)
 
 
 def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
@@ -129,7 +151,10 @@ def _spec_from_json(model: Any, tensors: dict[str, np.ndarray], path: str) -> Mo
         raise FormatVersionError(f"{path}: spec version {model.get('spec_version')!r} is not "
                                  f"{SPEC_VERSION}; upgrade lstm_fast")
     used: set[str] = set()
-    layers = [_layer_from_json(entry, str(k), tensors, used, path)
+    wdt = model.get("weights_dtype", "fp32")
+    if wdt not in WEIGHT_DTYPES:
+        raise ModelFileError(f"{path}: unknown weights_dtype {wdt!r}")
+    layers = [_layer_from_json(entry, str(k), tensors, used, path, wdt)
               for k, entry in enumerate(model["layers"])]
     extra = set(tensors) - used
     if extra:
@@ -140,18 +165,19 @@ def _spec_from_json(model: Any, tensors: dict[str, np.ndarray], path: str) -> Mo
     try:
         return ModelSpec(layers=tuple(layers), mask_semantics=model.get("mask_semantics"),
                          stateful=bool(model.get("stateful", False)), metadata=meta,
-                         state_layout=model.get("state_layout", "stacked"))
+                         state_layout=model.get("state_layout", "stacked"),
+                         weights_dtype=wdt, quant_error=model.get("quant_error"))
     except LstmFastError as e:
         raise ModelFileError(f"{path}: invalid model: {e}") from None
 
 
 def _layer_from_json(entry: Any, k: str, tensors: dict[str, np.ndarray], used: set[str],
-                     path: str) -> Any:
+                     path: str, wdt: str = "fp32") -> Any:
     if isinstance(entry, dict) and entry.get("kind") == "bidirectional":
         merge = entry.get("merge_mode")
         if not isinstance(merge, str):
             raise ModelFileError(f"{path}: layer {k} (bidirectional): invalid merge_mode")
-        inner = [_layer_from_json(entry.get(d), f"{k}.{d}", tensors, used, path)
+        inner = [_layer_from_json(entry.get(d), f"{k}.{d}", tensors, used, path, wdt)
                  for d in ("forward", "backward")]
         try:
             return BidirectionalSpec(inner[0], inner[1], merge)
@@ -176,10 +202,16 @@ def _layer_from_json(entry: Any, k: str, tensors: dict[str, np.ndarray], used: s
     for name, key in names.items():
         if key not in tensors:
             raise ModelFileError(f"{path}: layer {k}: tensor {key!r} is missing")
-        if tensors[key].dtype != np.float32:
+        arr = tensors[key]
+        # narrow weights: F16 for fp16; BF16 arrives widened to float32 by the reader
+        if wdt == "fp16" and name in WEIGHT_FIELDS.get(entry["kind"], ()):
+            if arr.dtype != np.float16:
+                raise ModelFileError(f"{path}: tensor {key!r} must be F16, got {arr.dtype}")
+            arr = widen(arr, wdt)
+        elif arr.dtype != np.float32:
             raise ModelFileError(f"{path}: tensor {key!r} must be F32, got "
-                                 f"{tensors[key].dtype}")
-        kwargs[name] = tensors[key]
+                                 f"{arr.dtype}")
+        kwargs[name] = arr
         used.add(key)
     try:
         return cls(**kwargs)

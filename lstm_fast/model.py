@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -141,10 +142,50 @@ class Model:
         """The instruction set the small-batch kernels use."""
         return self._c.isa
 
+    @property
+    def weights_dtype(self) -> str:
+        """Storage type of the weight matrices: ``"fp32"``, ``"fp16"`` or ``"bf16"``."""
+        return self._spec.weights_dtype
+
+    @property
+    def step_weight_bytes(self) -> int:
+        """Bytes of packed recurrent weights one step reads (all cells)."""
+        return self._c.step_weight_bytes
+
+    def quantize(self, dtype: str, *, measure_steps: int = 500) -> Model:
+        """A copy of the model with its weight matrices stored as ``dtype``.
+
+        Parameters
+        ----------
+        dtype : {"fp16", "bf16", "fp32"}
+            fp16 and bf16 round every weight matrix (cells of both directions, projections,
+            Dense, Embedding) to nearest even; the step kernels widen them to float32 in
+            registers. Biases, state and gate math stay float32. ``"fp32"``: a copy with
+            ``weights_dtype`` fp32 (the values stay as they are).
+        measure_steps : int
+            The new model's max abs output error against this one is measured on a random
+            input of this many steps (one sequence) and recorded as ``spec.quant_error``
+            (``lstm-fast info`` shows it; 0 skips the measurement).
+
+        Raises
+        ------
+        WeightsError
+            When a weight is too large for fp16.
+        """
+        from .quantize import measure_error, quantize_spec
+
+        spec = quantize_spec(self._spec, dtype)
+        q = Model(spec, isa=self.isa)
+        if measure_steps > 0:
+            spec = dataclasses.replace(spec, quant_error=measure_error(self, q, measure_steps))
+            q._spec = spec
+        return q
+
     def __repr__(self) -> str:
         kinds = ", ".join(L.kind for L in self._spec.layers)
+        dt = "" if self.weights_dtype == "fp32" else f", weights={self.weights_dtype!r}"
         return (f"Model([{kinds}], input_size={self.input_size}, "
-                f"output_size={self.output_size}, isa={self.isa!r})")
+                f"output_size={self.output_size}, isa={self.isa!r}{dt})")
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model to ``path`` in the lstm_fast model file format (see
@@ -321,6 +362,10 @@ def _layer_dicts(spec: ModelSpec) -> list[dict[str, Any]]:
                             mask_value=L.mask_value))
         else:
             raise UnsupportedModelError(f"layer kind {L.kind!r} is not supported")
+    if spec.weights_dtype != "fp32":  # the engine stores the (on-grid) weight matrices narrow
+        for d in out:
+            if d["kind"] in ("lstm", "gru", "rnn", "dense", "embedding"):
+                d["weights"] = spec.weights_dtype
     return out
 
 

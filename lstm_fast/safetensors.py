@@ -36,8 +36,10 @@ _NAMES = {np.dtype("<f8"): "F64", np.dtype("<f4"): "F32", np.dtype("<f2"): "F16"
 
 
 def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray],
-          metadata: Mapping[str, str] | None = None) -> None:
-    """Write ``tensors`` (name -> array) and ``metadata`` to ``path`` (atomically)."""
+          metadata: Mapping[str, str] | None = None,
+          dtypes: Mapping[str, str] | None = None) -> None:
+    """Write ``tensors`` (name -> array) and ``metadata`` to ``path`` (atomically).
+    ``dtypes`` names the stored dtype of some tensors (``"BF16"`` for uint16 bit patterns)."""
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -45,9 +47,10 @@ def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray],
     for name, arr in tensors.items():
         a = np.ascontiguousarray(arr)
         a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-        if a.dtype not in _NAMES:
+        stored = (dtypes or {}).get(name) or _NAMES.get(a.dtype)
+        if stored is None or _DTYPES[stored] != a.dtype:
             raise ModelFileError(f"cannot store tensor {name!r} of dtype {a.dtype}")
-        header[name] = {"dtype": _NAMES[a.dtype], "shape": list(a.shape),
+        header[name] = {"dtype": stored, "shape": list(a.shape),
                         "data_offsets": [offset, offset + a.nbytes]}
         blobs.append(a)
         offset += a.nbytes

@@ -41,6 +41,8 @@ CELL_ACTIVATIONS = (
 DENSE_ACTIVATIONS = CELL_ACTIVATIONS + ("softmax", "log_softmax")
 
 MASK_SEMANTICS = ("keras", "torch")
+#: Storage types of the weight matrices (see :mod:`lstm_fast.quantize`).
+WEIGHT_DTYPES = ("fp32", "fp16", "bf16")
 #: How :attr:`lstm_fast.Stream.state` is shaped: ``"stacked"`` like nn.LSTM's ``(h_n, c_n)``
 #: (one leading entry per recurrent state), ``"cell"`` like an nn.LSTMCell's ``(h, c)`` of
 #: (B, H) each (a model converted from one cell).
@@ -536,6 +538,11 @@ class ModelSpec:
     state_layout : {"stacked", "cell"}
         The shape of states at the Python API (:data:`STATE_LAYOUTS`); ``"cell"`` needs
         exactly one unidirectional recurrent layer.
+    weights_dtype : {"fp32", "fp16", "bf16"}
+        Storage type of the weight matrices (:data:`WEIGHT_DTYPES`); the float32 arrays then
+        hold values exactly on that type's grid (:meth:`lstm_fast.Model.quantize`).
+    quant_error : float or None
+        Max abs output error against the float32 model, measured by ``Model.quantize``.
     """
 
     layers: tuple[LayerSpec, ...]
@@ -543,6 +550,8 @@ class ModelSpec:
     stateful: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
     state_layout: str = "stacked"
+    weights_dtype: str = "fp32"
+    quant_error: float | None = None
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
@@ -573,6 +582,11 @@ class ModelSpec:
                 and any(L.kind in CELL_KINDS for L in layers)):
             raise WeightsError("state_layout 'cell' needs exactly one unidirectional recurrent "
                                "layer")
+        if self.weights_dtype not in WEIGHT_DTYPES:
+            raise WeightsError(f"weights_dtype must be one of {', '.join(WEIGHT_DTYPES)}, got "
+                               f"{self.weights_dtype!r}")
+        if self.quant_error is not None:
+            object.__setattr__(self, "quant_error", float(self.quant_error))
         meta = {str(k): str(v) for k, v in dict(self.metadata).items()}
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "metadata", meta)
@@ -633,7 +647,8 @@ class ModelSpec:
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                  for r in rows]
-        lines.append(f"{self.num_parameters()} parameters (float32), mask semantics "
+        lines.append(f"{self.num_parameters()} parameters ({self.weights_dtype} weights), "
+                     f"mask semantics "
                      f"{self.mask_semantics}" + (", stateful" if self.stateful else ""))
         return "\n".join(lines)
 

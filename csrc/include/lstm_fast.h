@@ -91,7 +91,7 @@
 extern "C" {
 #endif
 
-#define LF_ABI_VERSION 3
+#define LF_ABI_VERSION 4
 
 /* Largest accepted size of any one dimension (input, hidden, batch, steps per call). */
 #define LF_MAX_DIM (1 << 24)
@@ -173,6 +173,22 @@ typedef enum lf_activation {
 #define LF_LAYER_RESET_AFTER 32u       /* GRU: r multiplies (w_hn h + b_hn) (PyTorch, Keras
                                           default); without it r multiplies h before w_hn */
 
+/* Storage type of a layer's weight matrices (lf_layer_desc.weights): w and w_rec of a cell
+ * (and w_proj), w of a dense layer, the table of an embedding. The caller still passes float32
+ * arrays; lf_model_create rounds each weight to the type (fp16 and bf16 round to nearest even;
+ * int8: one symmetric scale per output row, max|row| / 127, separately for w and w_rec), so
+ * values already on the type's grid (lstm_fast's Model.quantize) are stored exactly. Biases,
+ * state and all gate math stay float32. The recurrent step kernels read the narrow weights and
+ * widen them in registers (fp32 FMA); the BLAS paths (the hoisted input projection, large
+ * batches on the portable level), projections, dense layers and embeddings hold the rounded
+ * values widened to float32 at build time: the same numbers, in float32 storage. */
+typedef enum lf_weights {
+    LF_WEIGHTS_F32 = 0,
+    LF_WEIGHTS_F16 = 1,
+    LF_WEIGHTS_BF16 = 2,
+    LF_WEIGHTS_I8 = 3
+} lf_weights;
+
 /* One layer (see the top of this file). The arrays are copied by lf_model_create. */
 typedef struct lf_layer_desc {
     lf_layer_kind kind;
@@ -196,6 +212,7 @@ typedef struct lf_layer_desc {
     const float *w_b, *w_rec_b, *bias_b, *bias_rec_b, *w_proj_b;
     lf_merge merge;
     float epsilon;        /* NORMALIZE: >= 0 */
+    lf_weights weights;   /* storage of the weight matrices (0: float32, see lf_weights) */
 } lf_layer_desc;
 
 /* One lf_run call. */
@@ -246,6 +263,8 @@ int32_t lf_model_output_size(const lf_model *model); /* O: features of the last 
 int lf_model_takes_ids(const lf_model *model);       /* 1 if the first layer is an embedding */
 int lf_model_returns_last(const lf_model *model);    /* 1 if y is (B, O) rather than (B, T, O) */
 lf_isa lf_model_isa(const lf_model *model);          /* the resolved level */
+/* Bytes of weights one step of the model's recurrent kernels reads (all cells, packed). */
+size_t lf_model_step_weight_bytes(const lf_model *model);
 
 /* A state for `batch` independent sequences, h = c = 0. */
 lf_status lf_state_create(const lf_model *model, int32_t batch, lf_state **out);

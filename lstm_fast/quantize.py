@@ -1,0 +1,113 @@
+"""Narrow weights: fp16, bf16 (and their float32 values) for :meth:`lstm_fast.Model.quantize`.
+
+A quantized :class:`~lstm_fast.spec.ModelSpec` keeps float32 arrays whose values lie exactly
+on the narrow type's grid (``weights_dtype`` says which); the engine stores them narrow in its
+packed step layout (rounding an on-grid value is exact, so Python and C hold the same numbers)
+and the model file stores them narrow (:func:`narrow` / :func:`widen`).
+
+Quantized: every weight matrix (``w_ih``, ``w_hh`` and ``w_hr`` of LSTM, GRU and RNN cells of
+both directions, Dense ``weight``, Embedding ``weight``). Biases, Affine scales/shifts, the
+state and all gate math stay float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .errors import WeightsError
+from .spec import WEIGHT_DTYPES, BidirectionalSpec, ModelSpec
+
+#: Per layer kind, its weight-matrix fields (the ones that are quantized).
+WEIGHT_FIELDS = {"lstm": ("w_ih", "w_hh", "w_hr"), "gru": ("w_ih", "w_hh"),
+                 "rnn": ("w_ih", "w_hh"), "dense": ("weight",), "embedding": ("weight",)}
+_ITEMSIZE = {"fp32": 4, "fp16": 2, "bf16": 2}
+_FP16_MAX = 65504.0
+
+
+def _bf16_bits(a: np.ndarray) -> np.ndarray:
+    """float32 -> bf16 bit patterns (uint16), rounded to nearest even (as the engine does)."""
+    x = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((x + 0x7FFF + ((x >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def narrow(a: np.ndarray, dtype: str) -> np.ndarray:
+    """The stored form of a weight array: float16, or uint16 bf16 bit patterns."""
+    if dtype == "fp16":
+        if np.abs(a).max(initial=0.0) > _FP16_MAX:
+            raise WeightsError(f"a weight of magnitude {np.abs(a).max():g} does not fit in fp16 "
+                               f"(max {_FP16_MAX:g}); use bf16")
+        return np.ascontiguousarray(a, dtype=np.float32).astype(np.float16)
+    if dtype == "bf16":
+        return _bf16_bits(a)
+    raise ValueError(f"no narrow form for {dtype!r}")
+
+
+def widen(q: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values of a stored narrow array (exact)."""
+    if dtype == "fp16":
+        return np.asarray(q, dtype=np.float32)
+    if dtype == "bf16":
+        return (np.asarray(q, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+    raise ValueError(f"no narrow form for {dtype!r}")
+
+
+def round_weights(a: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values of ``a`` rounded to ``dtype``'s grid."""
+    if dtype == "fp32":
+        return np.asarray(a, dtype=np.float32)
+    return widen(narrow(a, dtype), dtype)
+
+
+def _map_weights(L: Any, fn: Any) -> Any:
+    if isinstance(L, BidirectionalSpec):
+        return dataclasses.replace(L, forward=_map_weights(L.forward, fn),
+                                   backward=_map_weights(L.backward, fn))
+    fields = WEIGHT_FIELDS.get(L.kind, ())
+    changes = {f: fn(getattr(L, f)) for f in fields if getattr(L, f) is not None}
+    return dataclasses.replace(L, **changes) if changes else L
+
+
+def quantize_spec(spec: ModelSpec, dtype: str) -> ModelSpec:
+    """A copy of ``spec`` with every weight matrix rounded to ``dtype`` (see the module
+    docstring); ``quant_error`` is cleared (the caller measures it)."""
+    if dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weights dtype must be one of {', '.join(WEIGHT_DTYPES)}, got "
+                         f"{dtype!r}")
+    layers = tuple(_map_weights(L, lambda a: round_weights(a, dtype)) for L in spec.layers)
+    return dataclasses.replace(spec, layers=layers, weights_dtype=dtype, quant_error=None)
+
+
+def weight_bytes(spec: ModelSpec) -> int:
+    """Bytes of the model's weight matrices in their storage type."""
+    n = 0
+
+    def count(a: np.ndarray) -> np.ndarray:
+        nonlocal n
+        n += a.size
+        return a
+
+    for L in spec.layers:
+        _map_weights(L, count)
+    return n * _ITEMSIZE[spec.weights_dtype]
+
+
+def random_input(spec: ModelSpec, steps: int, seed: int = 0) -> np.ndarray:
+    """A (1, steps, I) standard-normal input, or (1, steps) random ids for an id model."""
+    rng = np.random.default_rng(seed)
+    if spec.takes_ids:
+        return rng.integers(0, spec.layers[0].vocab_size, (1, steps)).astype(np.int32)
+    return rng.standard_normal((1, steps, spec.input_size)).astype(np.float32)
+
+
+def measure_error(reference: Any, quantized: Any, steps: int = 500, seed: int = 0) -> float:
+    """Max abs difference of two models' outputs over a ``steps``-step random input."""
+    x = random_input(reference.spec, steps, seed)
+    return float(np.abs(np.asarray(reference.predict(x), np.float64)
+                        - quantized.predict(x)).max())
+
+
+__all__ = ["WEIGHT_DTYPES", "WEIGHT_FIELDS", "narrow", "widen", "round_weights",
+           "quantize_spec", "weight_bytes", "measure_error", "random_input"]
