@@ -72,9 +72,12 @@ def load(path: str | os.PathLike[str], *, isa: str | None = None) -> Model:
     FormatVersionError
         When the file was written by a newer lstm_fast.
     """
+    from ._untrusted import file_errors
     from .format import load_spec
 
-    return Model(load_spec(path), isa=isa)
+    spec = load_spec(path)
+    with file_errors(os.fspath(path), "model"):
+        return Model(spec, isa=isa)
 
 
 def from_keras(model: object, *, isa: str | None = None) -> Model:

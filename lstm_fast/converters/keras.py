@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ModelFileError, UnsupportedModelError, WeightsError
+from ..errors import ArgumentTypeError, ModelFileError, UnsupportedModelError, WeightsError
 from ..spec import (
     CELL_ACTIVATIONS,
     DENSE_ACTIVATIONS,
@@ -56,6 +56,7 @@ from .keras_file import (
     _arch_from_config,
     _as_ref,
     _by_suffix,
+    _config_arg,
     _Ctx,
     _Entry,
     _open_keras_file,
@@ -678,6 +679,21 @@ def spec_from_keras_file(path: str | os.PathLike[str], *, config: Any = None,
     ModelFileError
         The file is not a Keras model, is corrupted, or its weights do not match its config.
     """
+    from ._bounded import read_keras_file
+
+    source = os.fspath(path)
+    if keras_version is not None and not isinstance(keras_version, str):
+        raise ArgumentTypeError(f"keras_version must be a str such as '2.15.0', got "
+                                f"{type(keras_version).__name__}")
+    with open(source, "rb"):  # a missing or unreadable path is an OSError, as for open()
+        pass
+    cfg = _config_arg(config, source)
+    return read_keras_file(source, cfg, keras_version)  # HDF5 is read in a bounded child
+
+
+def _spec_from_keras_file_here(path: str, config: Any, keras_version: str | None
+                               ) -> ModelSpec:
+    """:func:`spec_from_keras_file` in this process (no time or memory bound)."""
     with _open_keras_file(path, config, keras_version) as (ctx, arch, weights):
         return _convert(ctx, arch, weights)
 

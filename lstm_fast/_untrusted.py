@@ -1,0 +1,94 @@
+"""Helpers for reading untrusted bytes: bounded JSON, and one error type for any failure.
+
+Every reader of a model or checkpoint file parses JSON through :func:`loads_json` (a size and a
+nesting limit, checked without recursion) and runs its parsing inside :func:`file_errors`, so
+whatever a corrupted or hostile file makes the standard library raise (``KeyError``,
+``OverflowError``, ``EOFError``, ``RecursionError``, ...) reaches the caller as a
+:class:`~lstm_fast.errors.ModelFileError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .errors import LstmFastError, ModelFileError
+
+#: Default nesting limit of JSON documents in model files (ours need 6 levels, Keras configs
+#: about 12).
+MAX_JSON_DEPTH = 64
+#: Default size limit of one JSON document.
+MAX_JSON_BYTES = 64 << 20
+
+
+def short(e: BaseException, limit: int = 200) -> str:
+    """``str(e)`` on one line, cut to ``limit`` characters."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """The nesting depth of a parsed JSON value (a scalar is 0), counted up to ``limit + 1``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def loads_json(text: str | bytes, what: str, where: str, *, max_depth: int = MAX_JSON_DEPTH,
+               max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Parse JSON from an untrusted file.
+
+    Raises
+    ------
+    ModelFileError
+        When ``text`` is longer than ``max_bytes``, is not JSON (or not UTF-8), or nests
+        arrays/objects deeper than ``max_depth``.
+    """
+    if len(text) > max_bytes:
+        raise ModelFileError(f"{where}: {what} is larger than {max_bytes} bytes")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ModelFileError(f"{where}: corrupted {what}: nested too deeply") from None
+    except (ValueError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError included
+        raise ModelFileError(f"{where}: corrupted {what}: not valid JSON ({short(e)})") from None
+    if json_depth(value, max_depth) > max_depth:
+        raise ModelFileError(f"{where}: corrupted {what}: nested more than {max_depth} levels "
+                             f"deep")
+    return value
+
+
+@contextmanager
+def file_errors(where: str, what: str = "file") -> Iterator[None]:
+    """Turn any exception raised while interpreting a file's content into ModelFileError.
+
+    lstm_fast errors pass through unchanged (they already say what is wrong);
+    ``KeyboardInterrupt`` and ``SystemExit`` are not touched.
+    """
+    try:
+        yield
+    except LstmFastError:
+        raise
+    except RecursionError as e:
+        raise ModelFileError(f"{where}: the {what} is nested too deeply") from e
+    except MemoryError as e:
+        raise ModelFileError(f"{where}: not enough memory to read the {what} (it declares "
+                             f"sizes it does not hold?)") from e
+    except Exception as e:  # noqa: BLE001 - whatever a corrupted file makes a parser raise
+        raise ModelFileError(f"{where}: unreadable {what} ({type(e).__name__}: {short(e)}); "
+                             f"the file is truncated or corrupted") from e
