@@ -9,12 +9,16 @@ whatever a corrupted or hostile file makes the standard library raise (``KeyErro
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import LstmFastError, ModelFileError
+from .errors import ArgumentError, ArgumentTypeError, LstmFastError, ModelFileError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Default nesting limit of JSON documents in model files (ours need 6 levels, Keras configs
 #: about 12).
@@ -92,3 +96,33 @@ def file_errors(where: str, what: str = "file") -> Iterator[None]:
     except Exception as e:  # noqa: BLE001 - whatever a corrupted file makes a parser raise
         raise ModelFileError(f"{where}: unreadable {what} ({type(e).__name__}: {short(e)}); "
                              f"the file is truncated or corrupted") from e
+
+
+def converter_errors(fn: _F) -> _F:
+    """Decorate a ``spec_from_*_file(path, ...)`` converter: it raises only lstm_fast errors.
+
+    lstm_fast errors and ``OSError`` (a missing or unreadable path) pass through. The readers
+    below a converter already turn any failure on file content into lstm_fast errors, so a
+    plain ``ValueError`` / ``TypeError`` is the converter refusing one of its arguments and
+    becomes an :class:`~lstm_fast.errors.ArgumentError` / ``ArgumentTypeError`` with the same
+    message; anything else comes from content the converter did not foresee and becomes a
+    ``ModelFileError`` (see :func:`file_errors`).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (LstmFastError, OSError):
+            raise
+        except Exception as e:  # noqa: BLE001 - sorted out below
+            if type(e) is ValueError:
+                raise ArgumentError(str(e)) from e
+            if type(e) is TypeError:
+                raise ArgumentTypeError(str(e)) from e
+            path = args[0] if args else kwargs.get("path", "")
+            where = os.fspath(path) if isinstance(path, (str, os.PathLike)) else "<file>"
+            with file_errors(where):
+                raise
+
+    return wrapper  # type: ignore[return-value]

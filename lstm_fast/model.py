@@ -9,8 +9,14 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_array, check_ids
-from ._core import CModel, CState
-from .errors import ShapeError, UnsupportedModelError, WeightsError
+from ._core import MAX_DIM, CModel, CState
+from .errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    ShapeError,
+    UnsupportedModelError,
+    WeightsError,
+)
 from .spec import (
     BidirectionalSpec,
     CellSpec,
@@ -47,13 +53,11 @@ class Model:
     """
 
     def __init__(self, spec: ModelSpec, *, isa: str | None = None) -> None:
-        isa = (isa or os.environ.get("LSTM_FAST_ISA") or "auto").lower()
-        if isa not in ("auto", "avx512", "avx2", "portable"):
-            raise ValueError(f"isa must be auto, avx512, avx2 or portable, got {isa!r}")
+        isa = _isa_name(isa)
         if not isinstance(spec, ModelSpec):
-            raise TypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
+            raise ArgumentTypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
         self._spec = spec
-        self._c = CModel(_layer_dicts(spec), isa)
+        self._c = CModel(_checked_sizes(_layer_dicts(spec)), isa)
 
     @classmethod
     def from_lstm_weights(
@@ -195,9 +199,10 @@ class Model:
             x = check_ids(x, "ids", ("B", "T"))
         else:
             x = check_array(x, "x", ("B", "T", self.input_size))
-        if x.shape[0] < 1:
+        if not 1 <= x.shape[0] <= MAX_DIM:
             want = "(B, T)" if self.takes_ids else "(B, T, I)"
-            raise ShapeError(f"x has batch size 0; expected {want} with B >= 1")
+            raise ShapeError(f"x has batch size {x.shape[0]}; expected {want} with "
+                             f"1 <= B <= {MAX_DIM}")
         state = CState(self._c, x.shape[0])
         if initial_state is not None:
             _set_state(state, self, initial_state)
@@ -229,8 +234,10 @@ class Stream:
     """
 
     def __init__(self, model: Model, batch: int = 1) -> None:
-        if not isinstance(batch, (int, np.integer)) or batch < 1:
-            raise ShapeError(f"batch must be a positive integer, got {batch!r}")
+        if (isinstance(batch, bool) or not isinstance(batch, (int, np.integer))
+                or not 1 <= batch <= MAX_DIM):
+            raise ShapeError(f"batch must be a positive integer (1 to {MAX_DIM}), got "
+                             f"{batch!r}")
         self._model = model
         self._c = CState(model._c, int(batch))
 
@@ -264,6 +271,33 @@ class Stream:
     @state.setter
     def state(self, value: State) -> None:
         _set_state(self._c, self._model, value)
+
+
+#: Instruction sets ``isa=`` accepts.
+ISAS = ("auto", "avx512", "avx2", "portable")
+
+
+def _isa_name(isa: object) -> str:
+    """``isa`` (None: ``$LSTM_FAST_ISA`` or auto) checked and lower-cased."""
+    where = "isa"
+    if isa is None:
+        isa, where = os.environ.get("LSTM_FAST_ISA") or "auto", "LSTM_FAST_ISA"
+    if not isinstance(isa, str):
+        raise ArgumentTypeError(f"isa must be a str ({', '.join(ISAS)}), got "
+                                f"{type(isa).__name__}")
+    if isa.lower() not in ISAS:
+        raise ArgumentError(f"{where} must be auto, avx512, avx2 or portable, got {isa!r}")
+    return isa.lower()
+
+
+def _checked_sizes(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Refuse sizes the C engine cannot hold (a spec allows any positive int)."""
+    for k, d in enumerate(layers):
+        for key in ("input_size", "units", "proj_size"):
+            if not 0 <= d.get(key, 0) <= MAX_DIM:
+                raise WeightsError(f"layer {k} ({d['kind']}): {key} {d[key]} is larger than "
+                                   f"the engine's limit {MAX_DIM}")
+    return layers
 
 
 def _cell_arrays(L: CellSpec, suffix: str = "") -> dict[str, Any]:

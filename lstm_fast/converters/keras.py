@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._untrusted import converter_errors
 from ..errors import ArgumentTypeError, ModelFileError, UnsupportedModelError, WeightsError
 from ..spec import (
     CELL_ACTIVATIONS,
@@ -647,6 +648,7 @@ def _bidirectional(ctx: _Ctx, arch: _Arch, e: _Entry, st: _State, weights: Weigh
 # Public API
 # --------------------------------------------------------------------------------------------
 
+@converter_errors
 def spec_from_keras_file(path: str | os.PathLike[str], *, config: Any = None,
                          keras_version: str | None = None) -> ModelSpec:
     """Read a Keras model file into a :class:`ModelSpec` (needs ``h5py``, not ``keras``).

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._untrusted import converter_errors
 from ..errors import UnsupportedModelError, WeightsError
 from ..spec import (
     DENSE_ACTIVATIONS,
@@ -453,6 +454,7 @@ def spec_from_state_dict(
     return ModelSpec(layers=tuple(spec_layers), mask_semantics="torch", metadata=meta)
 
 
+@converter_errors
 def spec_from_torch_file(
     path: str | os.PathLike[str],
     *,

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from .._untrusted import converter_errors
 from ..errors import LstmFastError, ModelFileError, UnsupportedModelError
 from ._zip import SafeZip
 
@@ -921,6 +922,7 @@ def _strip_wrappers(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+@converter_errors
 def read_state_dict(path: str | os.PathLike[str], key: str | None = None
                     ) -> dict[str, np.ndarray]:
     """Read the flat ``name -> array`` state dict of a checkpoint (no torch needed).
