@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import numpy as np
+
 from .errors import ArgumentError, ArgumentTypeError, LstmFastError, ModelFileError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -101,7 +103,9 @@ def file_errors(where: str, what: str = "file") -> Iterator[None]:
 def converter_errors(fn: _F) -> _F:
     """Decorate a ``spec_from_*_file(path, ...)`` converter: it raises only lstm_fast errors.
 
-    lstm_fast errors and ``OSError`` (a missing or unreadable path) pass through. The readers
+    Floating-point warnings are silenced (hostile weights overflow; the spec's own checks
+    report NaN and Inf). lstm_fast errors and ``OSError`` (a missing or unreadable path) pass
+    through. The readers
     below a converter already turn any failure on file content into lstm_fast errors, so a
     plain ``ValueError`` / ``TypeError`` is the converter refusing one of its arguments and
     becomes an :class:`~lstm_fast.errors.ArgumentError` / ``ArgumentTypeError`` with the same
@@ -112,7 +116,8 @@ def converter_errors(fn: _F) -> _F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with np.errstate(all="ignore"):  # NaN/Inf weights are reported by the spec checks
+                return fn(*args, **kwargs)
         except (LstmFastError, OSError):
             raise
         except Exception as e:  # noqa: BLE001 - sorted out below

@@ -32,8 +32,11 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from .. import errors
 from .._untrusted import loads_json, short
@@ -104,6 +107,8 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
     source = request["source"]
     try:
         _limit_self(int(request["budget"]), float(request["seconds"]))
+        warnings.simplefilter("ignore")  # a disposable process: its stderr is the caller's
+        np.seterr(all="ignore")  # NaN/Inf weights are reported by the spec checks
         from ..format import save_spec
         from .keras import _spec_from_keras_file_here
 
@@ -175,6 +180,7 @@ def _forked(work: Callable[[], dict[str, Any]], seconds: float) -> tuple[bytes |
         code = 1
         try:
             os.close(r)
+            _quiet()
             data = json.dumps(work()).encode()
             view = memoryview(data)
             while view:
@@ -189,6 +195,17 @@ def _forked(work: Callable[[], dict[str, Any]], seconds: float) -> tuple[bytes |
         os.close(r)
         status = _reap(pid)
     return raw, os.waitstatus_to_exitcode(status)
+
+
+def _quiet() -> None:
+    """Send the child's stderr (the caller's terminal) to /dev/null: nothing it could print
+    (a crash report of a faulting HDF5 call, library warnings) is meant for the user."""
+    import faulthandler
+
+    faulthandler.disable()
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
 
 
 def _read_pipe(fd: int, deadline: float) -> bytes | None:
