@@ -21,6 +21,7 @@ import json
 import pickletools
 import random
 import struct
+import warnings
 import zipfile
 from collections.abc import Callable
 
@@ -161,7 +162,8 @@ def zip_entry(data: bytes, rng: random.Random, content: Callable[[str, bytes,
         entries.append((rng.choice(entries)[0], rng.randbytes(16)))   # a duplicate name
     method = zipfile.ZIP_DEFLATED if rng.random() < 0.15 else zipfile.ZIP_STORED
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=method) as z:
+    with warnings.catch_warnings(), zipfile.ZipFile(out, "w", compression=method) as z:
+        warnings.simplefilter("ignore")  # duplicate names are wanted
         for name, blob in entries:
             z.writestr(zipfile.ZipInfo(name), blob, compress_type=method)
     return out.getvalue()

@@ -66,13 +66,16 @@ class Report:
     """Outcome counts and failures of a run."""
 
     counts: dict[str, int] = field(default_factory=dict)
+    by_format: dict[str, dict[str, int]] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     max_peak_kb: int = 0
     max_secs: float = 0.0
     slow: int = 0
 
-    def add(self, outcome: str, peak_kb: int = 0, secs: float = 0.0) -> None:
+    def add(self, fmt: str, outcome: str, peak_kb: int = 0, secs: float = 0.0) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        per = self.by_format.setdefault(fmt, {})
+        per[outcome] = per.get(outcome, 0) + 1
         self.max_peak_kb = max(self.max_peak_kb, peak_kb)
         self.max_secs = max(self.max_secs, secs)
         self.slow += secs > 5.0
@@ -195,7 +198,7 @@ def _drive(jobs: list[dict], env: dict[str, str], hang: float, rss_limit: int,
                           else f"worker exit code {value}")
                 peak, secs = 0, hang if kind == "hang" else 0.0
             with lock:
-                report.add(outcome, peak, secs)
+                report.add(job["fmt"], outcome, peak, secs)
                 if outcome not in ("ok", "error"):
                     report.failures.append(Failure(job, outcome, detail))
     finally:
@@ -284,7 +287,7 @@ def run_fresh(jobs: Iterable[dict], *, workers: int = 2, hang: float = 20.0,
             for job in part:
                 outcome, detail, peak, secs = _fresh_one(job, Path(tmp), env, hang, rss_limit)
                 with lock:
-                    report.add(outcome, peak, secs)
+                    report.add(job["fmt"], outcome, peak, secs)
                     if outcome not in ("ok", "error"):
                         report.failures.append(Failure(job, outcome, detail))
 

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -64,6 +65,25 @@ def _peak_kb() -> int:
     return 0
 
 
+def _self_test(kind: str) -> None:
+    """Misbehave on purpose (``LSTM_FAST_FUZZ_SELFTEST``), so tests can check the runner."""
+    if kind == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif kind == "hang":
+        time.sleep(3600)
+    elif kind == "memory":
+        block = bytearray(300 << 20)
+        block[::4096] = b"x" * len(block[::4096])
+    elif kind == "untyped":
+        import lstm_fast.converters.torch as torch_conv
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise KeyError("self test")
+
+        torch_conv.spec_from_torch_file = broken
+        _watch(torch_conv, "spec_from_torch_file")
+
+
 def run_job(job: dict[str, Any], scratch: Path, seeds: dict[str, bytes]) -> dict[str, Any]:
     """Run one mutant; the result line."""
     import numpy as np
@@ -81,6 +101,8 @@ def run_job(job: dict[str, Any], scratch: Path, seeds: dict[str, bytes]) -> dict
     _API.clear()
     _reset_peak()
     t0 = time.monotonic()
+    if job["i"] == 0:
+        _self_test(os.environ.get("LSTM_FAST_FUZZ_SELFTEST", ""))
     err, escaped, rc = io.StringIO(), None, None
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         try:
