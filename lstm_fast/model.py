@@ -217,6 +217,8 @@ class Model:
         UnsupportedModelError
             When a layer needs the whole sequence (Bidirectional, ``go_backwards``): use
             :meth:`predict`.
+        ShapeError
+            When ``batch`` is not an integer from 1 to 2**24 (a bool is not one).
         """
         if not self._spec.streamable:
             raise UnsupportedModelError(
@@ -230,7 +232,9 @@ class Stream:
     """Stateful inference: the state after each call is the start of the next.
 
     A stream belongs to one thread at a time; make one stream per thread (they may share the
-    model). Create with :meth:`Model.stream`.
+    model). A call made while another thread is inside a call on the same stream raises
+    :class:`~lstm_fast.errors.ConcurrentUseError` and changes nothing. Create with
+    :meth:`Model.stream`.
     """
 
     def __init__(self, model: Model, batch: int = 1) -> None:

@@ -673,13 +673,23 @@ def spec_from_keras_file(path: str | os.PathLike[str], *, config: Any = None,
         With ``mask_semantics="keras"``, ``stateful`` set for ``stateful=True`` models, and
         metadata ``source_framework``, ``keras_version``, ``source``, ``backend``, ``format``.
 
+    Notes
+    -----
+    The file is read in a child process with a time and memory limit (HDF5 can loop forever
+    or allocate gigabytes on corrupted metadata); see ``docs/security.md``.
+
     Raises
     ------
     UnsupportedModelError
         A layer or option lstm_fast does not run; the message names the layer, its class, the
         option and the file.
     ModelFileError
-        The file is not a Keras model, is corrupted, or its weights do not match its config.
+        The file is not a Keras model, is corrupted or hostile (including a read that crashes
+        or exceeds its time or memory limit), or its weights do not match its config.
+    ArgumentTypeError
+        ``config`` or ``keras_version`` has the wrong type.
+    OSError
+        ``path`` cannot be opened.
     """
     from ._bounded import read_keras_file
 
