@@ -254,7 +254,7 @@ class _Unpickler(pickle.Unpickler):
         if kind == "module" and self._legacy:
             raise _ForbiddenGlobal("torch.nn.Module source (legacy whole-module pickle)")
         if kind != "storage" or len(pid) not in (5, 6):
-            raise pickle.UnpicklingError(f"unknown persistent id kind {kind!r}")
+            raise pickle.UnpicklingError(f"unknown persistent id kind {_brief(kind)}")
         stype, key, _location, numel = pid[1:5]
         if not isinstance(stype, _StorageType):
             raise pickle.UnpicklingError("storage persistent id without a storage class")
@@ -565,18 +565,19 @@ class _Materializer:
         if (not _is_int(offset) or not isinstance(size, tuple) or not isinstance(stride, tuple)
                 or len(size) != len(stride) or len(size) > _MAX_NDIM
                 or not all(_is_int(v) for v in size + stride)):
-            raise ModelFileError(f"{where}: malformed tensor geometry (offset {offset!r}, "
-                                 f"size {size!r}, stride {stride!r})")
+            raise ModelFileError(f"{where}: malformed tensor geometry (offset {_brief(offset)}, "
+                                 f"size {_brief(size)}, stride {_brief(stride)})")
         if offset < 0 or any(v < 0 for v in size) or any(v < 0 for v in stride):
             raise ModelFileError(f"{where}: negative tensor offset, size or stride "
-                                 f"(offset {offset}, size {size}, stride {stride})")
+                                 f"(offset {offset}, size {_brief(size)}, stride {_brief(stride)})")
         count = 1
         for v in size:
             count *= v
         out_item = 4 if (is_bf16 or (dtype.kind == "f" and item == 2)) else item
         if count * out_item > self.budget:
-            raise ModelFileError(f"{where}: a tensor of size {size} needs {count * out_item} "
-                                 f"bytes, more than the file could hold; the file is corrupt")
+            raise ModelFileError(f"{where}: a tensor of size {_brief(size)} needs "
+                                 f"{count * out_item} bytes, more than the file could hold; "
+                                 f"the file is corrupt")
         self.budget -= count * out_item
         widen = is_bf16 or (dtype.kind == "f" and item == 2)
         if count == 0:
@@ -586,8 +587,8 @@ class _Materializer:
         last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
         if last >= numel:
             raise ModelFileError(
-                f"{where}: tensor (offset {offset}, size {size}, stride {stride}) reaches "
-                f"element {last} of storage {storage.key!r}, which holds {numel}")
+                f"{where}: tensor (offset {offset}, size {_brief(size)}, stride {_brief(stride)}) "
+                f"reaches element {last} of storage {_brief(storage.key)}, which holds {numel}")
         raw = self.storage_bytes(storage)
         base = np.frombuffer(raw, dtype=dtype, count=numel,
                              offset=storage.offset * storage.type.np_dtype.itemsize)
@@ -695,7 +696,7 @@ def _load_legacy(path: str, data: bytes) -> Any:
         raise ModelFileError(f"{where}: invalid legacy torch magic number")
     version, _ = _unpickle(f, where)
     if version != _LEGACY_PROTOCOL_VERSION:
-        raise ModelFileError(f"{where}: unknown legacy torch protocol version {version!r}")
+        raise ModelFileError(f"{where}: unknown legacy torch protocol version {_brief(version)}")
     sys_info, _ = _unpickle(f, where)
     little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True) is not False
     obj, unpickler = _unpickle(f, where, legacy=True)
@@ -707,13 +708,13 @@ def _load_legacy(path: str, data: bytes) -> Any:
     for key in keys:
         ref = unpickler.storages.get(key)
         if ref is None:
-            raise ModelFileError(f"{where}: legacy storage {key!r} is not used by any tensor")
+            raise ModelFileError(f"{where}: legacy storage {_brief(key)} is not used by any tensor")
         if pos + 8 > len(data):
-            raise ModelFileError(f"{where}: truncated legacy file (storage {key!r} missing)")
+            raise ModelFileError(f"{where}: truncated legacy file (storage {_brief(key)} missing)")
         (numel,) = struct.unpack("<q" if little else ">q", data[pos:pos + 8])
         nbytes = numel * ref.type.np_dtype.itemsize
         if numel < 0 or numel < ref.numel or pos + 8 + nbytes > len(data):
-            raise ModelFileError(f"{where}: legacy storage {key!r} claims {numel} elements, "
+            raise ModelFileError(f"{where}: legacy storage {_brief(key)} claims {numel} elements, "
                                  f"which the file does not hold; the file is truncated or "
                                  f"corrupt")
         spans[key] = (pos + 8, nbytes)
@@ -722,7 +723,7 @@ def _load_legacy(path: str, data: bytes) -> Any:
 
     def storage_bytes(ref: _StorageRef) -> memoryview:
         if ref.key not in spans:
-            raise ModelFileError(f"{where}: storage {ref.key!r} has no data in the file")
+            raise ModelFileError(f"{where}: storage {_brief(ref.key)} has no data in the file")
         start, nbytes = spans[ref.key]
         return view[start:start + nbytes]
 

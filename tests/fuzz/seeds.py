@@ -1,7 +1,8 @@
 """Valid seed files of every format, built from the committed fixtures (and torch if present).
 
 - ``torch_zip``, ``torchscript``, ``safetensors``, ``keras``, ``h5``: the fixtures under
-  ``tests/fixtures``;
+  ``tests/fixtures`` (for ``h5`` also the tf.keras 2 / Keras 1 / CuDNN files that
+  ``make_keras2_h5.py`` synthesizes);
 - ``torch_legacy``: small state dicts and a training checkpoint saved by torch with
   ``_use_new_zipfile_serialization=False``; without torch, the same stream is assembled from a
   zip fixture's ``data.pkl`` and storages (the layout torch writes, FORMATS.md 1.6);
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 import struct
 import zipfile
@@ -34,13 +36,24 @@ def build_seeds(out: Path) -> dict[str, list[Path]]:
         seeds["torchscript" if script else "torch_zip"].append(p)
     seeds["safetensors"] = sorted(torch_dir.glob("*.safetensors"))
     seeds["keras"] = sorted(keras_dir.glob("*.keras"))
-    seeds["h5"] = sorted(keras_dir.glob("*.h5"))
+    seeds["h5"] = sorted(keras_dir.glob("*.h5")) + _keras2_seeds(out / "keras2")
     seeds["torch_legacy"] = _legacy_seeds(out, seeds["torch_zip"])
     seeds["lfm"] = _lfm_seeds(out, seeds)
     missing = [fmt for fmt, paths in seeds.items() if not paths]
     if missing:
         raise RuntimeError(f"no fuzz seeds for {missing}")
     return seeds
+
+
+def _keras2_seeds(out: Path) -> list[Path]:
+    """tf.keras 2 / Keras 1 / CuDNN layouts, synthesized with h5py (make_keras2_h5.py)."""
+    spec = importlib.util.spec_from_file_location(
+        "make_keras2_h5", FIXTURES / "keras" / "make_keras2_h5.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    paths = module.write_all(out)
+    return [p for kind, p in paths.items() if kind not in ("weights", "json")]
 
 
 def _legacy_seeds(out: Path, zips: list[Path]) -> list[Path]:
