@@ -298,9 +298,10 @@ def _checked_sizes(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Refuse sizes the C engine cannot hold (a spec allows any positive int)."""
     for k, d in enumerate(layers):
         for key in ("input_size", "units", "proj_size"):
-            if not 0 <= d.get(key, 0) <= MAX_DIM:
-                raise WeightsError(f"layer {k} ({d['kind']}): {key} {d[key]} is larger than "
-                                   f"the engine's limit {MAX_DIM}")
+            value = d.get(key) or 0
+            if not 0 <= value <= MAX_DIM:
+                raise WeightsError(f"layer {k} ({d.get('kind')}): {key} {value} is outside "
+                                   f"the engine's limit 1 to {MAX_DIM}")
     return layers
 
 

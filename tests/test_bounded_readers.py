@@ -126,7 +126,7 @@ def test_safetensors_dtype_must_be_a_string(tmp_path: Path) -> None:
 def test_sizes_beyond_the_engine_are_weights_errors() -> None:
     """A spec accepts any positive size; one the C engine cannot hold is a WeightsError, not
     an OverflowError from the C layer."""
-    with pytest.raises(lf.WeightsError, match="larger than the engine's limit 16777216"):
+    with pytest.raises(lf.WeightsError, match="outside the engine's limit 1 to 16777216"):
         _checked_sizes([{"kind": "masking", "input_size": 2**40, "units": 2**40}])
 
 
