@@ -83,10 +83,10 @@ def read_keras_file(source: str, config: Any, keras_version: str | None) -> Mode
         request = {"source": source, "config": config, "keras_version": keras_version,
                    "out": out, "budget": budget, "seconds": seconds}
         if sys.platform.startswith("linux") and threading.active_count() == 1:
-            raw, status = _forked(lambda: _child(request), seconds)
+            raw, code = _forked(lambda: _child(request), seconds)
         else:
-            raw, status = _spawned(request, seconds)
-        message = _message(raw, status, source, seconds, budget)
+            raw, code = _spawned(request, seconds)
+        message = _message(raw, code, source, seconds, budget)
         if message.get("ok") is True:
             try:
                 return load_spec(out)
@@ -137,8 +137,10 @@ def _limit_self(budget: int, seconds: float) -> None:
     except ImportError:  # pragma: no cover - not POSIX: only the parent's timeout applies
         return
     vm = _address_space()
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # a spawned child has used some already
+    cpu = int(usage.ru_utime + usage.ru_stime + seconds) + 2
     limits = [(resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, budget),
-              (resource.RLIMIT_CPU, int(seconds) + 2)]
+              (resource.RLIMIT_CPU, cpu)]
     if vm is not None:
         limits.append((resource.RLIMIT_AS, vm + budget))
     for which, value in limits:
@@ -257,15 +259,15 @@ def _spawned(request: dict[str, Any], seconds: float) -> tuple[bytes | None, int
     return done.stdout[:_MAX_MESSAGE], done.returncode
 
 
-def _message(raw: bytes | None, status: int, source: str, seconds: float,
+def _message(raw: bytes | None, code: int, source: str, seconds: float,
              budget: int) -> dict[str, Any]:
-    if raw is None:
+    if raw is None or (not raw and code == -getattr(signal, "SIGXCPU", -1)):
         raise ModelFileError(f"{source}: reading the Keras file did not finish within "
                              f"{seconds:.0f} s (corrupted HDF5 metadata can make the HDF5 "
                              f"library loop forever); set LSTM_FAST_KERAS_TIMEOUT (seconds) "
                              f"if the file is genuine and very large")
     if not raw:
-        raise ModelFileError(f"{source}: the Keras file reader crashed ({_describe(status)}; "
+        raise ModelFileError(f"{source}: the Keras file reader crashed ({_describe(code)}; "
                              f"it was limited to {budget >> 20} MiB more memory); the file is "
                              f"corrupted")
     message = loads_json(raw, "reader message", source, max_depth=2)
