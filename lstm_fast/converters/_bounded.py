@@ -245,14 +245,21 @@ def _reap(pid: int) -> int:
 
 def _spawned(request: dict[str, Any], seconds: float) -> tuple[bytes | None, int]:
     """Run the read in a fresh interpreter; (its JSON message or None on timeout, exit code)."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    code = "from lstm_fast.converters._bounded import _spawned_main; _spawned_main()"
+    # Import this very lstm_fast package (not another one earlier on the path), without
+    # putting its parent directory (say, site-packages) ahead of the standard library.
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('lstm_fast', "
+            f"{os.path.join(package, '__init__.py')!r}, submodule_search_locations=[{package!r}])\n"
+            "module = importlib.util.module_from_spec(spec)\n"
+            "sys.modules['lstm_fast'] = module\n"
+            "spec.loader.exec_module(module)\n"
+            "from lstm_fast.converters._bounded import _spawned_main\n"
+            "_spawned_main()\n")
     data = json.dumps(request, default=str).encode()
     try:
         done = subprocess.run([sys.executable, "-c", code], input=data,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               timeout=seconds + 5.0, check=False)
     except subprocess.TimeoutExpired:
         return None, 0
