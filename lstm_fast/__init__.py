@@ -10,6 +10,9 @@
 from __future__ import annotations
 
 import os
+import warnings
+
+import numpy as np
 
 from . import _blas
 
@@ -18,6 +21,9 @@ _blas_lib = _blas.load()
 from . import _core  # noqa: E402
 from .converters.torch import from_torch  # noqa: E402
 from .errors import (  # noqa: E402
+    ArgumentError,
+    ArgumentTypeError,
+    ConcurrentUseError,
     CpuFeatureError,
     DTypeError,
     EngineError,
@@ -47,12 +53,13 @@ from .spec import (  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
-    "AffineSpec", "BidirectionalSpec", "CpuFeatureError", "DTypeError", "DenseSpec",
-    "EmbeddingSpec", "EngineError", "FormatVersionError", "GRULayerSpec", "InputError",
-    "LSTMLayerSpec", "LstmFastError", "MaskingSpec", "Model", "ModelFileError", "ModelSpec",
-    "NonFiniteError", "NormalizeSpec", "ShapeError", "SimpleRNNLayerSpec", "Stream",
+    "AffineSpec", "ArgumentError", "ArgumentTypeError", "BidirectionalSpec",
+    "ConcurrentUseError", "CpuFeatureError", "DTypeError", "DenseSpec", "EmbeddingSpec",
+    "EngineError", "FormatVersionError", "GRULayerSpec", "InputError", "LSTMLayerSpec",
+    "LstmFastError", "MaskingSpec", "Model", "ModelFileError", "ModelSpec", "NonFiniteError",
+    "NormalizeSpec", "ShapeError", "SimpleRNNLayerSpec", "Stream",
     "UnsupportedModelError", "WeightsError", "blas_info", "from_keras", "from_torch",
-    "get_num_threads", "load", "set_num_threads",
+    "MAX_THREADS", "get_num_threads", "load", "set_num_threads",
 ]
 
 
@@ -73,9 +80,12 @@ def load(path: str | os.PathLike[str], *, isa: str | None = None) -> Model:
     FormatVersionError
         When the file was written by a newer lstm_fast.
     """
+    from ._untrusted import file_errors
     from .format import load_spec
 
-    return Model(load_spec(path), isa=isa)
+    spec = load_spec(path)
+    with file_errors(os.fspath(path), "model"):
+        return Model(spec, isa=isa)
 
 
 def from_keras(model: object, *, isa: str | None = None) -> Model:
@@ -83,6 +93,10 @@ def from_keras(model: object, *, isa: str | None = None) -> Model:
     from .converters.keras import from_keras as convert
 
     return convert(model, isa=isa)
+
+
+#: Largest thread count :func:`set_num_threads` accepts.
+MAX_THREADS = 1024
 
 
 def set_num_threads(n: int) -> None:
@@ -93,7 +107,24 @@ def set_num_threads(n: int) -> None:
     bidirectional layer run at the same time, and a batch of two or more sequences (without
     lengths or masks) runs as two halves. Results agree across thread counts to float32
     rounding.
+
+    Parameters
+    ----------
+    n : int
+        1 to :data:`MAX_THREADS`.
+
+    Raises
+    ------
+    ArgumentTypeError
+        When ``n`` is not an integer (a bool is not one).
+    ArgumentError
+        When ``n`` is outside 1 to :data:`MAX_THREADS`.
     """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise ArgumentTypeError(f"set_num_threads takes an integer from 1 to {MAX_THREADS}, "
+                                f"got {type(n).__name__}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ArgumentError(f"set_num_threads takes 1 to {MAX_THREADS} threads, got {n}")
     _core.set_threads(int(n))
 
 
@@ -102,8 +133,18 @@ def get_num_threads() -> int:
     return _core.get_threads()
 
 
-if os.environ.get("LSTM_FAST_NUM_THREADS", "").isdigit():
-    set_num_threads(int(os.environ["LSTM_FAST_NUM_THREADS"]))
+def _threads_from_env() -> None:
+    value = os.environ.get("LSTM_FAST_NUM_THREADS", "").strip()
+    if not value:
+        return
+    if value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_THREADS:
+        set_num_threads(int(value))
+    else:
+        warnings.warn(f"LSTM_FAST_NUM_THREADS={value[:20]!r} ignored: expected 1 to "
+                      f"{MAX_THREADS}", RuntimeWarning, stacklevel=2)
+
+
+_threads_from_env()
 
 
 def blas_info() -> dict[str, str]:

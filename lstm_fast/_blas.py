@@ -58,9 +58,9 @@ def load() -> ctypes.CDLL:
     finally:
         if coretype:
             del os.environ["OPENBLAS_CORETYPE"]
-    threads = os.environ.get("LSTM_FAST_NUM_THREADS")
-    if threads is None and "OPENBLAS_NUM_THREADS" not in os.environ:
-        threads = "1"
-    if threads is not None:
-        lib.scipy_openblas_set_num_threads(max(1, int(threads)))
+    threads = os.environ.get("LSTM_FAST_NUM_THREADS", "").strip()
+    if not (threads.isascii() and threads.isdigit() and 1 <= int(threads) <= 1024):
+        threads = "" if "OPENBLAS_NUM_THREADS" in os.environ else "1"  # bad values: warned later
+    if threads:
+        lib.scipy_openblas_set_num_threads(int(threads))
     return lib

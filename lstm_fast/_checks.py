@@ -18,9 +18,18 @@ def _shape_text(shape: tuple[Any, ...]) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def _asarray(a: Any, name: str) -> np.ndarray:
+    if isinstance(a, np.ndarray):
+        return a
+    try:
+        return np.asarray(a)
+    except (TypeError, ValueError) as e:  # ragged nested lists, objects numpy cannot take
+        raise ShapeError(f"{name} is not a rectangular array ({e})") from None
+
+
 def as_float32(a: Any, name: str) -> np.ndarray:
     """Return ``a`` as a float32 array whose rows are unit-stride, copying only when needed."""
-    arr = np.asarray(a) if not isinstance(a, np.ndarray) else a
+    arr = _asarray(a, name)
     if arr.dtype != np.float32:
         if arr.dtype.kind != "f":
             raise DTypeError(
@@ -50,7 +59,7 @@ def check_array(a: Any, name: str, expected: tuple[Any, ...]) -> np.ndarray:
 
 def check_ids(a: Any, name: str, expected: tuple[Any, ...]) -> np.ndarray:
     """Token ids for an Embedding model: integers, converted to int32 (unit inner stride)."""
-    arr = np.asarray(a)
+    arr = _asarray(a, name)
     if arr.dtype.kind not in "iu":
         raise DTypeError(f"{name} has dtype {arr.dtype}; this model starts with an Embedding "
                          f"and takes integer ids")
@@ -71,7 +80,7 @@ def check_ids(a: Any, name: str, expected: tuple[Any, ...]) -> np.ndarray:
 
 def check_lengths(lengths: Any, batch: int) -> np.ndarray:
     """Valid steps per sequence: (B,) integers, as a contiguous int32 array."""
-    arr = np.asarray(lengths)
+    arr = _asarray(lengths, "lengths")
     if arr.dtype.kind not in "iu":
         raise DTypeError(f"lengths has dtype {arr.dtype}; expected integers")
     if arr.shape != (batch,):

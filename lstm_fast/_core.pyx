@@ -8,8 +8,8 @@ from libc.stdint cimport INT32_MAX, int32_t, int64_t, uint32_t
 import numpy as np
 
 from ._checks import check_array, check_ids, check_lengths
-from .errors import (CpuFeatureError, EngineError, InputError, NonFiniteError, ShapeError,
-                     WeightsError)
+from .errors import (ConcurrentUseError, CpuFeatureError, EngineError, InputError,
+                     NonFiniteError, ShapeError, WeightsError)
 
 cnp.import_array()
 
@@ -251,6 +251,7 @@ cdef class CState:
     cdef size_t ws_bytes
     cdef int ws_steps
     cdef object ids_buf
+    cdef int busy
 
     def __cinit__(self, CModel model, int batch):
         self.model = model
@@ -260,6 +261,59 @@ cdef class CState:
 
     def __dealloc__(self):
         lf_state_free(self.ptr)
+
+    # One thread at a time: each public method takes `busy` first (a plain int, tested and set
+    # while holding the GIL, hence atomically) and refuses when another thread holds it, so
+    # the workspace is never replaced, nor the state touched, under another thread's lf_run.
+    cdef int enter(self) except -1:
+        if self.busy:
+            raise ConcurrentUseError(
+                "this Stream is being used by another thread at the same time; a stream "
+                "belongs to one thread at a time (create one stream per thread with "
+                "model.stream(); they may share the model)")
+        self.busy = 1
+        return 0
+
+    def reset(self, indices=None):
+        """Zero all rows' state, or the listed rows'."""
+        self.enter()
+        try:
+            self._reset(indices)
+        finally:
+            self.busy = 0
+
+    def get(self, int k):
+        """State k as (h (B, h_size), c (B, c_size) or None)."""
+        self.enter()
+        try:
+            return self._get(k)
+        finally:
+            self.busy = 0
+
+    def set(self, int k, h_arr, c_arr=None):
+        """Set state k from h (B, h_size) and c (B, c_size) (None for GRU/RNN cells)."""
+        self.enter()
+        try:
+            self._set(k, h_arr, c_arr)
+        finally:
+            self.busy = 0
+
+    def run(self, x, lengths=None, bint check_finite=True):
+        """x: (B, T, I) float32 or (B, T) ids; returns y (B, T, O), or (B, O) for
+        return-last models."""
+        self.enter()
+        try:
+            return self._chunk(x, lengths, check_finite)
+        finally:
+            self.busy = 0
+
+    def step(self, x, bint check_finite=True):
+        """x: (B, I) float32 or (B,) ids; returns y (B, O)."""
+        self.enter()
+        try:
+            return self._step(x, check_finite)
+        finally:
+            self.busy = 0
 
     cdef int reserve(self, int steps) except -1:
         cdef size_t need
@@ -274,12 +328,15 @@ cdef class CState:
         self.ws_steps = steps
         return 0
 
-    def reset(self, indices=None):
+    cdef object _reset(self, object indices):
         cdef int32_t[::1] idx
         if indices is None:
             check(lf_state_reset(self.ptr, NULL, 0), "reset")
             return
-        arr = np.asarray(indices)
+        try:
+            arr = np.asarray(indices)
+        except (TypeError, ValueError):
+            raise InputError(f"reset indices must be a list of integers, got {indices!r}") from None
         if arr.dtype.kind not in "iu" and arr.size:
             raise InputError(f"reset indices must be integers, got {indices!r}")
         if arr.size and (arr.min() < 0 or arr.max() >= self.batch):
@@ -295,7 +352,7 @@ cdef class CState:
             raise IndexError(f"recurrent state {k} out of range")
         return self.model.state_sizes[k]
 
-    def get(self, int k):
+    cdef object _get(self, int k):
         """State k as (h (B, h_size), c (B, c_size) or None)."""
         cdef int hs, cs
         hs, cs = self.sizes(k)
@@ -304,7 +361,7 @@ cdef class CState:
         check(lf_state_get(self.ptr, k, &h[0, 0], &c[0, 0]), "reading the state")
         return h.base, (c.base if cs else None)
 
-    def set(self, int k, h_arr, c_arr=None):
+    cdef object _set(self, int k, object h_arr, object c_arr):
         cdef int hs, cs
         hs, cs = self.sizes(k)
         cdef const float[:, ::1] h = np.ascontiguousarray(h_arr, dtype=np.float32)
@@ -319,7 +376,7 @@ cdef class CState:
             cp = &c[0, 0]
         check(lf_state_set(self.ptr, k, &h[0, 0], cp), "setting the state")
 
-    def run(self, x, lengths=None, bint check_finite=True):
+    cdef object _chunk(self, object x, object lengths, bint check_finite):
         """x: (B, T, I) float32 or (B, T) ids; returns y (B, T, O), or (B, O) for
         return-last models."""
         cdef cnp.ndarray xa = x if type(x) is cnp.ndarray else None
@@ -337,7 +394,7 @@ cdef class CState:
             raise ShapeError(f"x has {T} steps; at most {MAX_DIM} per call")
         return self._run(xa, <int>T, True, lengths, check_finite)
 
-    def step(self, x, bint check_finite=True):
+    cdef object _step(self, object x, bint check_finite):
         """x: (B, I) float32 or (B,) ids; returns y (B, O)."""
         cdef cnp.ndarray xa = x if type(x) is cnp.ndarray else None
         if self.model.takes_ids:

@@ -131,8 +131,8 @@ def detect_framework(path: str) -> str:
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
-        except zipfile.BadZipFile:
-            raise LstmFastError(f"{path}: a damaged zip file (truncated?)") from None
+        except Exception:  # noqa: BLE001 - a damaged zip: the reader says what is wrong
+            return "keras" if path.endswith(".keras") else "torch"
         if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
             return "keras"
         return "torch"
@@ -337,8 +337,22 @@ def main(argv: list[str] | None = None) -> int:
         run_demo(args.chars, args.temperature, args.seed)
         return 0
     except (LstmFastError, ValueError, OSError) as e:
-        print(f"lstm-fast: error: {e}", file=sys.stderr)
+        print(f"lstm-fast: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("lstm-fast: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if os.environ.get("LSTM_FAST_DEBUG"):
+            raise
+        print(f"lstm-fast: internal error ({type(e).__name__}: {_one_line(e)}); please report "
+              f"it (LSTM_FAST_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 70
+
+
+def _one_line(e: BaseException, limit: int = 2000) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 if __name__ == "__main__":

@@ -43,6 +43,23 @@ class FormatVersionError(ModelFileError):
     """The model file was written by a newer lstm_fast (its format version is unknown)."""
 
 
+class ArgumentError(LstmFastError, ValueError):
+    """A parameter of a public function (not an input array) is outside its accepted range: a
+    thread count, an instruction set name, a converter option. The message states the range."""
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """A parameter of a public function has the wrong type (e.g. a bool where a count belongs)."""
+
+
+class ConcurrentUseError(LstmFastError, RuntimeError):
+    """One :class:`~lstm_fast.Stream` was used by two threads at once.
+
+    A stream belongs to one thread at a time (make one stream per thread; they may share the
+    model). The call that found the stream busy is refused; the other call is unaffected.
+    """
+
+
 class CpuFeatureError(LstmFastError, RuntimeError):
     """A requested instruction set (``isa=``/``LSTM_FAST_ISA``) is not available on this CPU."""
 

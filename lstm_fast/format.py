@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 from typing import Any
 
 import numpy as np
 
 from . import safetensors
+from ._untrusted import loads_json, short
 from .errors import FormatVersionError, LstmFastError, ModelFileError
 from .quantize import WEIGHT_FIELDS, widen
 from .spec import (
@@ -50,6 +52,8 @@ from .spec import (
 
 FORMAT = "lstm_fast.model"
 FORMAT_VERSION = 2
+#: Nesting limit of the model description JSON (ours nests 6 levels).
+MAX_MODEL_DEPTH = 16
 
 # Per kind: the spec class, its tensor fields, and its option fields with their types.
 _CELL_OPTIONS = {"activation": str, "return_sequences": bool, "go_backwards": bool}
@@ -126,30 +130,34 @@ def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
                              f"the lstm_fast header); convert checkpoints with `lstm-fast "
                              f"convert`")
     version = meta.get("format_version", "")
-    if not version.isdigit():
-        raise ModelFileError(f"{path}: invalid format_version {version!r}")
+    if not (version.isascii() and version.isdigit() and len(version) < 10):
+        raise ModelFileError(f"{path}: invalid format_version {version[:20]!r}")
     if int(version) > FORMAT_VERSION:
         raise FormatVersionError(f"{path}: written with model format version {version}, this "
                                  f"lstm_fast reads versions up to {FORMAT_VERSION}; upgrade "
                                  f"lstm_fast")
+    model = loads_json(meta.get("model", ""), "model description", path,
+                       max_depth=MAX_MODEL_DEPTH)
     try:
-        model = json.loads(meta.get("model", ""))
         return _spec_from_json(model, tensors, path)
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
-        if isinstance(e, LstmFastError) and not isinstance(e, ModelFileError):
-            raise ModelFileError(f"{path}: invalid model: {e}") from None
-        if isinstance(e, ModelFileError):
-            raise
+    except ModelFileError:
+        raise
+    except LstmFastError as e:
+        raise ModelFileError(f"{path}: invalid model: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a description of the right depth but odd content
         raise ModelFileError(f"{path}: corrupted model description ({type(e).__name__}: "
-                             f"{e})") from None
+                             f"{short(e)})") from None
 
 
 def _spec_from_json(model: Any, tensors: dict[str, np.ndarray], path: str) -> ModelSpec:
     if not isinstance(model, dict) or not isinstance(model.get("layers"), list):
         raise ModelFileError(f"{path}: the model description has no layer list")
-    if model.get("spec_version") != SPEC_VERSION:
-        raise FormatVersionError(f"{path}: spec version {model.get('spec_version')!r} is not "
+    version = model.get("spec_version")
+    if type(version) is int and version > SPEC_VERSION:
+        raise FormatVersionError(f"{path}: spec version {version} is newer than "
                                  f"{SPEC_VERSION}; upgrade lstm_fast")
+    if version != SPEC_VERSION:
+        raise ModelFileError(f"{path}: invalid spec version {reprlib.repr(version)}")
     used: set[str] = set()
     wdt = model.get("weights_dtype", "fp32")
     if wdt not in WEIGHT_DTYPES:
@@ -172,20 +180,21 @@ def _spec_from_json(model: Any, tensors: dict[str, np.ndarray], path: str) -> Mo
 
 
 def _layer_from_json(entry: Any, k: str, tensors: dict[str, np.ndarray], used: set[str],
-                     path: str, wdt: str = "fp32") -> Any:
+                     path: str, wdt: str = "fp32", outer: bool = True) -> Any:
     if isinstance(entry, dict) and entry.get("kind") == "bidirectional":
         merge = entry.get("merge_mode")
-        if not isinstance(merge, str):
-            raise ModelFileError(f"{path}: layer {k} (bidirectional): invalid merge_mode")
-        inner = [_layer_from_json(entry.get(d), f"{k}.{d}", tensors, used, path, wdt)
+        if not isinstance(merge, str) or not outer:
+            raise ModelFileError(f"{path}: layer {k} (bidirectional): invalid merge_mode or "
+                                 f"nesting")
+        inner = [_layer_from_json(entry.get(d), f"{k}.{d}", tensors, used, path, wdt, False)
                  for d in ("forward", "backward")]
         try:
             return BidirectionalSpec(inner[0], inner[1], merge)
         except LstmFastError as e:
             raise ModelFileError(f"{path}: layer {k} (bidirectional): {e}") from None
-    if not isinstance(entry, dict) or entry.get("kind") not in _KINDS:
-        raise ModelFileError(f"{path}: layer {k} has an unknown kind "
-                             f"{entry.get('kind') if isinstance(entry, dict) else entry!r}")
+    kind = entry.get("kind") if isinstance(entry, dict) else None
+    if not isinstance(kind, str) or kind not in _KINDS:
+        raise ModelFileError(f"{path}: layer {k} has an unknown kind {str(kind)[:40]!r}")
     cls, array_fields, option_fields = _KINDS[entry["kind"]]
     kwargs: dict[str, Any] = {}
     for name, typ in option_fields.items():
@@ -194,14 +203,14 @@ def _layer_from_json(entry: Any, k: str, tensors: dict[str, np.ndarray], used: s
             value = float(value)
         if type(value) is not typ:
             raise ModelFileError(f"{path}: layer {k} ({entry['kind']}): option {name!r} "
-                                 f"must be {typ.__name__}, got {value!r}")
+                                 f"must be {typ.__name__}, got {reprlib.repr(value)}")
         kwargs[name] = value
     names = entry.get("tensors")
     if not isinstance(names, dict) or not set(names) <= set(array_fields):
-        raise ModelFileError(f"{path}: layer {k}: invalid tensor list {names!r}")
+        raise ModelFileError(f"{path}: layer {k}: invalid tensor list {reprlib.repr(names)}")
     for name, key in names.items():
-        if key not in tensors:
-            raise ModelFileError(f"{path}: layer {k}: tensor {key!r} is missing")
+        if not isinstance(key, str) or key not in tensors:
+            raise ModelFileError(f"{path}: layer {k}: tensor {reprlib.repr(key)} is missing")
         arr = tensors[key]
         # narrow weights: F16 for fp16; BF16 arrives widened to float32 by the reader
         if wdt == "fp16" and name in WEIGHT_FIELDS.get(entry["kind"], ()):

@@ -10,8 +10,14 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_array, check_ids
-from ._core import CModel, CState
-from .errors import ShapeError, UnsupportedModelError, WeightsError
+from ._core import MAX_DIM, CModel, CState
+from .errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    ShapeError,
+    UnsupportedModelError,
+    WeightsError,
+)
 from .spec import (
     AffineSpec,
     BidirectionalSpec,
@@ -50,13 +56,11 @@ class Model:
     """
 
     def __init__(self, spec: ModelSpec, *, isa: str | None = None) -> None:
-        isa = (isa or os.environ.get("LSTM_FAST_ISA") or "auto").lower()
-        if isa not in ("auto", "avx512", "avx2", "portable"):
-            raise ValueError(f"isa must be auto, avx512, avx2 or portable, got {isa!r}")
+        isa = _isa_name(isa)
         if not isinstance(spec, ModelSpec):
-            raise TypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
+            raise ArgumentTypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
         self._spec = spec
-        self._c = CModel(_layer_dicts(spec), isa)
+        self._c = CModel(_checked_sizes(_layer_dicts(spec)), isa)
 
     @classmethod
     def from_lstm_weights(
@@ -238,9 +242,10 @@ class Model:
             x = check_ids(x, "ids", ("B", "T"))
         else:
             x = check_array(x, "x", ("B", "T", self.input_size))
-        if x.shape[0] < 1:
+        if not 1 <= x.shape[0] <= MAX_DIM:
             want = "(B, T)" if self.takes_ids else "(B, T, I)"
-            raise ShapeError(f"x has batch size 0; expected {want} with B >= 1")
+            raise ShapeError(f"x has batch size {x.shape[0]}; expected {want} with "
+                             f"1 <= B <= {MAX_DIM}")
         state = CState(self._c, x.shape[0])
         if initial_state is not None:
             _set_state(state, self, initial_state)
@@ -255,6 +260,8 @@ class Model:
         UnsupportedModelError
             When a layer needs the whole sequence (Bidirectional, ``go_backwards``): use
             :meth:`predict`.
+        ShapeError
+            When ``batch`` is not an integer from 1 to 2**24 (a bool is not one).
         """
         if not self._spec.streamable:
             raise UnsupportedModelError(
@@ -268,12 +275,16 @@ class Stream:
     """Stateful inference: the state after each call is the start of the next.
 
     A stream belongs to one thread at a time; make one stream per thread (they may share the
-    model). Create with :meth:`Model.stream`.
+    model). A call made while another thread is inside a call on the same stream raises
+    :class:`~lstm_fast.errors.ConcurrentUseError` and changes nothing. Create with
+    :meth:`Model.stream`.
     """
 
     def __init__(self, model: Model, batch: int = 1) -> None:
-        if not isinstance(batch, (int, np.integer)) or batch < 1:
-            raise ShapeError(f"batch must be a positive integer, got {batch!r}")
+        if (isinstance(batch, bool) or not isinstance(batch, (int, np.integer))
+                or not 1 <= batch <= MAX_DIM):
+            raise ShapeError(f"batch must be a positive integer (1 to {MAX_DIM}), got "
+                             f"{batch!r}")
         self._model = model
         self._c = CState(model._c, int(batch))
 
@@ -307,6 +318,34 @@ class Stream:
     @state.setter
     def state(self, value: State) -> None:
         _set_state(self._c, self._model, value)
+
+
+#: Instruction sets ``isa=`` accepts.
+ISAS = ("auto", "avx512", "avx2", "portable")
+
+
+def _isa_name(isa: object) -> str:
+    """``isa`` (None: ``$LSTM_FAST_ISA`` or auto) checked and lower-cased."""
+    where = "isa"
+    if isa is None:
+        isa, where = os.environ.get("LSTM_FAST_ISA") or "auto", "LSTM_FAST_ISA"
+    if not isinstance(isa, str):
+        raise ArgumentTypeError(f"isa must be a str ({', '.join(ISAS)}), got "
+                                f"{type(isa).__name__}")
+    if isa.lower() not in ISAS:
+        raise ArgumentError(f"{where} must be auto, avx512, avx2 or portable, got {isa!r}")
+    return isa.lower()
+
+
+def _checked_sizes(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Refuse sizes the C engine cannot hold (a spec allows any positive int)."""
+    for k, d in enumerate(layers):
+        for key in ("input_size", "units", "proj_size"):
+            value = d.get(key) or 0
+            if not 0 <= value <= MAX_DIM:
+                raise WeightsError(f"layer {k} ({d.get('kind')}): {key} {value} is outside "
+                                   f"the engine's limit 1 to {MAX_DIM}")
+    return layers
 
 
 def _cell_arrays(L: CellSpec, suffix: str = "") -> dict[str, Any]:

@@ -20,9 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from ._untrusted import loads_json
 from .errors import ModelFileError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+#: Nesting limit of the header JSON (a valid header nests 3 levels).
+MAX_DEPTH = 8
 
 _DTYPES = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
@@ -98,10 +101,8 @@ def parse(buf: Any, path: str = "<bytes>") -> tuple[dict[str, np.ndarray], dict[
     if n > MAX_HEADER_BYTES or 8 + n > len(view):
         raise ModelFileError(f"{path}: header length {n} does not fit the file "
                              f"({len(view)} bytes); the file is truncated or not safetensors")
-    try:
-        header = json.loads(bytes(view[8:8 + n]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ModelFileError(f"{path}: corrupted header JSON ({e})") from None
+    header = loads_json(bytes(view[8:8 + n]), "header JSON", path, max_depth=MAX_DEPTH,
+                        max_bytes=MAX_HEADER_BYTES)
     if not isinstance(header, dict):
         raise ModelFileError(f"{path}: header must be a JSON object")
     meta = header.pop("__metadata__", None) or {}
@@ -118,7 +119,8 @@ def _tensor(data: memoryview, name: str, info: Any, path: str) -> np.ndarray:
     where = f"{path}: tensor {name!r}"
     if not isinstance(info, dict):
         raise ModelFileError(f"{where}: entry must be an object")
-    dtype = _DTYPES.get(info.get("dtype"))  # type: ignore[arg-type]
+    code = info.get("dtype")
+    dtype = _DTYPES.get(code) if isinstance(code, str) else None
     shape, offsets = info.get("shape"), info.get("data_offsets")
     if dtype is None:
         raise ModelFileError(f"{where}: unsupported dtype {info.get('dtype')!r}")
@@ -137,7 +139,7 @@ def _tensor(data: memoryview, name: str, info: Any, path: str) -> np.ndarray:
         raise ModelFileError(f"{where}: shape {shape} needs {count * dtype.itemsize} bytes, "
                              f"data_offsets give {end - begin}")
     arr = np.frombuffer(data[begin:end], dtype=dtype).reshape(shape)
-    if info["dtype"] == "BF16":
+    if code == "BF16":
         wide = arr.astype(np.uint32)
         wide <<= 16
         arr = wide.view(np.float32)

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ModelFileError, UnsupportedModelError, WeightsError
+from .._untrusted import converter_errors
+from ..errors import ArgumentTypeError, ModelFileError, UnsupportedModelError, WeightsError
 from ..spec import (
     CELL_ACTIVATIONS,
     DENSE_ACTIVATIONS,
@@ -67,6 +68,7 @@ from .keras_file import (
     _arch_from_config,
     _as_ref,
     _by_suffix,
+    _config_arg,
     _Ctx,
     _Entry,
     _open_keras_file,
@@ -873,6 +875,7 @@ def _bidirectional(ctx: _Ctx, arch: _Arch, e: _Entry, st: _State, weights: Weigh
 # Public API
 # --------------------------------------------------------------------------------------------
 
+@converter_errors
 def spec_from_keras_file(path: str | os.PathLike[str], *, config: Any = None,
                          keras_version: str | None = None) -> ModelSpec:
     """Read a Keras model file into a :class:`ModelSpec` (needs ``h5py``, not ``keras``).
@@ -897,14 +900,39 @@ def spec_from_keras_file(path: str | os.PathLike[str], *, config: Any = None,
         With ``mask_semantics="keras"``, ``stateful`` set for ``stateful=True`` models, and
         metadata ``source_framework``, ``keras_version``, ``source``, ``backend``, ``format``.
 
+    Notes
+    -----
+    The file is read in a child process with a time and memory limit (HDF5 can loop forever
+    or allocate gigabytes on corrupted metadata); see ``docs/security.md``.
+
     Raises
     ------
     UnsupportedModelError
         A layer or option lstm_fast does not run; the message names the layer, its class, the
         option and the file.
     ModelFileError
-        The file is not a Keras model, is corrupted, or its weights do not match its config.
+        The file is not a Keras model, is corrupted or hostile (including a read that crashes
+        or exceeds its time or memory limit), or its weights do not match its config.
+    ArgumentTypeError
+        ``config`` or ``keras_version`` has the wrong type.
+    OSError
+        ``path`` cannot be opened.
     """
+    from ._bounded import read_keras_file
+
+    source = os.fspath(path)
+    if keras_version is not None and not isinstance(keras_version, str):
+        raise ArgumentTypeError(f"keras_version must be a str such as '2.15.0', got "
+                                f"{type(keras_version).__name__}")
+    with open(source, "rb"):  # a missing or unreadable path is an OSError, as for open()
+        pass
+    cfg = _config_arg(config, source)
+    return read_keras_file(source, cfg, keras_version)  # HDF5 is read in a bounded child
+
+
+def _spec_from_keras_file_here(path: str, config: Any, keras_version: str | None
+                               ) -> ModelSpec:
+    """:func:`spec_from_keras_file` in this process (no time or memory bound)."""
     with _open_keras_file(path, config, keras_version) as (ctx, arch, weights):
         return _convert(ctx, arch, weights)
 

@@ -29,10 +29,8 @@ What the layers mean (classes, options, weight layouts) is decided in
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
-import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFileError, UnsupportedModelError
+from .._untrusted import loads_json
+from ..errors import ArgumentTypeError, ModelFileError, UnsupportedModelError
+from ._zip import SafeZip
 
 #: Recurrent layer classes by kind (cuDNN and Keras 2 V1/V2 variants included).
 _LSTM_CLASSES = frozenset({"LSTM", "CuDNNLSTM", "LSTMV1", "LSTMV2"})
@@ -55,6 +55,8 @@ _MASK_OPS = frozenset({"NotEqual", "Any"})
 #: Config keys of a layer call that we understand (any other call argument is refused).
 _CALL_KWARGS = frozenset({"training", "mask", "initial_state"})
 _MAX_JSON_BYTES = 64 << 20
+#: Largest ``model.weights.h5`` read from a ``.keras`` zip.
+MAX_WEIGHTS_BYTES = 1 << 36
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,12 +173,7 @@ def _read_dataset(ds: Any, source: str) -> np.ndarray:
 
 
 def _load_json(text: str | bytes, what: str, source: str) -> Any:
-    if len(text) > _MAX_JSON_BYTES:
-        raise ModelFileError(f"{source}: {what} is larger than {_MAX_JSON_BYTES} bytes")
-    try:
-        return json.loads(text)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{source}: {what} is not valid JSON ({e})") from None
+    return loads_json(text, what, source, max_bytes=_MAX_JSON_BYTES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -552,8 +549,8 @@ def _config_arg(config: Any, source: str) -> Any:
         with open(os.fspath(config), "rb") as fh:
             text = fh.read(_MAX_JSON_BYTES + 1)
     except TypeError:
-        raise TypeError(f"config must be a dict, a JSON string or a path, got "
-                        f"{type(config).__name__}") from None
+        raise ArgumentTypeError(f"config must be a dict, a JSON string or a path, got "
+                                f"{type(config).__name__}") from None
     return _load_json(text, f"config file {os.fspath(config)}", source)
 
 
@@ -592,23 +589,21 @@ def _open_zip(source: str, cfg: Any, keras_version: str | None) -> Iterator[_Ope
     """A ``.keras`` zip: its config (unless given), version and ``model.weights.h5``."""
     import h5py
 
-    try:
-        with zipfile.ZipFile(source) as z:
-            names = set(z.namelist())
-            if "model.weights.h5" not in names:
-                extra = " (sharded weights are not supported)" if any(
-                    n.endswith(".weights.json") for n in names) else ""
-                raise ModelFileError(f"{source}: the .keras zip has no model.weights.h5{extra}")
-            meta: dict[str, Any] = {}
-            if "metadata.json" in names:
-                meta = _load_json(z.read("metadata.json"), "metadata.json", source) or {}
-            if cfg is None:
-                if "config.json" not in names:
-                    raise ModelFileError(f"{source}: the .keras zip has no config.json")
-                cfg = _load_json(z.read("config.json"), "config.json", source)
-            blob = z.read("model.weights.h5")
-    except zipfile.BadZipFile as err:
-        raise ModelFileError(f"{source}: corrupted .keras zip ({err})") from None
+    with SafeZip(source, source) as z:
+        names = set(z.names)
+        if "model.weights.h5" not in names:
+            extra = " (sharded weights are not supported)" if any(
+                n.endswith(".weights.json") for n in names) else ""
+            raise ModelFileError(f"{source}: the .keras zip has no model.weights.h5{extra}")
+        meta: Any = {}
+        if "metadata.json" in names:
+            meta = _load_json(z.read("metadata.json", _MAX_JSON_BYTES), "metadata.json",
+                              source) or {}
+        if cfg is None:
+            if "config.json" not in names:
+                raise ModelFileError(f"{source}: the .keras zip has no config.json")
+            cfg = _load_json(z.read("config.json", _MAX_JSON_BYTES), "config.json", source)
+        blob = z.read("model.weights.h5", MAX_WEIGHTS_BYTES)
     version = keras_version or (str(meta["keras_version"]) if isinstance(meta, dict)
                                 and meta.get("keras_version") else None)
     try:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._untrusted import converter_errors
 from ..errors import UnsupportedModelError, WeightsError
 from ..spec import (
     DENSE_ACTIVATIONS,
@@ -466,6 +467,7 @@ def read_checkpoint(path: str | os.PathLike[str], key: str | None = None
     return read_state_dict(path, key=key)
 
 
+@converter_errors
 def spec_from_torch_file(
     path: str | os.PathLike[str],
     *,

@@ -33,16 +33,18 @@ import os
 import pickle
 import pickletools
 import re
+import reprlib
 import struct
 import sys
-import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
+from .._untrusted import converter_errors
 from ..errors import LstmFastError, ModelFileError, UnsupportedModelError
+from ._zip import SafeZip
 
 __all__ = ["load_torch_checkpoint", "read_state_dict"]
 
@@ -53,7 +55,10 @@ _LEGACY_PROTOCOL_VERSION = 1001
 
 #: Largest pickle we decompress (torch stores pickles uncompressed, so this is generous).
 MAX_PICKLE_BYTES = 1 << 30
+#: A deflated data.pkl may expand at most this much (torch stores it uncompressed).
+_MAX_PICKLE_RATIO = 16
 _MAX_NDIM = 64
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 _MAX_CODE_BYTES = 64 << 20
 
 _STATE_DICT_HINT = ("this file is a whole pickled module (torch.save(model, path)); reading it "
@@ -249,7 +254,7 @@ class _Unpickler(pickle.Unpickler):
         if kind == "module" and self._legacy:
             raise _ForbiddenGlobal("torch.nn.Module source (legacy whole-module pickle)")
         if kind != "storage" or len(pid) not in (5, 6):
-            raise pickle.UnpicklingError(f"unknown persistent id kind {kind!r}")
+            raise pickle.UnpicklingError(f"unknown persistent id kind {_brief(kind)}")
         stype, key, _location, numel = pid[1:5]
         if not isinstance(stype, _StorageType):
             raise pickle.UnpicklingError("storage persistent id without a storage class")
@@ -430,12 +435,21 @@ def _unpickle(data: bytes | io.BytesIO, where: str, *, script: bool = False,
     # Walk the opcodes first (pure parsing, nothing is built): it rejects corrupt streams and
     # length fields larger than the data before the C unpickler would allocate them
     # (BINBYTES8/BYTEARRAY8 allocate their claimed size before reading).
+    # The C unpickler also grows its memo array to the largest PUT index it meets, so an index
+    # of 2**31 in a 1 KB pickle would allocate gigabytes: indices must stay below the number
+    # of opcodes (a real pickle numbers its memo entries 0, 1, 2, ...).
+    ops = top = 0
     try:
-        for _ in pickletools.genops(stream):
-            pass
+        for op, arg, _pos in pickletools.genops(stream):
+            ops += 1
+            if op.name in _MEMO_PUTS and isinstance(arg, int):
+                top = max(top, arg)
     except Exception as e:  # noqa: BLE001 - any parse failure means a corrupt pickle
         raise ModelFileError(f"{where}: corrupted pickle data ({type(e).__name__}: "
                              f"{_short(e)})") from None
+    if top >= ops:
+        raise ModelFileError(f"{where}: corrupted pickle data (memo index {top} in a pickle of "
+                             f"{ops} opcodes)")
     stream.seek(start)
     unpickler = _Unpickler(stream, script=script, legacy=legacy)
     try:
@@ -448,6 +462,11 @@ def _unpickle(data: bytes | io.BytesIO, where: str, *, script: bool = False,
     except Exception as e:  # noqa: BLE001 - any failure of a corrupt pickle is a file error
         raise ModelFileError(f"{where}: corrupted pickle data ({type(e).__name__}: "
                              f"{_short(e)})") from None
+
+
+def _brief(value: object) -> str:
+    """A short repr of a value taken from the file (long strings are cut)."""
+    return reprlib.repr(value)
 
 
 def _short(e: BaseException) -> str:
@@ -546,18 +565,19 @@ class _Materializer:
         if (not _is_int(offset) or not isinstance(size, tuple) or not isinstance(stride, tuple)
                 or len(size) != len(stride) or len(size) > _MAX_NDIM
                 or not all(_is_int(v) for v in size + stride)):
-            raise ModelFileError(f"{where}: malformed tensor geometry (offset {offset!r}, "
-                                 f"size {size!r}, stride {stride!r})")
+            raise ModelFileError(f"{where}: malformed tensor geometry (offset {_brief(offset)}, "
+                                 f"size {_brief(size)}, stride {_brief(stride)})")
         if offset < 0 or any(v < 0 for v in size) or any(v < 0 for v in stride):
             raise ModelFileError(f"{where}: negative tensor offset, size or stride "
-                                 f"(offset {offset}, size {size}, stride {stride})")
+                                 f"(offset {offset}, size {_brief(size)}, stride {_brief(stride)})")
         count = 1
         for v in size:
             count *= v
         out_item = 4 if (is_bf16 or (dtype.kind == "f" and item == 2)) else item
         if count * out_item > self.budget:
-            raise ModelFileError(f"{where}: a tensor of size {size} needs {count * out_item} "
-                                 f"bytes, more than the file could hold; the file is corrupt")
+            raise ModelFileError(f"{where}: a tensor of size {_brief(size)} needs "
+                                 f"{count * out_item} bytes, more than the file could hold; "
+                                 f"the file is corrupt")
         self.budget -= count * out_item
         widen = is_bf16 or (dtype.kind == "f" and item == 2)
         if count == 0:
@@ -567,8 +587,8 @@ class _Materializer:
         last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
         if last >= numel:
             raise ModelFileError(
-                f"{where}: tensor (offset {offset}, size {size}, stride {stride}) reaches "
-                f"element {last} of storage {storage.key!r}, which holds {numel}")
+                f"{where}: tensor (offset {offset}, size {_brief(size)}, stride {_brief(stride)}) "
+                f"reaches element {last} of storage {_brief(storage.key)}, which holds {numel}")
         raw = self.storage_bytes(storage)
         base = np.frombuffer(raw, dtype=dtype, count=numel,
                              offset=storage.offset * storage.type.np_dtype.itemsize)
@@ -598,33 +618,6 @@ def _budget(file_size: int) -> int:
     return 4 * file_size + (64 << 20)
 
 
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, where: str) -> bytes:
-    if info.header_offset + info.compress_size > _archive_size(zf):
-        raise ModelFileError(f"{where}: entry {info.filename!r} extends past the end of the "
-                             f"file; the file is truncated or corrupted")
-    if info.compress_type == zipfile.ZIP_STORED:
-        if info.file_size != info.compress_size:
-            raise ModelFileError(f"{where}: entry {info.filename!r} has inconsistent sizes")
-    elif info.compress_type != zipfile.ZIP_DEFLATED:
-        raise ModelFileError(f"{where}: entry {info.filename!r} uses an unsupported "
-                             f"compression method ({info.compress_type})")
-    if info.file_size > limit or info.file_size > 1100 * max(info.compress_size, 1) + 1024:
-        raise ModelFileError(f"{where}: entry {info.filename!r} claims {info.file_size} bytes, "
-                             f"more than the file can hold; the file is corrupt")
-    with zf.open(info) as f:
-        data = f.read(info.file_size + 1)
-    if len(data) != info.file_size:
-        raise ModelFileError(f"{where}: entry {info.filename!r} is truncated")
-    return data
-
-
-def _archive_size(zf: zipfile.ZipFile) -> int:
-    fp = zf.fp
-    if fp is None:
-        raise ModelFileError("zip archive is closed")
-    return os.fstat(fp.fileno()).st_size
-
-
 def _find_pickle(names: list[str], where: str) -> str:
     top = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
     if len(top) == 1:
@@ -647,41 +640,37 @@ def _find_pickle(names: list[str], where: str) -> str:
 
 def _load_zip(path: str, file_size: int) -> Any:
     where = path
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as e:
-        raise ModelFileError(f"{where}: not a readable zip archive ({e}); the file is truncated "
-                             f"or corrupted") from None
-    with zf:
-        infos = {i.filename: i for i in zf.infolist()}
-        pkl = _find_pickle(list(infos), where)
+    with SafeZip(path, where) as z:
+        infos = z.infos
+        pkl = _find_pickle(z.names, where)
         prefix = pkl[: -len("data.pkl")]
         big_endian = False
         if prefix + "byteorder" in infos:
-            order = _read_member(zf, infos[prefix + "byteorder"], 64, where).strip()
+            order = z.read(prefix + "byteorder", 64).strip()
             if order not in (b"little", b"big"):
                 raise ModelFileError(f"{where}: unknown byteorder {order[:20]!r}")
             big_endian = order == b"big"
         script = prefix + "constants.pkl" in infos or any(
             n.startswith(prefix + "code/") for n in infos)
-        data = _read_member(zf, infos[pkl], min(MAX_PICKLE_BYTES, 1100 * file_size), where)
+        data = z.read(pkl, min(MAX_PICKLE_BYTES, max(file_size, _MAX_PICKLE_RATIO * file_size)))
         obj, unpickler = _unpickle(data, f"{where} ({pkl})", script=script)
         cache: dict[str, bytes] = {}
 
         def storage_bytes(ref: _StorageRef) -> memoryview:
             raw = cache.get(ref.key)
             if raw is None:
-                info = infos.get(f"{prefix}data/{ref.key}")
+                name = f"{prefix}data/{ref.key}"
+                info = infos.get(name)
                 if info is None or "/" in ref.key or ref.key in (".", ".."):
-                    raise ModelFileError(f"{where}: storage {ref.key!r} has no entry "
-                                         f"{prefix}data/{ref.key}; the file is incomplete")
+                    raise ModelFileError(f"{where}: storage {_brief(ref.key)} has no entry "
+                                         f"{_brief(name)}; the file is incomplete")
                 full = unpickler.storages.get(ref.key, ref)
                 need = full.numel * full.type.np_dtype.itemsize
                 if need > info.file_size:
                     raise ModelFileError(
-                        f"{where}: storage {ref.key!r} claims {full.numel} elements "
+                        f"{where}: storage {_brief(ref.key)} claims {full.numel} elements "
                         f"({need} bytes) but its entry holds only {info.file_size} bytes")
-                raw = _read_member(zf, info, info.file_size, where)
+                raw = z.read(name, info.file_size)
                 cache[ref.key] = raw
             return memoryview(raw)
 
@@ -691,11 +680,11 @@ def _load_zip(path: str, file_size: int) -> Any:
             need = ref.numel * ref.type.np_dtype.itemsize
             if info is not None and need > info.file_size:
                 raise ModelFileError(
-                    f"{where}: storage {ref.key!r} claims {ref.numel} elements ({need} bytes) "
-                    f"but its entry holds only {info.file_size} bytes")
+                    f"{where}: storage {_brief(ref.key)} claims {ref.numel} elements ({need} "
+                    f"bytes) but its entry holds only {info.file_size} bytes")
         result = _Materializer(where, storage_bytes, _budget(file_size), big_endian)(obj)
         if script:
-            return _script_state_dict(result, _script_classes(zf, infos, prefix, where), where)
+            return _script_state_dict(result, _script_classes(z, prefix), where)
         return result
 
 
@@ -707,7 +696,7 @@ def _load_legacy(path: str, data: bytes) -> Any:
         raise ModelFileError(f"{where}: invalid legacy torch magic number")
     version, _ = _unpickle(f, where)
     if version != _LEGACY_PROTOCOL_VERSION:
-        raise ModelFileError(f"{where}: unknown legacy torch protocol version {version!r}")
+        raise ModelFileError(f"{where}: unknown legacy torch protocol version {_brief(version)}")
     sys_info, _ = _unpickle(f, where)
     little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True) is not False
     obj, unpickler = _unpickle(f, where, legacy=True)
@@ -719,13 +708,13 @@ def _load_legacy(path: str, data: bytes) -> Any:
     for key in keys:
         ref = unpickler.storages.get(key)
         if ref is None:
-            raise ModelFileError(f"{where}: legacy storage {key!r} is not used by any tensor")
+            raise ModelFileError(f"{where}: legacy storage {_brief(key)} is not used by any tensor")
         if pos + 8 > len(data):
-            raise ModelFileError(f"{where}: truncated legacy file (storage {key!r} missing)")
+            raise ModelFileError(f"{where}: truncated legacy file (storage {_brief(key)} missing)")
         (numel,) = struct.unpack("<q" if little else ">q", data[pos:pos + 8])
         nbytes = numel * ref.type.np_dtype.itemsize
         if numel < 0 or numel < ref.numel or pos + 8 + nbytes > len(data):
-            raise ModelFileError(f"{where}: legacy storage {key!r} claims {numel} elements, "
+            raise ModelFileError(f"{where}: legacy storage {_brief(key)} claims {numel} elements, "
                                  f"which the file does not hold; the file is truncated or "
                                  f"corrupt")
         spans[key] = (pos + 8, nbytes)
@@ -734,7 +723,7 @@ def _load_legacy(path: str, data: bytes) -> Any:
 
     def storage_bytes(ref: _StorageRef) -> memoryview:
         if ref.key not in spans:
-            raise ModelFileError(f"{where}: storage {ref.key!r} has no data in the file")
+            raise ModelFileError(f"{where}: storage {_brief(ref.key)} has no data in the file")
         start, nbytes = spans[ref.key]
         return view[start:start + nbytes]
 
@@ -748,8 +737,7 @@ _CLASS_RE = re.compile(r"^class\s+(\w+)\s*\(", re.MULTILINE)
 _LIST_RE = re.compile(r"\s+(__parameters__|__buffers__)\s*=\s*(\[[^\]\n]*\])\s*\n")
 
 
-def _script_classes(zf: zipfile.ZipFile, infos: Mapping[str, zipfile.ZipInfo], prefix: str,
-                    where: str) -> dict[str, tuple[list[str], list[str]] | None]:
+def _script_classes(z: SafeZip, prefix: str) -> dict[str, tuple[list[str], list[str]] | None]:
     """``qualified class name -> (parameter names, buffer names)`` from the archive's code/.
 
     Classes that are not modules (no ``__parameters__``) map to None. The code is only scanned
@@ -757,11 +745,11 @@ def _script_classes(zf: zipfile.ZipFile, infos: Mapping[str, zipfile.ZipInfo], p
     """
     classes: dict[str, tuple[list[str], list[str]] | None] = {}
     base = prefix + "code/"
-    for name, info in infos.items():
+    for name in z.names:
         if not (name.startswith(base) and name.endswith(".py")):
             continue
         module = name[len(base):-3].replace("/", ".")
-        text = _read_member(zf, info, _MAX_CODE_BYTES, where).decode("utf-8", "replace")
+        text = z.read(name, _MAX_CODE_BYTES).decode("utf-8", "replace")
         for m in _CLASS_RE.finditer(text):
             found: dict[str, list[str]] = {}
             pos = text.index("\n", m.end()) if "\n" in text[m.end():] else len(text)
@@ -935,6 +923,7 @@ def _strip_wrappers(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+@converter_errors
 def read_state_dict(path: str | os.PathLike[str], key: str | None = None
                     ) -> dict[str, np.ndarray]:
     """Read the flat ``name -> array`` state dict of a checkpoint (no torch needed).
