@@ -20,17 +20,21 @@ from .converters.torch import from_torch  # noqa: E402
 from .errors import (  # noqa: E402
     CpuFeatureError,
     DTypeError,
+    DuplicateFrameError,
     EngineError,
     FormatVersionError,
     InputError,
     LstmFastError,
     ModelFileError,
     NonFiniteError,
+    PoolFullError,
+    SessionKeyError,
     ShapeError,
     UnsupportedModelError,
     WeightsError,
 )
 from .model import Model, Stream  # noqa: E402
+from .pool import StreamPool  # noqa: E402
 from .spec import (  # noqa: E402
     AffineSpec,
     BidirectionalSpec,
@@ -48,9 +52,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AffineSpec", "BidirectionalSpec", "CpuFeatureError", "DTypeError", "DenseSpec",
-    "EmbeddingSpec", "EngineError", "FormatVersionError", "GRULayerSpec", "InputError",
+    "DuplicateFrameError", "EmbeddingSpec", "EngineError", "FormatVersionError", "GRULayerSpec",
+    "InputError",
     "LSTMLayerSpec", "LstmFastError", "MaskingSpec", "Model", "ModelFileError", "ModelSpec",
-    "NonFiniteError", "NormalizeSpec", "ShapeError", "SimpleRNNLayerSpec", "Stream",
+    "NonFiniteError", "NormalizeSpec", "PoolFullError", "SessionKeyError", "ShapeError",
+    "SimpleRNNLayerSpec", "Stream", "StreamPool",
     "UnsupportedModelError", "WeightsError", "blas_info", "from_keras", "from_torch",
     "get_num_threads", "load", "set_num_threads",
 ]
