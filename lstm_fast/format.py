@@ -59,6 +59,26 @@ _KINDS: dict[str, tuple[type, tuple[str, ...], dict[str, type]]] = {
 
 def save_spec(spec: ModelSpec, path: str | os.PathLike[str]) -> None:
     """Write ``spec`` to ``path``."""
+    safetensors.write(path, *_container(spec))
+
+
+def spec_to_bytes(spec: ModelSpec) -> bytes:
+    """``spec`` as the bytes of a model file (what :func:`save_spec` writes)."""
+    return safetensors.dumps(*_container(spec))
+
+
+def spec_from_bytes(buf: Any, name: str = "<bytes>") -> ModelSpec:
+    """Read a model file's bytes (any bytes-like object: bytes, memoryview, mmap, ...).
+
+    The spec's arrays are read-only views of ``buf`` (no copy). ``name`` is used in error
+    messages. Raises as :func:`load_spec` does.
+    """
+    tensors, meta = safetensors.parse(buf, name)
+    return _spec_from_container(tensors, meta, name)
+
+
+def _container(spec: ModelSpec) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors and metadata of ``spec``'s model file."""
     tensors: dict[str, np.ndarray] = {}
 
     def entry_of(L: Any, prefix: str) -> dict[str, Any]:
@@ -83,8 +103,8 @@ def save_spec(spec: ModelSpec, path: str | os.PathLike[str]) -> None:
              "stateful": spec.stateful, "metadata": spec.metadata, "layers": layers}
     if spec.state_layout != "stacked":
         model["state_layout"] = spec.state_layout
-    safetensors.write(path, tensors, {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-                                      "model": json.dumps(model)})
+    return tensors, {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                     "model": json.dumps(model)}
 
 
 def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
@@ -99,6 +119,12 @@ def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
     """
     path = os.fspath(path)
     tensors, meta = safetensors.read(path)
+    return _spec_from_container(tensors, meta, path)
+
+
+def _spec_from_container(tensors: dict[str, np.ndarray], meta: dict[str, str], path: str
+                         ) -> ModelSpec:
+    """The spec of a parsed container (``path`` names it in errors)."""
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not an lstm_fast model file (a safetensors file without "
                              f"the lstm_fast header); convert checkpoints with `lstm-fast "
