@@ -183,6 +183,16 @@ class Model:
             data = pickle.PickleBuffer(data)
         return (_model_from_bytes, (data,))
 
+    def __dask_tokenize__(self) -> tuple[str, str]:
+        """Dask's content token: a hash of the model file's bytes, computed once (so Dask
+        does not pickle the model to tokenize it)."""
+        token = self.__dict__.get("_token")
+        if token is None:
+            import hashlib
+
+            token = self.__dict__["_token"] = hashlib.sha256(self.to_bytes()).hexdigest()
+        return ("lstm_fast.Model", token)
+
     def predict(
         self,
         x: Any,
