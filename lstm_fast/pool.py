@@ -124,6 +124,8 @@ class StreamPool:
         self._counter = itertools.count()
         self._ticker: _Ticker | None = None
         self._vocab = model.spec.layers[0].vocab_size if model.takes_ids else 0
+        self._calls = 0
+        self._stepped = 0
 
     # -- sessions ------------------------------------------------------------------------
 
@@ -150,6 +152,11 @@ class StreamPool:
             return key in self._row_of
         except TypeError:
             return False
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Engine calls made so far, and the session steps (frames, or chunks) they ran."""
+        return {"calls": self._calls, "frames": self._stepped}
 
     def keys(self) -> list[Hashable]:
         """The keys of the open sessions."""
@@ -467,6 +474,8 @@ class StreamPool:
                 try:
                     y = _core.run_rows(self._model._c, segments, which, local, x, self._ws,
                                        None, seq, self._check_finite)
+                    self._calls += 1
+                    self._stepped += len(keys)
                 except NonFiniteError:
                     bad = [k for k, v in zip(keys, x, strict=True) if not np.isfinite(v).all()]
                     raise NonFiniteError(f"frames of sessions {bad!r} contain NaN or Inf; no "
@@ -484,9 +493,9 @@ class StreamPool:
 
     # -- asyncio -----------------------------------------------------------------------------
 
-    async def step_async(self, key: Hashable, frame: Any) -> np.ndarray:
-        """Step one session from a coroutine; frames of many sessions that arrive within one
-        tick go to the engine in one call.
+    def step_async(self, key: Hashable, frame: Any) -> asyncio.Future[np.ndarray]:
+        """Step one session from an event loop (``y = await pool.step_async(key, frame)``);
+        frames of many sessions that arrive within one tick go to the engine in one call.
 
         A tick starts with the first frame after the previous call was dispatched and ends
         ``tick_us`` later, or as soon as every open session has sent a frame; if the previous
@@ -502,17 +511,21 @@ class StreamPool:
 
         Returns
         -------
-        output : ndarray, (O,)
-            The session's output for this frame.
+        asyncio.Future
+            Resolves to the session's (O,) output for this frame. (A plain future, not a
+            coroutine, so protocol callbacks can use it without creating a task.)
 
         Raises
         ------
         SessionKeyError
-            When ``key`` is not open (or is closed before its tick runs).
+            When ``key`` is not open (the future raises it when ``key`` is closed before its
+            tick runs).
         DuplicateFrameError
             When ``key`` already has a frame waiting in this tick.
         ShapeError, DTypeError, NonFiniteError, InputError
             For a bad frame; only this call fails, the tick runs without it.
+        RuntimeError
+            When no event loop runs in this thread.
         """
         loop = asyncio.get_running_loop()
         ticker = self._ticker
@@ -520,7 +533,7 @@ class StreamPool:
             if ticker is not None and (ticker.batch or ticker.busy):
                 raise RuntimeError("step_async is in use from another event loop")
             ticker = self._ticker = _Ticker(self, loop)
-        return await ticker.submit(key, frame)
+        return ticker.submit(key, frame)
 
     def _check_frame(self, key: Hashable, frame: Any) -> np.ndarray:
         """One frame, checked on its own: (I,) float32 (finite), or an int32 id in range."""
