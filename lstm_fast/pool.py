@@ -12,6 +12,7 @@ rows that move are copied).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import heapq
 import itertools
 import threading
@@ -123,6 +124,7 @@ class StreamPool:
         self._ws = np.empty(0, np.uint8)
         self._counter = itertools.count()
         self._ticker: _Ticker | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None  # step_async's
         self._vocab = model.spec.layers[0].vocab_size if model.takes_ids else 0
         self._calls = 0
         self._stepped = 0
@@ -499,8 +501,8 @@ class StreamPool:
 
         A tick starts with the first frame after the previous call was dispatched and ends
         ``tick_us`` later, or as soon as every open session has sent a frame; if the previous
-        call is still running then, the frames wait for it (one call at a time runs, on a
-        worker thread, so the event loop keeps receiving frames meanwhile).
+        call is still running then, the frames wait for it (one call at a time runs, on the
+        pool's own worker thread, so the event loop keeps receiving frames meanwhile).
 
         Parameters
         ----------
@@ -597,7 +599,11 @@ class _Ticker:
         keys = list(batch)
         x = np.array([v[0] for v in batch.values()])
         futs = {k: v[1] for k, v in batch.items()}
-        call = self.loop.run_in_executor(None, self.pool._run, keys, x, False, False)
+        if self.pool._executor is None:
+            self.pool._executor = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="lstm_fast-pool")
+        call = self.loop.run_in_executor(self.pool._executor, self.pool._run, keys, x, False,
+                                         False)
         call.add_done_callback(lambda f: self.done(f, futs))
 
     def done(self, call: asyncio.Future[Any], futs: dict[Hashable, asyncio.Future[Any]]
