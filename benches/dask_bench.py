@@ -73,13 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         ref = np.concatenate([model.predict(x[b:b + c]) for b in range(0, B, c)])
         got = lfd.predict(model, xd).compute()  # warm-up: model scattered, workers warm
         assert np.array_equal(got, ref), "dask result differs from Model.predict per chunk"
-        one, two = [], []
+        one, two, one_cpu = [], [], 0.0
         cpu0 = client.run(_cpu_seconds)
         for _ in range(args.rounds):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             for b in range(0, B, c):
                 model.predict(x[b:b + c])
             one.append(time.perf_counter() - t0)
+            one_cpu += time.thread_time() - c0
             t0 = time.perf_counter()
             lfd.predict(model, xd).compute()
             two.append(time.perf_counter() - t0)
@@ -90,15 +91,19 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.rounds}: {', '.join(f'{t:.3f}' for t in one)})")
     print(f"  dask, 2 workers x 1   : {s2:7.3f} s  {B / s2:10,.0f} seq/s   (median of "
           f"{args.rounds}: {', '.join(f'{t:.3f}' for t in two)})")
-    print(f"  worker CPU seconds over the dask rounds: "
+    print(f"  CPU seconds: one process {one_cpu:.2f} (wall {sum(one):.2f}); dask workers "
           f"{', '.join(f'{v:.2f}' for v in cpu.values())} (wall {sum(two):.2f})")
+    eff = (B * args.rounds / sum(cpu.values())) / (B * args.rounds / one_cpu)
+    print(f"  sequences per CPU second: dask workers / one process = {eff:.2f} (2 idle cores "
+          f"would give about {2 * eff:.2f}x)")
     print(f"  speedup {s1 / s2:.2f}x (target >= 1.7x); load average "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"sequences": B, "steps": args.steps, "chunk": c, "one_process_s": one,
                        "dask_2_workers_s": two, "speedup": s1 / s2,
-                       "worker_cpu_s": list(cpu.values())}, f, indent=2)
+                       "worker_cpu_s": list(cpu.values()),
+                       "one_process_cpu_s": one_cpu}, f, indent=2)
     return 0
 
 
