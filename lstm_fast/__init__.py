@@ -26,17 +26,21 @@ from .errors import (  # noqa: E402
     ConcurrentUseError,
     CpuFeatureError,
     DTypeError,
+    DuplicateFrameError,
     EngineError,
     FormatVersionError,
     InputError,
     LstmFastError,
     ModelFileError,
     NonFiniteError,
+    PoolFullError,
+    SessionKeyError,
     ShapeError,
     UnsupportedModelError,
     WeightsError,
 )
 from .model import Model, Stream  # noqa: E402
+from .pool import StreamPool  # noqa: E402
 from .spec import (  # noqa: E402
     AffineSpec,
     BidirectionalSpec,
@@ -54,10 +58,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AffineSpec", "ArgumentError", "ArgumentTypeError", "BidirectionalSpec",
-    "ConcurrentUseError", "CpuFeatureError", "DTypeError", "DenseSpec", "EmbeddingSpec",
-    "EngineError", "FormatVersionError", "GRULayerSpec", "InputError", "LSTMLayerSpec",
-    "LstmFastError", "MaskingSpec", "Model", "ModelFileError", "ModelSpec", "NonFiniteError",
-    "NormalizeSpec", "ShapeError", "SimpleRNNLayerSpec", "Stream",
+    "ConcurrentUseError", "CpuFeatureError", "DTypeError", "DenseSpec", "DuplicateFrameError",
+    "EmbeddingSpec", "EngineError", "FormatVersionError", "GRULayerSpec", "InputError",
+    "LSTMLayerSpec", "LstmFastError", "MaskingSpec", "Model", "ModelFileError", "ModelSpec",
+    "NonFiniteError", "NormalizeSpec", "PoolFullError", "SessionKeyError", "ShapeError",
+    "SimpleRNNLayerSpec", "Stream", "StreamPool",
     "UnsupportedModelError", "WeightsError", "blas_info", "from_keras", "from_torch",
     "MAX_THREADS", "get_num_threads", "load", "set_num_threads",
 ]

@@ -3,6 +3,7 @@
 status codes to exceptions. The Python API lives in lstm_fast.model."""
 
 cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport INT32_MAX, int32_t, int64_t, uint32_t
 
 import numpy as np
@@ -94,6 +95,13 @@ cdef extern from "lstm_fast.h" nogil:
                      void *ws, size_t ws_bytes)
     const char *lf_blas_core_name()
     void lf_blas_set_num_threads(int32_t n)
+
+cdef extern from "lstm_fast.h" nogil:
+    size_t lf_workspace_size_rows(const lf_model *model, int32_t n, int32_t steps)
+    lf_status lf_run_rows(const lf_model *model, lf_state *const *states, const int32_t *rows,
+                          int32_t n, const lf_io *io, void *ws, size_t ws_bytes)
+    lf_status lf_state_copy_rows(lf_state *dst, const int32_t *dst_rows, const lf_state *src,
+                                 const int32_t *src_rows, int32_t n)
 
 ISA_NAMES = {LF_ISA_PORTABLE: "portable", LF_ISA_AVX2: "avx2", LF_ISA_AVX512: "avx512"}
 ISA_CODES = {"auto": LF_ISA_AUTO, **{v: k for k, v in ISA_NAMES.items()}}
@@ -471,3 +479,124 @@ cdef class CState:
             st = lf_run(self.model.ptr, self.ptr, &io, wsp, self.ws_bytes)
         check(st, "running the model")
         return ya
+
+
+# Rows of pool states (lstm_fast.pool): some rows of one or more states run per call, and rows
+# are copied between states.
+
+def rows_workspace_size(CModel model, int n, int steps):
+    """Bytes of workspace :func:`run_rows` needs for n rows and `steps` steps."""
+    cdef size_t need = lf_workspace_size_rows(model.ptr, n, steps)
+    if need == 0:
+        raise ShapeError(f"{n} rows x {steps} steps is too large")
+    return need
+
+
+def run_rows(CModel model, list states, which, rows, x, ws, lengths=None, bint seq=True,
+             bint check_finite=True):
+    """Run x on rows rows[j] of states[which[j]] (CState objects of `model`; which and rows
+    int32 (n,), the pairs distinct). With `seq`, x is (n, T, I) floats or (n, T) ids and y
+    (n, T, O) (or (n, O) for return-last models); else one step, x (n, I) or (n,) ids and y
+    (n, O). ws: a contiguous uint8 array of at least rows_workspace_size(model, n, T) bytes.
+    A failed call changes no state."""
+    cdef cnp.ndarray ra = np.ascontiguousarray(rows, dtype=np.int32)
+    cdef cnp.ndarray wh = np.ascontiguousarray(which, dtype=np.int32)
+    cdef cnp.ndarray wa = ws
+    cdef Py_ssize_t n = ra.shape[0] if ra.ndim == 1 else 0
+    cdef Py_ssize_t j, k, ns = len(states)
+    if ra.ndim != 1 or n < 1 or wh.ndim != 1 or wh.shape[0] != n:
+        raise ShapeError("rows and which must be non-empty 1-d arrays of one length")
+    if model.takes_ids:
+        xa = check_ids(x, "ids", (n, "T") if seq else (n,))
+    else:
+        xa = check_array(x, "x", (n, "T", model.input_size) if seq else (n, model.input_size))
+    if seq and xa.shape[1] > MAX_DIM:
+        raise ShapeError(f"x has {xa.shape[1]} steps; at most {MAX_DIM} per call")
+    cdef int T = <int>xa.shape[1] if seq else 1
+    cdef size_t need = rows_workspace_size(model, <int>n, T)
+    if (cnp.PyArray_TYPE(wa) != cnp.NPY_UINT8 or not cnp.PyArray_IS_C_CONTIGUOUS(wa)
+            or <size_t>wa.size < need):
+        raise ShapeError(f"the workspace must be a contiguous uint8 array of at least "
+                         f"{need} bytes")
+    cdef const int32_t *wp = <const int32_t *>cnp.PyArray_DATA(wh)
+    for j in range(n):
+        if wp[j] < 0 or wp[j] >= ns:
+            raise InputError(f"state index {wp[j]} out of range for {ns} states")
+    cdef CState cs
+    for k in range(ns):
+        cs = states[k]
+        if cs.model is not model:
+            raise InputError("every state must belong to the model")
+    cdef int O = model.output_size
+    cdef cnp.npy_intp dims[3]
+    cdef cnp.ndarray ya, la
+    cdef lf_io io
+    cdef lf_status st
+    cdef int item = xa.itemsize
+    io.steps = T
+    io.x = NULL
+    io.ids = NULL
+    io.lengths = NULL
+    io.x_stride_batch = xa.strides[0] // item
+    io.x_stride_time = xa.strides[1] // item if seq else 0
+    if model.takes_ids:
+        io.ids = <const int32_t *>cnp.PyArray_DATA(xa)
+    else:
+        io.x = <const float *>cnp.PyArray_DATA(xa)
+    if lengths is not None:
+        la = check_lengths(lengths, n)
+        io.lengths = <const int32_t *>cnp.PyArray_DATA(la)
+    dims[0] = n
+    if seq and not model.returns_last:
+        dims[1] = T
+        dims[2] = O
+        ya = cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT32, 0)
+        io.y_stride_batch = <ptrdiff_t>T * O
+    else:
+        dims[1] = O
+        ya = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
+        io.y_stride_batch = O
+    io.y_stride_time = O
+    io.y = <float *>cnp.PyArray_DATA(ya)
+    io.flags = (LF_RUN_CHECK_FINITE if check_finite else 0) | \
+        (LF_RUN_PARALLEL if _threads >= 2 else 0)
+    if T == 0:
+        if ya.ndim == 2:
+            ya.fill(0)
+        return ya
+    cdef lf_state **ptrs = <lf_state **>PyMem_Malloc(n * sizeof(lf_state *))
+    if ptrs == NULL:
+        raise MemoryError()
+    for j in range(n):
+        cs = states[wp[j]]
+        ptrs[j] = cs.ptr
+    cdef const int32_t *rp = <const int32_t *>cnp.PyArray_DATA(ra)
+    cdef void *wsp = cnp.PyArray_DATA(wa)
+    cdef size_t wsb = <size_t>wa.size
+    with nogil:
+        st = lf_run_rows(model.ptr, ptrs, rp, <int32_t>n, &io, wsp, wsb)
+    PyMem_Free(ptrs)
+    if st == LF_E_BATCH_MISMATCH:
+        raise InputError("state rows must be distinct and within their states")
+    check(st, "running the model")
+    return ya
+
+
+def copy_rows(CState dst, dst_rows, CState src, src_rows):
+    """Copy the state of rows src_rows of `src` to rows dst_rows of `dst` (same model; src may
+    be dst when no row is both a destination and a later source)."""
+    cdef cnp.ndarray d = np.ascontiguousarray(dst_rows, dtype=np.int32).reshape(-1)
+    cdef cnp.ndarray s = np.ascontiguousarray(src_rows, dtype=np.int32).reshape(-1)
+    if d.shape[0] != s.shape[0]:
+        raise ShapeError(f"{d.shape[0]} destination rows for {s.shape[0]} source rows")
+    if src.model is not dst.model:
+        raise InputError("both states must belong to the same model")
+    if d.shape[0] == 0:
+        return
+    cdef lf_status st = lf_state_copy_rows(
+        dst.ptr, <const int32_t *>cnp.PyArray_DATA(d), src.ptr,
+        <const int32_t *>cnp.PyArray_DATA(s), <int32_t>d.shape[0])
+    if st == LF_E_BATCH_MISMATCH:
+        raise InputError(f"rows out of range: to {dst_rows!r} of {dst.batch}, from "
+                         f"{src_rows!r} of {src.batch}")
+    check(st, "copying state rows")

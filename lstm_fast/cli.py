@@ -89,6 +89,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True, help="input .npy file")
     r.add_argument("--lengths", help="valid steps per sequence: a .npy file or a comma list")
     r.add_argument("--output", required=True, help="output .npy file")
+    r.add_argument("--batch-size", type=int,
+                   help="stream the input in batches of this many sequences: the input is "
+                        "memory-mapped, the output written batch by batch (files bigger than "
+                        "memory), with a progress bar on stderr and a progress file for "
+                        "--resume")
+    r.add_argument("--resume", action="store_true",
+                   help="continue an interrupted --batch-size run of the same job (default "
+                        "batch size 256)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     v = sub.add_parser("verify", help="compare a model file with its source checkpoint",
                        description="Run a converted model and its source framework on the same "
@@ -282,6 +291,8 @@ def _load_input(path: str) -> np.ndarray:
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import load
 
+    if args.batch_size is not None or args.resume:
+        return _cmd_run_batches(args)
     model = load(args.model)
     x = _load_input(args.input)
     t0 = time.perf_counter()
@@ -289,6 +300,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     ms = (time.perf_counter() - t0) * 1e3
     np.save(args.output, y)
     print(f"{args.input} {x.shape} -> {args.output} {y.shape} in {ms:.2f} ms")
+    return 0
+
+
+def _cmd_run_batches(args: argparse.Namespace) -> int:
+    from .batch_run import INTERRUPTED, score_file
+
+    size = 256 if args.batch_size is None else args.batch_size
+    stats = score_file(args.model, args.input, args.output, size,
+                       lengths=_load_lengths(args.lengths), resume=args.resume,
+                       progress=None if args.no_progress else sys.stderr)
+    if stats.interrupted:
+        return INTERRUPTED
+    print(f"{args.input} {stats.input_shape} -> {args.output} {stats.output_shape}: "
+          f"{stats.sequences - stats.resumed_from:,} sequences in {stats.seconds:.2f} s "
+          f"({stats.rate:,.0f} seq/s)"
+          + (f", resumed after {stats.resumed_from:,}" if stats.resumed_from else ""))
     return 0
 
 

@@ -66,3 +66,19 @@ class CpuFeatureError(LstmFastError, RuntimeError):
 
 class EngineError(LstmFastError, RuntimeError):
     """The C engine reported an unexpected failure (a bug: please report it)."""
+
+
+class SessionKeyError(LstmFastError, KeyError):
+    """A :class:`~lstm_fast.StreamPool` session key is unknown or closed, or (when opening) is
+    already open."""
+
+    def __str__(self) -> str:  # KeyError would show the repr of the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateFrameError(InputError):
+    """A session got two frames for one tick of a :class:`~lstm_fast.StreamPool`."""
+
+
+class PoolFullError(LstmFastError, RuntimeError):
+    """A :class:`~lstm_fast.StreamPool` of fixed capacity has no free session."""

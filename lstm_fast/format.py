@@ -73,6 +73,27 @@ _KINDS: dict[str, tuple[type, tuple[str, ...], dict[str, type]]] = {
 
 def save_spec(spec: ModelSpec, path: str | os.PathLike[str]) -> None:
     """Write ``spec`` to ``path``."""
+    safetensors.write(path, *_container(spec))
+
+
+def spec_to_bytes(spec: ModelSpec) -> bytes:
+    """``spec`` as the bytes of a model file (what :func:`save_spec` writes)."""
+    return safetensors.dumps(*_container(spec))
+
+
+def spec_from_bytes(buf: Any, name: str = "<bytes>") -> ModelSpec:
+    """Read a model file's bytes (any bytes-like object: bytes, memoryview, mmap, ...).
+
+    The spec's arrays are read-only views of ``buf`` (no copy). ``name`` is used in error
+    messages. Raises as :func:`load_spec` does.
+    """
+    tensors, meta = safetensors.parse(buf, name)
+    return _spec_from_container(tensors, meta, name)
+
+
+def _container(spec: ModelSpec
+               ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, str]]:
+    """The tensors, metadata and stored dtypes (narrow weights) of ``spec``'s model file."""
     from .quantize import narrow
 
     tensors: dict[str, np.ndarray] = {}
@@ -109,8 +130,8 @@ def save_spec(spec: ModelSpec, path: str | os.PathLike[str]) -> None:
         model["weights_dtype"] = wdt
         model["quant_error"] = spec.quant_error
         version = 2
-    safetensors.write(path, tensors, {"format": FORMAT, "format_version": str(version),
-                                      "model": json.dumps(model)}, stored)
+    meta = {"format": FORMAT, "format_version": str(version), "model": json.dumps(model)}
+    return tensors, meta, stored
 
 
 def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
@@ -125,6 +146,12 @@ def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
     """
     path = os.fspath(path)
     tensors, meta = safetensors.read(path)
+    return _spec_from_container(tensors, meta, path)
+
+
+def _spec_from_container(tensors: dict[str, np.ndarray], meta: dict[str, str], path: str
+                         ) -> ModelSpec:
+    """The spec of a parsed container (``path`` names it in errors)."""
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not an lstm_fast model file (a safetensors file without "
                              f"the lstm_fast header); convert checkpoints with `lstm-fast "

@@ -198,6 +198,46 @@ class Model:
 
         save_spec(self._spec, path)
 
+    def to_bytes(self) -> bytes:
+        """The model file's bytes (what :meth:`save` writes), e.g. to store in a database or
+        send over a network; read back with :meth:`from_bytes`."""
+        from .format import spec_to_bytes
+
+        return spec_to_bytes(self._spec)
+
+    @classmethod
+    def from_bytes(cls, data: Any, *, isa: str | None = None) -> Model:
+        """A model from a model file's bytes (any bytes-like object).
+
+        The spec's arrays are views of ``data`` (no copy; the engine packs its own copy of
+        the weights). Raises :class:`ModelFileError` as :func:`lstm_fast.load` does.
+        """
+        from .format import spec_from_bytes
+
+        return cls(spec_from_bytes(data), isa=isa)
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        """Pickle as the model file's bytes (a PickleBuffer from protocol 5 on, so a
+        buffer_callback such as Dask's can ship it out of band, without a copy). The
+        receiving process chooses its own instruction set (``$LSTM_FAST_ISA`` or the best
+        its CPU runs): an ``isa=`` given here is not carried over."""
+        import pickle
+
+        data: Any = self.to_bytes()
+        if isinstance(protocol, int) and protocol >= 5:
+            data = pickle.PickleBuffer(data)
+        return (_model_from_bytes, (data,))
+
+    def __dask_tokenize__(self) -> tuple[str, str]:
+        """Dask's content token: a hash of the model file's bytes, computed once (so Dask
+        does not pickle the model to tokenize it)."""
+        token = self.__dict__.get("_token")
+        if token is None:
+            import hashlib
+
+            token = self.__dict__["_token"] = hashlib.sha256(self.to_bytes()).hexdigest()
+        return ("lstm_fast.Model", token)
+
     def predict(
         self,
         x: Any,
@@ -346,6 +386,11 @@ def _checked_sizes(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 raise WeightsError(f"layer {k} ({d.get('kind')}): {key} {value} is outside "
                                    f"the engine's limit 1 to {MAX_DIM}")
     return layers
+
+
+def _model_from_bytes(data: Any) -> Model:
+    """Unpickling: the model from its file bytes, with this process's instruction set."""
+    return Model.from_bytes(data)
 
 
 def _cell_arrays(L: CellSpec, suffix: str = "") -> dict[str, Any]:

@@ -43,6 +43,27 @@ def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray],
           dtypes: Mapping[str, str] | None = None) -> None:
     """Write ``tensors`` (name -> array) and ``metadata`` to ``path`` (atomically).
     ``dtypes`` names the stored dtype of some tensors (``"BF16"`` for uint16 bit patterns)."""
+    pieces = _pieces(tensors, metadata, dtypes)
+    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            for piece in pieces:
+                f.write(piece)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def dumps(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None,
+          dtypes: Mapping[str, str] | None = None) -> bytes:
+    """The bytes :func:`write` would write (read them back with :func:`parse`)."""
+    return b"".join(_pieces(tensors, metadata, dtypes))
+
+
+def _pieces(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None,
+            dtypes: Mapping[str, str] | None = None) -> list[Any]:
+    """The container as a list of bytes-like pieces: length, header, each tensor's data."""
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -59,17 +80,7 @@ def write(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray],
         offset += a.nbytes
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-(8 + len(text)) % 64)  # data starts 64-byte aligned
-    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(text)))
-            f.write(text)
-            for a in blobs:
-                f.write(a.tobytes())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    return [struct.pack("<Q", len(text)), text, *(memoryview(a).cast("B") for a in blobs)]
 
 
 def read(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:

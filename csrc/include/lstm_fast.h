@@ -293,6 +293,29 @@ size_t lf_workspace_size(const lf_model *model, int32_t batch, int32_t steps);
 lf_status lf_run(const lf_model *model, lf_state *state, const lf_io *io,
                  void *ws, size_t ws_bytes);
 
+/* Rows of states: a pool of many independent sessions, each a row of some lf_state (a pool
+ * may hold several states and grow by adding one), of which each call runs only some.
+ *
+ * lf_run_rows runs io (n sequences: x/ids (n, T, ...), lengths (n,), y (n, ...)) with row j of
+ * io on row rows[j] of states[j] (all of one model; a state may appear many times). The
+ * listed rows are gathered into a compact n-row state in the workspace, run as lf_run runs
+ * them, and written back; no other row is read or written, so another thread may reset, get,
+ * set or copy rows that are not listed while it runs. The (state, row) pairs must be distinct
+ * and rows[j] in [0, batch of states[j]), else LF_E_BATCH_MISMATCH (also for a state of
+ * another model). ws holds at least lf_workspace_size_rows(model, n, steps) bytes. A failed
+ * call changes no state. */
+size_t lf_workspace_size_rows(const lf_model *model, int32_t n, int32_t steps);
+lf_status lf_run_rows(const lf_model *model, lf_state *const *states, const int32_t *rows,
+                      int32_t n, const lf_io *io, void *ws, size_t ws_bytes);
+
+/* Copy the whole state (h and c of every recurrent state) of rows src_rows[i] of src to rows
+ * dst_rows[i] of dst, for i in [0, n). Both states belong to the same model (else
+ * LF_E_BATCH_MISMATCH, as for an index out of range); nothing is copied on error. dst may be
+ * src (compaction moves rows within one state): pairs are copied in order, so a row should
+ * not be a destination and a later source. */
+lf_status lf_state_copy_rows(lf_state *dst, const int32_t *dst_rows, const lf_state *src,
+                             const int32_t *src_rows, int32_t n);
+
 /* BLAS (OpenBLAS) runs the hoisted input projection of multi-step calls, and the recurrence
  * of large batches on the portable kernel level. */
 const char *lf_blas_core_name(void);        /* e.g. "SkylakeX" */

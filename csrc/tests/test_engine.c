@@ -379,6 +379,160 @@ static void test_pointwise(lf_isa isa)
     free(x);
 }
 
+/* lf_run_rows on some rows of a larger state (and on rows of two states at once) equals
+ * lf_run on a state of just those rows; the other rows stay bit for bit; bad row lists,
+ * small workspaces and NaN change nothing. lf_state_copy_rows moves rows between states and
+ * within one. */
+static void test_rows(lf_isa isa)
+{
+    const int I = 6, H = 20, C = 9, n = 4, T = 3;
+    lf_layer_desc d[2] = {lstm_desc(I, H, 1, 0), lstm_desc(H, H, 0, 0)};
+    lf_layer_desc g = {.kind = LF_LAYER_GRU, .input_size = H, .units = 7,
+                       .w = rand_array((size_t)3 * 7 * H, 0.5f),
+                       .w_rec = rand_array((size_t)3 * 7 * 7, 0.5f),
+                       .activation = LF_ACT_TANH, .recurrent_activation = LF_ACT_SIGMOID,
+                       .flags = LF_LAYER_RESET_AFTER};
+    lf_layer_desc chain[3] = {d[0], d[1], g};
+    const int O = 7;
+    lf_model *m = NULL;
+    lf_state *pool = NULL, *ref = NULL, *before = NULL;
+    CHECK(lf_model_create(chain, 3, isa, &m) == LF_OK, "rows create");
+    CHECK(lf_state_create(m, C, &pool) == LF_OK && lf_state_create(m, n, &ref) == LF_OK
+          && lf_state_create(m, C, &before) == LF_OK, "rows states");
+    const int sizes[3][2] = {{H, H}, {H, H}, {7, 0}};
+    for (int k = 0; k < 3; k++) {
+        float *h = rand_array((size_t)C * sizes[k][0], 1.0f);
+        float *c = sizes[k][1] ? rand_array((size_t)C * sizes[k][1], 1.0f) : NULL;
+        lf_state_set(pool, k, h, c);
+        lf_state_set(before, k, h, c);
+        free(h); free(c);
+    }
+    int32_t rows[4] = {7, 2, 5, 0}, all[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8}, ident[4] = {0, 1, 2, 3};
+    CHECK(lf_state_copy_rows(ref, ident, pool, rows, n) == LF_OK, "gather to ref");
+    float *x = rand_array((size_t)n * T * I, 1.0f);
+    float *y = malloc(sizeof(float) * (size_t)n * T * O), *yr = malloc(sizeof(float) * (size_t)n * T * O);
+    size_t need = lf_workspace_size_rows(m, n, T), need_ref = lf_workspace_size(m, n, T);
+    CHECK(need > need_ref, "rows workspace %zu > %zu", need, need_ref);
+    char *ws = malloc(need), *wsr = malloc(need_ref);
+    lf_io io = seq_io(T, x, I, T, y, O, LF_RUN_CHECK_FINITE), ior = io;
+    ior.y = yr;
+    int32_t len[4] = {3, 1, 0, 2};
+    lf_state *on_pool[4] = {pool, pool, pool, pool};
+    for (int ragged = 0; ragged < 2; ragged++) {
+        io.lengths = ior.lengths = ragged ? len : NULL;
+        CHECK(lf_run_rows(m, on_pool, rows, n, &io, ws, need) == LF_OK, "run rows");
+        CHECK(lf_run(m, ref, &ior, wsr, need_ref) == LF_OK, "run ref");
+        CHECK(memcmp(y, yr, sizeof(float) * (size_t)n * T * O) == 0, "rows y == lf_run y");
+    }
+    /* pool rows 7, 2, 5, 0 now equal ref rows 0..3; every other row is as before */
+    lf_state *back = NULL;
+    lf_state_create(m, C, &back);
+    lf_state_copy_rows(back, all, before, all, C);
+    CHECK(lf_state_copy_rows(back, rows, ref, ident, n) == LF_OK, "scatter ref");
+    for (int k = 0; k < 3; k++) {
+        size_t nh = (size_t)C * sizes[k][0], nc = (size_t)C * (sizes[k][1] ? sizes[k][1] : 1);
+        float *h1 = calloc(nh, 4), *c1 = calloc(nc, 4), *h2 = calloc(nh, 4), *c2 = calloc(nc, 4);
+        lf_state_get(pool, k, h1, c1);
+        lf_state_get(back, k, h2, c2);
+        CHECK(memcmp(h1, h2, nh * 4) == 0 && memcmp(c1, c2, nc * 4) == 0,
+              "state %d: listed rows advanced, others untouched", k);
+        free(h1); free(c1); free(h2); free(c2);
+    }
+    /* errors: the state is unchanged */
+    lf_state_copy_rows(back, all, pool, all, C);
+    int32_t dup[4] = {1, 3, 1, 4}, out[4] = {1, 3, 9, 4}, neg[4] = {-1, 0, 1, 2};
+    io.lengths = NULL;
+    lf_state *on_ref[4] = {ref, ref, ref, ref}, *with_null[4] = {pool, NULL, pool, pool};
+    CHECK(lf_run_rows(m, on_pool, dup, n, &io, ws, need) == LF_E_BATCH_MISMATCH, "duplicate row");
+    CHECK(lf_run_rows(m, on_pool, out, n, &io, ws, need) == LF_E_BATCH_MISMATCH, "row >= batch");
+    CHECK(lf_run_rows(m, on_pool, neg, n, &io, ws, need) == LF_E_BATCH_MISMATCH, "row < 0");
+    CHECK(lf_run_rows(m, on_pool, rows, n, &io, ws, need - 1) == LF_E_WORKSPACE, "small ws");
+    CHECK(lf_run_rows(m, on_pool, rows, 0, &io, ws, need) == LF_E_INVALID_SIZE, "n = 0");
+    CHECK(lf_run_rows(m, on_pool, NULL, n, &io, ws, need) == LF_E_NULL, "null rows");
+    CHECK(lf_run_rows(m, NULL, rows, n, &io, ws, need) == LF_E_NULL, "null states");
+    CHECK(lf_run_rows(m, with_null, rows, n, &io, ws, need) == LF_E_NULL, "a null state");
+    CHECK(lf_run_rows(m, on_pool, rows, n, &io, NULL, need) == LF_E_NULL, "null ws");
+    CHECK(lf_run_rows(m, on_ref, rows, n, &io, ws, need) == LF_E_BATCH_MISMATCH, "rows of ref >= 4");
+    x[5] = NAN;
+    CHECK(lf_run_rows(m, on_pool, rows, n, &io, ws, need) == LF_E_NONFINITE, "nan");
+    x[5] = 0.5f;
+    int32_t badlen[4] = {3, 4, 0, 0};
+    io.lengths = badlen;
+    CHECK(lf_run_rows(m, on_pool, rows, n, &io, ws, need) == LF_E_BAD_LENGTH, "bad length");
+    io.lengths = ior.lengths = NULL;
+    for (int k = 0; k < 3; k++) {
+        size_t nh = (size_t)C * sizes[k][0], nc = (size_t)C * (sizes[k][1] ? sizes[k][1] : 1);
+        float *h1 = calloc(nh, 4), *c1 = calloc(nc, 4), *h2 = calloc(nh, 4), *c2 = calloc(nc, 4);
+        lf_state_get(pool, k, h1, c1);
+        lf_state_get(back, k, h2, c2);
+        CHECK(memcmp(h1, h2, nh * 4) == 0 && memcmp(c1, c2, nc * 4) == 0,
+              "state %d unchanged by failed calls", k);
+        free(h1); free(c1); free(h2); free(c2);
+    }
+    /* copy_rows within one state (compaction: rows 8, 6 into holes 1, 3), to a bigger state */
+    int32_t from[2] = {8, 6}, to[2] = {1, 3}, one[1] = {0};
+    CHECK(lf_state_copy_rows(pool, to, pool, from, 2) == LF_OK, "compact");
+    lf_state *big = NULL, *other = NULL;
+    lf_model *m2 = NULL;
+    lf_state_create(m, 2 * C, &big);
+    CHECK(lf_state_copy_rows(big, all, pool, all, C) == LF_OK, "grow");
+    for (int k = 0; k < 3; k++) {
+        size_t w = (size_t)sizes[k][0];
+        float *hp = calloc((size_t)C * w, 4), *hb = calloc((size_t)2 * C * w, 4);
+        float *hs = calloc((size_t)C * w, 4);
+        lf_state_get(pool, k, hp, NULL);
+        lf_state_get(big, k, hb, NULL);
+        lf_state_get(back, k, hs, NULL);
+        CHECK(memcmp(hp + 1 * w, hs + 8 * w, w * 4) == 0 && memcmp(hp + 3 * w, hs + 6 * w, w * 4) == 0
+              && memcmp(hp, hs, w * 4) == 0, "compacted rows, state %d", k);
+        CHECK(memcmp(hp, hb, (size_t)C * w * 4) == 0, "grown rows, state %d", k);
+        free(hp); free(hb); free(hs);
+    }
+    CHECK(lf_state_copy_rows(big, all, pool, all, 0) == LF_OK, "copy nothing");
+    CHECK(lf_state_copy_rows(pool, one, pool, out + 2, 1) == LF_E_BATCH_MISMATCH, "copy from row 9");
+    CHECK(lf_state_copy_rows(pool, neg, pool, one, 1) == LF_E_BATCH_MISMATCH, "copy to row -1");
+    CHECK(lf_state_copy_rows(pool, NULL, pool, one, 1) == LF_E_NULL, "copy null rows");
+    CHECK(lf_state_copy_rows(pool, one, pool, one, -1) == LF_E_INVALID_SIZE, "copy n < 0");
+    CHECK(lf_model_create(chain, 3, isa, &m2) == LF_OK && lf_state_create(m2, C, &other) == LF_OK,
+          "second model");
+    CHECK(lf_state_copy_rows(other, one, pool, one, 1) == LF_E_BATCH_MISMATCH, "foreign model");
+    lf_state *with_foreign[4] = {pool, pool, other, pool};
+    CHECK(lf_run_rows(m, with_foreign, rows, n, &io, ws, need) == LF_E_BATCH_MISMATCH,
+          "a state of another model");
+    /* rows of two states in one call (a pool grown by a second state): rows 1 and 4 of big,
+     * 4 and 1 of pool (the same indices in different states are different rows) */
+    lf_state *mixed[4] = {big, pool, pool, big};
+    int32_t mrows[4] = {1, 4, 1, 4};
+    lf_state_copy_rows(ref, ident, big, mrows, 1);
+    lf_state_copy_rows(ref, ident + 1, pool, mrows + 1, 2);
+    lf_state_copy_rows(ref, ident + 3, big, mrows + 3, 1);
+    CHECK(lf_run_rows(m, mixed, mrows, n, &io, ws, need) == LF_OK, "run rows of two states");
+    CHECK(lf_run(m, ref, &ior, wsr, need_ref) == LF_OK, "run ref (mixed)");
+    CHECK(memcmp(y, yr, sizeof(float) * (size_t)n * T * O) == 0, "two states: y == lf_run y");
+    for (int k = 0; k < 3; k++) {
+        size_t w = (size_t)sizes[k][0];
+        float *hr = calloc((size_t)n * w, 4), *hp = calloc((size_t)C * w, 4);
+        float *hb = calloc((size_t)2 * C * w, 4);
+        lf_state_get(ref, k, hr, NULL);
+        lf_state_get(pool, k, hp, NULL);
+        lf_state_get(big, k, hb, NULL);
+        CHECK(memcmp(hb + 1 * w, hr, w * 4) == 0 && memcmp(hp + 4 * w, hr + w, w * 4) == 0
+              && memcmp(hp + 1 * w, hr + 2 * w, w * 4) == 0
+              && memcmp(hb + 4 * w, hr + 3 * w, w * 4) == 0, "two states written back, %d", k);
+        free(hr); free(hp); free(hb);
+    }
+    CHECK(lf_workspace_size_rows(m, 0, 1) == 0 && lf_workspace_size_rows(NULL, 1, 1) == 0,
+          "invalid rows plan");
+    free(ws); free(wsr); free(x); free(y); free(yr);
+    lf_state_free(pool); lf_state_free(ref); lf_state_free(before); lf_state_free(back);
+    lf_state_free(big); lf_state_free(other);
+    lf_model_free(m); lf_model_free(m2);
+    for (int l = 0; l < 2; l++) {
+        free((void *)d[l].w); free((void *)d[l].w_rec); free((void *)d[l].bias);
+    }
+    free((void *)g.w); free((void *)g.w_rec);
+}
+
 static void test_errors(void)
 {
     float wih[4 * 2 * 3] = {0}, whh[4 * 2 * 2] = {0}, x[3 * 5] = {0}, y[2 * 5];
@@ -463,6 +617,7 @@ int main(void)
         test_family(isa);
         test_parallel(isa);
         test_pointwise(isa);
+        test_rows(isa);
     }
     test_errors();
     printf("%d passed, %d failed\n", passed, failed);
