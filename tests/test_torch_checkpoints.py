@@ -470,3 +470,24 @@ def test_npz_refuses_sizes_it_does_not_hold(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:60])
     with pytest.raises(lf.ModelFileError):
         spec_from_torch_file(path)
+
+
+def test_npz_mutants_raise_only_lstm_fast_errors(tmp_path: Path) -> None:
+    """Byte flips and truncations of a valid archive: a spec or an lstm_fast error, nothing
+    else (the fuzz suite's formats do not include .npz)."""
+    good = tmp_path / "good.npz"
+    rng = np.random.default_rng(12)
+    np.savez(good, enc_emb=rng.standard_normal((5, 3)).astype(np.float32),
+             enc_w_ih=rng.standard_normal((12, 3)).astype(np.float32),
+             enc_w_hh=rng.standard_normal((12, 4)).astype(np.float32))
+    data = good.read_bytes()
+    bad = tmp_path / "bad.npz"
+    for trial in range(300):
+        b = bytearray(data[: rng.integers(1, len(data) + 1)] if trial % 5 == 0 else data)
+        for _ in range(rng.integers(1, 8)):
+            b[rng.integers(0, len(b))] = rng.integers(0, 256)
+        bad.write_bytes(bytes(b))
+        try:
+            spec_from_torch_file(bad)
+        except lf.LstmFastError:
+            pass
