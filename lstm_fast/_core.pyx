@@ -249,6 +249,45 @@ cdef class CModel:
         lf_model_free(self.ptr)
 
 
+cdef cnp.ndarray _prepare_io(lf_io *io, CModel model, cnp.ndarray xa, Py_ssize_t n, int T,
+                             bint seq, object lengths, bint check_finite, list keep):
+    """Fill io for x (already checked: n rows, T steps, or one step without `seq`) and return
+    the output array it writes; arrays io points into are appended to `keep`."""
+    cdef int O = model.output_size
+    cdef cnp.npy_intp dims[3]
+    cdef cnp.ndarray ya, la
+    cdef int item = xa.itemsize
+    io.steps = T
+    io.x = NULL
+    io.ids = NULL
+    io.lengths = NULL
+    io.x_stride_batch = xa.strides[0] // item
+    io.x_stride_time = xa.strides[1] // item if seq else 0
+    if model.takes_ids:
+        io.ids = <const int32_t *>cnp.PyArray_DATA(xa)
+    else:
+        io.x = <const float *>cnp.PyArray_DATA(xa)
+    if lengths is not None:
+        la = check_lengths(lengths, n)
+        keep.append(la)
+        io.lengths = <const int32_t *>cnp.PyArray_DATA(la)
+    dims[0] = n
+    if seq and not model.returns_last:
+        dims[1] = T
+        dims[2] = O
+        ya = cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT32, 0)
+        io.y_stride_batch = <ptrdiff_t>T * O
+    else:
+        dims[1] = O
+        ya = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
+        io.y_stride_batch = O
+    io.y_stride_time = O
+    io.y = <float *>cnp.PyArray_DATA(ya)
+    io.flags = (LF_RUN_CHECK_FINITE if check_finite else 0) | \
+        (LF_RUN_PARALLEL if _threads >= 2 else 0)
+    return ya
+
+
 cdef class CState:
     """Owns an lf_state (h, c of every recurrent layer for `batch` sequences) and a reusable
     workspace."""
@@ -436,39 +475,10 @@ cdef class CState:
         return self.ids_buf
 
     cdef object _run(self, cnp.ndarray xa, int T, bint seq, object lengths, bint check_finite):
-        cdef int O = self.model.output_size
-        cdef cnp.npy_intp dims[3]
-        cdef cnp.ndarray ya, la
         cdef lf_io io
         cdef lf_status st
-        cdef int item = xa.itemsize
-        io.steps = T
-        io.x = NULL
-        io.ids = NULL
-        io.lengths = NULL
-        io.x_stride_batch = xa.strides[0] // item
-        io.x_stride_time = xa.strides[1] // item if seq else 0
-        if self.model.takes_ids:
-            io.ids = <const int32_t *>cnp.PyArray_DATA(xa)
-        else:
-            io.x = <const float *>cnp.PyArray_DATA(xa)
-        if lengths is not None:
-            la = check_lengths(lengths, self.batch)
-            io.lengths = <const int32_t *>cnp.PyArray_DATA(la)
-        dims[0] = self.batch
-        if seq and not self.model.returns_last:
-            dims[1] = T
-            dims[2] = O
-            ya = cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT32, 0)
-            io.y_stride_batch = <ptrdiff_t>T * O
-        else:
-            dims[1] = O
-            ya = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
-            io.y_stride_batch = O
-        io.y_stride_time = O
-        io.y = <float *>cnp.PyArray_DATA(ya)
-        io.flags = (LF_RUN_CHECK_FINITE if check_finite else 0) | \
-            (LF_RUN_PARALLEL if _threads >= 2 else 0)
+        keep = []
+        ya = _prepare_io(&io, self.model, xa, self.batch, T, seq, lengths, check_finite, keep)
         if T == 0:
             if ya.ndim == 2:
                 ya.fill(0)
@@ -527,39 +537,10 @@ def run_rows(CModel model, list states, which, rows, x, ws, lengths=None, bint s
         cs = states[k]
         if cs.model is not model:
             raise InputError("every state must belong to the model")
-    cdef int O = model.output_size
-    cdef cnp.npy_intp dims[3]
-    cdef cnp.ndarray ya, la
     cdef lf_io io
     cdef lf_status st
-    cdef int item = xa.itemsize
-    io.steps = T
-    io.x = NULL
-    io.ids = NULL
-    io.lengths = NULL
-    io.x_stride_batch = xa.strides[0] // item
-    io.x_stride_time = xa.strides[1] // item if seq else 0
-    if model.takes_ids:
-        io.ids = <const int32_t *>cnp.PyArray_DATA(xa)
-    else:
-        io.x = <const float *>cnp.PyArray_DATA(xa)
-    if lengths is not None:
-        la = check_lengths(lengths, n)
-        io.lengths = <const int32_t *>cnp.PyArray_DATA(la)
-    dims[0] = n
-    if seq and not model.returns_last:
-        dims[1] = T
-        dims[2] = O
-        ya = cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT32, 0)
-        io.y_stride_batch = <ptrdiff_t>T * O
-    else:
-        dims[1] = O
-        ya = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
-        io.y_stride_batch = O
-    io.y_stride_time = O
-    io.y = <float *>cnp.PyArray_DATA(ya)
-    io.flags = (LF_RUN_CHECK_FINITE if check_finite else 0) | \
-        (LF_RUN_PARALLEL if _threads >= 2 else 0)
+    keep = []
+    ya = _prepare_io(&io, model, xa, n, T, seq, lengths, check_finite, keep)
     if T == 0:
         if ya.ndim == 2:
             ya.fill(0)
