@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from . import _blas
+from ._version import __version__ as __version__
 
 _blas_lib = _blas.load()
 
@@ -53,8 +54,6 @@ from .spec import (  # noqa: E402
     NormalizeSpec,
     SimpleRNNLayerSpec,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AffineSpec", "ArgumentError", "ArgumentTypeError", "BidirectionalSpec",

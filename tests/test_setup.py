@@ -38,16 +38,40 @@ def test_isa_forced_through_the_environment():
     assert probe({})[2] == lf.blas_info()["best_isa"]
 
 
-def test_every_subpackage_is_packaged():
-    """pyproject lists packages explicitly; a new subpackage must be listed or `pip install .`
-    (not editable) would ship without it."""
+def test_every_folder_of_code_is_a_package():
+    """pyproject finds the packages (``lstm_fast`` and ``lstm_fast.*``); a folder of modules
+    without ``__init__.py`` would be skipped by that search, and ``pip install .`` (not
+    editable) would ship without it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "lstm_fast"
+    folders = {p.parent for p in root.rglob("*.py")} | {p.parent for p in root.rglob("*.pyx")}
+    missing = sorted(str(f.relative_to(root)) for f in folders if not (f / "__init__.py").exists())
+    assert not missing, f"folders of modules without __init__.py: {missing}"
+
+
+def test_the_version_is_written_once():
+    """pyproject reads the version from ``lstm_fast/_version.py``; no second copy."""
+    from importlib.metadata import version
     from pathlib import Path
 
     import tomllib
 
     root = Path(__file__).resolve().parents[1]
-    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
-                 ["packages"])
-    on_disk = {".".join(p.parent.relative_to(root).parts)
-               for p in (root / "lstm_fast").rglob("__init__.py")}
-    assert on_disk == listed
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert version("lstm_fast") == lf.__version__
+
+
+def test_the_core_imports_no_framework():
+    """Loading and running a model needs numpy, the BLAS wheel and nothing else: torch, Keras,
+    ONNX, Dask and matplotlib are extras, imported only by the tools that use them."""
+    code = ("import sys, numpy as np, lstm_fast as lf;"
+            "m = lf.Model.from_lstm_weights([(np.ones((8, 3)), np.ones((8, 2)), None, None)]);"
+            "m2 = lf.Model.from_bytes(m.to_bytes()); m2.stream(1).step(np.ones((1, 3)));"
+            "print(sorted(k for k in ('torch', 'keras', 'onnx', 'onnxruntime', 'dask',"
+            " 'distributed', 'matplotlib', 'h5py') if k in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
