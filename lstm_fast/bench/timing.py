@@ -136,7 +136,8 @@ def warm_up(c: Contender, *, calls: int = 0, seconds: float = 0.0) -> float:
 def interleave(contenders: Sequence[Contender], *, finished: Callable[[Contender], bool],
                count: Callable[[Contender], int] = lambda c: 0, budget_ns: int = 0,
                each: bool = True, settle_s: float = 0.0,
-               after_turn: Callable[[], None] | None = None) -> None:
+               after_turn: Callable[[], None] | None = None,
+               before_round: Callable[[int], None] | None = None) -> None:
     """Rounds of turns until every contender is ``finished``.
 
     Parameters
@@ -155,6 +156,8 @@ def interleave(contenders: Sequence[Contender], *, finished: Callable[[Contender
         threads); 0 for none.
     after_turn : callable, optional
         Called after each turn (progress bars).
+    before_round : callable, optional
+        Called with the round's number before each round (to draw the round's inputs).
     """
     gc.collect()
     gc_was_on = gc.isenabled()
@@ -162,6 +165,8 @@ def interleave(contenders: Sequence[Contender], *, finished: Callable[[Contender
     try:
         r = 0
         while pending := [c for c in contenders if not finished(c)]:
+            if before_round is not None:
+                before_round(r)
             shift = r % len(pending)
             for c in pending[shift:] + pending[:shift]:
                 if settle_s:
