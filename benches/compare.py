@@ -77,22 +77,10 @@ PEERS = {"torch": "torch", "onnxruntime": "ORT"}
 
 @dataclass(frozen=True)
 class TimingConfig:
-    """How much time to spend measuring.
-
-    Attributes
-    ----------
-    budget_s : float
-        Target time of the interleaved rounds per workload, all variants together.
-    warmup_s : float
-        Minimum warm-up time per variant (at least one call).
-    batch_ms : float
-        Target duration of one timed batch of calls (one turn).
-    min_rounds, max_rounds : int
-        Bounds on the rounds (slow workloads run ``min_rounds`` whatever the budget).
-    settle_ms : float
-        With more than one thread: the idle pause before each turn (see
-        :mod:`lstm_fast.bench.timing`). Not timed, not counted in the budget.
-    """
+    """How much time to spend measuring: ``budget_s`` of interleaved rounds per workload (all
+    variants together; at least ``min_rounds``, at most ``max_rounds``), at least ``warmup_s``
+    of warm-up per variant, turns of about ``batch_ms``, and with more than one thread an idle
+    pause of ``settle_ms`` before each turn (not timed; see :mod:`lstm_fast.bench.timing`)."""
 
     budget_s: float
     warmup_s: float
@@ -112,7 +100,6 @@ def engines_for(w: AnyWorkload, threads: int, with_lstm_fast: bool) -> list[Engi
     """lstm_fast and every variant of every peer on ``w``, outputs checked; timed engines get
     a contender on one input (the last verified frame, or the whole batch)."""
     spec = make_spec(w)
-    lengths = None
     if isinstance(w, ClassifierWorkload):
         x, lengths = make_classifier_inputs(w)
         wl = make_workload(spec, "sequence", w.batch, w.seq_len, lengths=lengths, x=x)
@@ -137,11 +124,11 @@ def engines_for(w: AnyWorkload, threads: int, with_lstm_fast: bool) -> list[Engi
 
 
 def family(e: Engine) -> str:
-    return "lstm_fast" if e.name == "lstm_fast" else e.name.split("[")[0]
+    return e.name.split("[")[0]  # "torch[no-mkldnn]" -> "torch"
 
 
 def variant(e: Engine) -> str:
-    return e.name[e.name.index("[") + 1:-1] if "[" in e.name else ""
+    return e.name.partition("[")[2].rstrip("]")
 
 
 @dataclass
