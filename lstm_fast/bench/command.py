@@ -73,7 +73,6 @@ import numpy as np
 from ..errors import LstmFastError
 from ..peers import PEER_NAMES
 from ..source_options import add_source_options, convert_source
-from . import report
 from .engines import (
     MODES,
     Engine,
@@ -84,7 +83,18 @@ from .engines import (
     outputs,
     parse_engine_names,
 )
-from .report import SCHEMA
+from .report import (
+    NOISY,
+    SCHEMA,
+    describe,
+    engine_stats,
+    environment,
+    header_lines,
+    json_document,
+    plot,
+    require_matplotlib,
+    result_lines,
+)
 from .timing import SETTLE_S, Contender, Progress, interleave, sgemm_peak, warm_up
 
 __all__ = ["add_parser", "main", "run"]
@@ -246,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     names = parse_engine_names(args.compare)
     if args.plot:
-        report.require_matplotlib()
+        require_matplotlib()
     spec, origin = _load_spec(args)
     previous_threads = lf.get_num_threads()
     lf.set_num_threads(args.threads)
@@ -293,33 +303,33 @@ def _run(args: argparse.Namespace, spec: Any, origin: str, names: list[str],
     me = Engine("lstm_fast", lf.__version__, runner=model)
     reference = outputs(model, wl)  # also fails early (stream of a bidirectional model)
     me.contender = contender(me, wl)
-    env = report.environment(model.isa, args.threads)
+    env = environment(model.isa, args.threads)
     peak = None if args.no_peak else sgemm_peak()
-    for line in report.header_lines(env, spec, args, wl, origin, peak):
+    for line in header_lines(env, spec, args, wl, origin, peak):
         print(line)
     sys.stdout.flush()
     engines = [me, *build_peers(names, spec, wl, args.threads, reference)]
     timed = [e for e in engines if e.status == "ok"]
     _measure(timed, args, Progress(args.progress or sys.stderr.isatty()))
 
-    stats = {e.name: report.engine_stats(e, wl, peak, args.frame_rate) for e in timed}
+    stats = {e.name: engine_stats(e, wl, peak, args.frame_rate) for e in timed}
     ref_p50 = stats[me.name]["p50_us"]  # the same number lstm_fast's own row shows
     for s in stats.values():
         s["ratio_vs_lstm_fast"] = s["p50_us"] / ref_p50 if ref_p50 else None
     print()
-    for line in report.result_lines(engines, stats, wl, args, peak):
+    for line in result_lines(engines, stats, wl, args, peak):
         print(line)
-    noisy = any(s["p99_us"] > report.NOISY * s["p50_us"] for s in stats.values())
+    noisy = any(s["p99_us"] > NOISY * s["p50_us"] for s in stats.values())
     if args.json:
-        doc = report.json_document(args, spec, wl, names, env, peak, engines, stats, noisy)
+        doc = json_document(args, spec, wl, names, env, peak, engines, stats, noisy)
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
             f.write("\n")
         print(f"wrote {args.json}")
     if args.plot:
-        title = (f"{report.describe(spec)} - {wl.mode}, batch {wl.batch}, "
+        title = (f"{describe(spec)} - {wl.mode}, batch {wl.batch}, "
                  f"{wl.frames_per_call} frame{'s' if wl.frames_per_call > 1 else ''}/call, "
                  f"{args.threads} thread{'s' if args.threads > 1 else ''}")
-        report.plot(args.plot, timed, title)
+        plot(args.plot, timed, title)
         print(f"wrote {args.plot}")
     return 1 if any(e.status in ("mismatch", "failed") for e in engines) else 0
