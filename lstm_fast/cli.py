@@ -137,7 +137,7 @@ def _compare(y: np.ndarray, source: str, kind: str, x: np.ndarray,
 def _cmd_convert(args: argparse.Namespace) -> int:
     from . import load
     from .format import save_spec
-    from .verify import random_input
+    from .sample_input import random_input
 
     spec, kind = _convert_source(args, args.source)
     if args.weights != "fp32":
@@ -247,7 +247,7 @@ def _cmd_run_batches(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from . import load
-    from .verify import random_input
+    from .sample_input import random_input
 
     model = load(args.model)
     kind = args.framework or detect_framework(args.against)
