@@ -1,9 +1,10 @@
 """Workloads and deterministic test data shared by the lstm_fast benchmarks.
 
-Used by ``benches/compare.py`` (lstm_fast vs torch vs ONNX Runtime) and by the
-pytest-benchmark suites in ``benches/test_bench_lstm.py`` and
-``benches/test_bench_family.py``. Only numpy is needed here so that all of them
-can import it cheaply.
+Used by ``benches/compare.py`` (lstm_fast vs torch vs ONNX Runtime, through
+:mod:`lstm_fast.bench` and :mod:`lstm_fast.peers`) and by the pytest-benchmark
+suites in ``benches/test_bench_lstm.py`` and ``benches/test_bench_family.py``:
+:func:`make_spec` is the one model of each workload for all of them. Only numpy
+is imported at module level so that all of them can import it cheaply.
 
 Two kinds of workloads:
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +44,7 @@ __all__ = [
     "make_classifier_inputs",
     "make_classifier_state_dict",
     "make_input",
+    "make_spec",
     "make_weights",
 ]
 
@@ -363,3 +365,24 @@ def make_classifier_inputs(workload: ClassifierWorkload) -> tuple[IdArray, IdArr
     lengths[np.argmax(lengths)] = workload.seq_len  # the padded length is really T
     ids[np.arange(workload.seq_len) >= lengths[:, np.newaxis]] = 0
     return ids, lengths
+
+
+def make_spec(workload: AnyWorkload) -> Any:
+    """The workload's model as a :class:`lstm_fast.ModelSpec`, with its deterministic weights.
+
+    A single LSTM layer as ``Model.from_lstm_weights`` builds it, a GRU layer with PyTorch's
+    reset-after gates, or the classifier converted from its state dict with
+    ``spec_from_state_dict(sd, head="last")``, as a user would.
+    """
+    import lstm_fast as lf
+
+    if isinstance(workload, ClassifierWorkload):
+        from lstm_fast.converters.torch import spec_from_state_dict
+
+        return spec_from_state_dict(make_classifier_state_dict(workload), head="last")
+    weights = make_weights(workload.input_size, workload.hidden_size, workload.seed,
+                           workload.cell)
+    if workload.cell == "lstm":
+        return lf.Model.from_lstm_weights([tuple(weights)]).spec
+    layer = lf.GRULayerSpec(*weights, reset_after=True)
+    return lf.ModelSpec(layers=(layer,), mask_semantics="torch")

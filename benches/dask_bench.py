@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from distributed import Client, LocalCluster, wait
 
     import lstm_fast.dask as lfd
+    from lstm_fast.bench.timing import Contender, interleave
 
     model = make_model()
     x = np.random.default_rng(1).standard_normal(
@@ -73,17 +74,20 @@ def main(argv: list[str] | None = None) -> int:
         ref = np.concatenate([model.predict(x[b:b + c]) for b in range(0, B, c)])
         got = lfd.predict(model, xd).compute()  # warm-up: model scattered, workers warm
         assert np.array_equal(got, ref), "dask result differs from Model.predict per chunk"
-        one, two, one_cpu = [], [], 0.0
-        cpu0 = client.run(_cpu_seconds)
-        for _ in range(args.rounds):
-            t0, c0 = time.perf_counter(), time.thread_time()
+        one_cpu_s = [0.0]
+
+        def one_process(_: object) -> None:
+            c0 = time.thread_time()
             for b in range(0, B, c):
                 model.predict(x[b:b + c])
-            one.append(time.perf_counter() - t0)
-            one_cpu += time.thread_time() - c0
-            t0 = time.perf_counter()
-            lfd.predict(model, xd).compute()
-            two.append(time.perf_counter() - t0)
+            one_cpu_s[0] += time.thread_time() - c0
+
+        contenders = [Contender("one process", one_process, [None]),
+                      Contender("dask", lambda _: lfd.predict(model, xd).compute(), [None])]
+        cpu0 = client.run(_cpu_seconds)
+        interleave(contenders, finished=lambda k: k.turns >= args.rounds, count=lambda k: 1)
+        one, two = ([t / 1e9 for t in k.times_ns] for k in contenders)
+        one_cpu = one_cpu_s[0]
         cpu = {w: t - cpu0[w] for w, t in client.run(_cpu_seconds).items()}
     s1, s2 = float(np.median(one)), float(np.median(two))
     print(f"{B:,} sequences x {args.steps} steps, 64->128 LSTM + Dense(8) head, chunks of {c}")

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -35,6 +34,7 @@ import numpy as np  # noqa: E402
 
 import lstm_fast as lf  # noqa: E402
 from lstm_fast import _core  # noqa: E402
+from lstm_fast.bench.timing import Contender, interleave  # noqa: E402
 
 I, H, SESSIONS = 128, 256, 256
 
@@ -47,7 +47,12 @@ def make_model(seed: int = 0) -> lf.Model:
     return lf.Model.from_lstm_weights([layer])
 
 
+WARMUP_ROUNDS = 3
+
+
 def bench(n: int, rounds: int, model: lf.Model, rng: np.random.Generator) -> dict[str, list[float]]:
+    """µs per tick of each way, ``rounds`` ticks each, in interleaved rounds (each round draws
+    its senders; the first WARMUP_ROUNDS rounds are not kept)."""
     pool = lf.StreamPool(model)
     keys = [pool.open() for _ in range(SESSIONS)]
     raw = model.stream(batch=n)
@@ -56,45 +61,41 @@ def bench(n: int, rounds: int, model: lf.Model, rng: np.random.Generator) -> dic
     singles = [model.stream(batch=1) for _ in range(SESSIONS)]
     segs = pool._segments
     ws = np.empty(_core.rows_workspace_size(model._c, n, 1), np.uint8)
-    times: dict[str, list[float]] = {k: [] for k in (
-        "pool.step", "run_rows (C)", "raw stream.step", "numpy gather", "per-session step")}
     x = rng.standard_normal((n, I)).astype(np.float32) * 0.5
     frames_x = list(x)
-    for r in range(rounds + 3):
+    tick: dict[str, object] = {}
+
+    def draw(_round: int) -> None:
         senders = np.sort(rng.choice(SESSIONS, n, replace=False))
-        frames = {keys[j]: frames_x[i] for i, j in enumerate(senders)}
         rows = np.array([pool._row_of[keys[j]] for j in senders])
-        which, local = pool._seg_of[rows], pool._local_of[rows]
+        tick.update(senders=senders, frames={keys[j]: frames_x[i] for i, j in enumerate(senders)},
+                    which=pool._seg_of[rows], local=pool._local_of[rows])
 
-        def numpy_gather(senders=senders) -> None:
-            h, c = big.state
-            small.state = (h[:, senders], c[:, senders])
-            small.step(x)
-            h2, c2 = small.state
-            h[:, senders], c[:, senders] = h2, c2
-            big.state = (h, c)
+    def numpy_gather(_: object) -> None:
+        senders = tick["senders"]
+        h, c = big.state
+        small.state = (h[:, senders], c[:, senders])
+        small.step(x)
+        h2, c2 = small.state
+        h[:, senders], c[:, senders] = h2, c2
+        big.state = (h, c)
 
-        def per_session(senders=senders) -> None:
-            for i, j in enumerate(senders):
-                singles[j].step(x[i:i + 1])
+    def per_session(_: object) -> None:
+        for i, j in enumerate(tick["senders"]):
+            singles[j].step(x[i:i + 1])
 
-        calls = {
-            "pool.step": lambda frames=frames: pool.step(frames),
-            "run_rows (C)": lambda which=which, local=local: _core.run_rows(
-                model._c, segs, which, local, x, ws, None, False, True),
-            "raw stream.step": lambda: raw.step(x),
-            "numpy gather": numpy_gather,
-            "per-session step": per_session,
-        }
-        order = list(calls)
-        rng.shuffle(order)
-        for name in order:
-            t0 = time.perf_counter_ns()
-            calls[name]()
-            dt = (time.perf_counter_ns() - t0) / 1e3
-            if r >= 3:  # warm-up rounds
-                times[name].append(dt)
-    return times
+    calls = {
+        "pool.step": lambda _: pool.step(tick["frames"]),
+        "run_rows (C)": lambda _: _core.run_rows(model._c, segs, tick["which"], tick["local"],
+                                                 x, ws, None, False, True),
+        "raw stream.step": lambda _: raw.step(x),
+        "numpy gather": numpy_gather,
+        "per-session step": per_session,
+    }
+    contenders = [Contender(name, call, [None]) for name, call in calls.items()]
+    interleave(contenders, finished=lambda c: c.turns >= rounds + WARMUP_ROUNDS,
+               count=lambda c: 1, before_round=draw)
+    return {c.name: [t / 1e3 for t in c.times_ns[WARMUP_ROUNDS:]] for c in contenders}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,8 @@ from bench_common import (
     ClassifierWorkload,
     Workload,
     make_classifier_inputs,
-    make_classifier_state_dict,
     make_input,
-    make_weights,
+    make_spec,
 )
 
 # exc_type=ImportError: also skip (not error) when the package exists but its extension
@@ -46,9 +45,7 @@ def _single_thread() -> None:
 
 def _gru_model(workload: Workload) -> Any:
     """Build a one-layer GRU model with the workload's deterministic random weights."""
-    weights = make_weights(workload.input_size, workload.hidden_size, workload.seed, "gru")
-    layer = lf.GRULayerSpec(*weights, reset_after=True)
-    return lf.Model(lf.ModelSpec(layers=(layer,), mask_semantics="torch"))
+    return lf.Model(make_spec(workload))
 
 
 def _workload_id(workload: Workload | ClassifierWorkload) -> str:
@@ -85,11 +82,9 @@ def test_gru_sequence(benchmark: Any, workload: Workload) -> None:
 @pytest.mark.parametrize("workload", CLASSIFIER_WORKLOADS, ids=_workload_id)
 def test_bilstm_classifier(benchmark: Any, workload: ClassifierWorkload) -> None:
     """One ``model.predict(ids, lengths=...)`` call: token ids (B, T) -> logits (B, classes)."""
-    from lstm_fast.converters.torch import spec_from_state_dict
-
     benchmark.group = workload.name
     benchmark.extra_info["workload"] = workload.describe()
-    model = lf.Model(spec_from_state_dict(make_classifier_state_dict(workload), head="last"))
+    model = lf.Model(make_spec(workload))
     ids, lengths = make_classifier_inputs(workload)
     model.predict(ids, lengths=lengths)  # warm-up
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from bench_common import LSTM_WORKLOADS, Workload, make_input, make_weights
+from bench_common import LSTM_WORKLOADS, Workload, make_input, make_spec
 
 # exc_type=ImportError: also skip (not error) when the package exists but its extension
 # fails to load, e.g. mid-rebuild.
@@ -31,8 +31,7 @@ def _single_thread() -> None:
 
 def _model(workload: Workload) -> Any:
     """Build an lstm_fast model with the workload's deterministic random weights."""
-    weights = make_weights(workload.input_size, workload.hidden_size, workload.seed)
-    return lf.Model.from_lstm_weights([tuple(weights)])
+    return lf.Model(make_spec(workload))
 
 
 def _workload_id(workload: Workload) -> str:

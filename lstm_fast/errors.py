@@ -82,3 +82,8 @@ class DuplicateFrameError(InputError):
 
 class PoolFullError(LstmFastError, RuntimeError):
     """A :class:`~lstm_fast.StreamPool` of fixed capacity has no free session."""
+
+
+class FrameworkUnavailable(LstmFastError):
+    """Another framework (torch, ONNX Runtime, Keras) is not installed, or cannot run this model
+    or file; the message says what is missing."""

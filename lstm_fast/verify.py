@@ -14,20 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LstmFastError
-from .spec import ModelSpec
+from .errors import FrameworkUnavailable
+from .sample_input import random_input
 
-
-class FrameworkUnavailable(LstmFastError):
-    """The source framework is not installed (or cannot run this file)."""
-
-
-def random_input(spec: ModelSpec, batch: int, steps: int, seed: int = 0) -> np.ndarray:
-    """Inputs that exercise the model: ids in [1, vocabulary) or standard normal features."""
-    rng = np.random.default_rng(seed)
-    if spec.takes_ids:
-        return rng.integers(1, max(2, spec.layers[0].vocab_size), (batch, steps)).astype(np.int64)
-    return rng.standard_normal((batch, steps, spec.input_size)).astype(np.float32)
+__all__ = ["FrameworkUnavailable", "framework_output", "random_input"]
 
 
 def framework_output(source: str, kind: str, x: np.ndarray, lengths: np.ndarray | None = None,

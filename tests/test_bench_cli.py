@@ -14,7 +14,7 @@ import pytest
 
 from lstm_fast import bench
 from lstm_fast.bench_spec import parse_spec
-from lstm_fast.verify import FrameworkUnavailable
+from lstm_fast.errors import FrameworkUnavailable
 
 TINY = "lstm:I=4,H=8,L=2"
 FAST = ("--iters", "30", "--warmup", "2")

@@ -9,13 +9,13 @@ import pytest
 
 import lstm_fast as lf
 from lstm_fast.peers import FrameworkUnavailable, Peer, available_peers, build_peer
+from lstm_fast.sample_input import random_input
 from lstm_fast.spec import (
     BidirectionalSpec,
     EmbeddingSpec,
     MaskingSpec,
     ModelSpec,
 )
-from lstm_fast.verify import random_input
 
 from .test_layers import cell_spec, dense_spec
 

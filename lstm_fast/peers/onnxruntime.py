@@ -1,0 +1,477 @@
+"""The ONNX Runtime peer: the spec as an ONNX graph (built with ``onnx.helper``: one
+LSTM/GRU/RNN node per recurrent layer, gates reordered to ONNX's) run by an InferenceSession.
+
+Lengths go to the nodes' ``sequence_lens``; streams use a time-major graph whose state inputs
+and outputs are fed back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..spec import (
+    AffineSpec,
+    BidirectionalSpec,
+    CellSpec,
+    DenseSpec,
+    EmbeddingSpec,
+    GRULayerSpec,
+    LSTMLayerSpec,
+    ModelSpec,
+    NormalizeSpec,
+    SimpleRNNLayerSpec,
+)
+from .base import FrameworkUnavailable, Peer, PeerStream, _as_input, _cells_of, _gate_blocks
+
+__all__ = ["ONNX_IR_VERSION", "ONNX_OPSET", "OrtPeer", "build_onnx_model", "make_session"]
+
+ONNX_OPSET = 17
+ONNX_IR_VERSION = 8  # onnx 1.2x writes newer IR versions than some onnxruntime builds read
+
+#: Spec cell activation -> (ONNX RNN activation name, alpha, beta).
+_ONNX_CELL_ACTS: dict[str, tuple[str, float | None, float | None]] = {
+    "sigmoid": ("Sigmoid", None, None), "tanh": ("Tanh", None, None),
+    "relu": ("Relu", None, None), "linear": ("Affine", 1.0, 0.0),
+    "hard_sigmoid": ("HardSigmoid", 1.0 / 6.0, 0.5),
+    "hard_sigmoid_keras2": ("HardSigmoid", 0.2, 0.5),
+    "softsign": ("Softsign", None, None), "softplus": ("Softplus", None, None),
+    "elu": ("Elu", 1.0, None),
+}
+
+#: Spec gate order -> ONNX gate order, as indices of the spec's row blocks.
+_ONNX_GATES = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn": (0,)}  # ifgo->iofc, rzn->zrh
+_ONNX_OPS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+
+
+class _OnnxGraph:
+    """A small helper that accumulates nodes and initializers with unique names."""
+
+    def __init__(self, onnx: Any) -> None:
+        self.onnx = onnx
+        self.helper = onnx.helper
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
+        self._count = 0
+
+    def name(self, base: str) -> str:
+        self._count += 1
+        return f"{base}_{self._count}"
+
+    def const(self, base: str, value: np.ndarray) -> str:
+        name = self.name(base)
+        self.inits.append(self.onnx.numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, out: str | None = None,
+           **attrs: Any) -> Any:
+        outs = [out] if out is not None else [self.name(op_type.lower()) for _ in range(n_out)]
+        self.nodes.append(self.helper.make_node(op_type, inputs, outs, **attrs))
+        return outs[0] if n_out == 1 else outs
+
+
+def _onnx_cell_attrs(cells: tuple[CellSpec, ...]) -> dict[str, Any]:
+    """``activations`` (and alphas/betas) of an ONNX LSTM/GRU/RNN node; {} for defaults."""
+    names: list[str] = []
+    alphas: list[float] = []
+    betas: list[float] = []
+    for cell in cells:
+        if isinstance(cell, LSTMLayerSpec):
+            acts = (cell.recurrent_activation, cell.activation, cell.activation)
+        elif isinstance(cell, GRULayerSpec):
+            acts = (cell.recurrent_activation, cell.activation)
+        else:
+            acts = (cell.activation,)
+        for a in acts:
+            if a not in _ONNX_CELL_ACTS:
+                raise FrameworkUnavailable(
+                    f"onnxruntime: the ONNX {_ONNX_OPS[cell.kind]} operator has no activation "
+                    f"{a!r} (it has {', '.join(sorted(_ONNX_CELL_ACTS))})")
+            name, alpha, beta = _ONNX_CELL_ACTS[a]
+            names.append(name)
+            if alpha is not None:
+                alphas.append(alpha)
+            if beta is not None:
+                betas.append(beta)
+    defaults = {"lstm": ["Sigmoid", "Tanh", "Tanh"], "gru": ["Sigmoid", "Tanh"],
+                "rnn": ["Tanh"]}[cells[0].kind] * len(cells)
+    attrs: dict[str, Any] = {}
+    if names != defaults:
+        attrs["activations"] = names
+    if alphas:
+        attrs["activation_alpha"] = alphas
+    if betas:
+        attrs["activation_beta"] = betas
+    return attrs
+
+
+def _onnx_cell_weights(cell: CellSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """W [G*H, I], R [G*H, H] in ONNX gate order and B [2*G*H] = [Wb, Rb] (None: no bias)."""
+    order = _ONNX_GATES[cell.kind]
+    w = _gate_blocks(cell.w_ih, order)
+    r = _gate_blocks(cell.w_hh, order)
+    if isinstance(cell, GRULayerSpec):
+        b_in, b_rec = cell.b_ih, cell.b_hh
+    else:
+        b_in, b_rec = cell.bias, None
+    if b_in is None and b_rec is None:
+        return w, r, None
+    zeros = np.zeros(w.shape[0], dtype=np.float32)
+    wb = zeros if b_in is None else _gate_blocks(b_in, order)
+    rb = zeros if b_rec is None else _gate_blocks(b_rec, order)
+    return w, r, np.concatenate([wb, rb])
+
+
+def _onnx_dense_activation(g: _OnnxGraph, name: str, h: str) -> str:
+    if name == "linear":
+        return h
+    simple = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "softsign": "Softsign",
+              "softplus": "Softplus", "elu": "Elu", "selu": "Selu", "exponential": "Exp"}
+    if name in simple:
+        return g.op(simple[name], [h])
+    if name in ("softmax", "log_softmax"):
+        return g.op("Softmax" if name == "softmax" else "LogSoftmax", [h], axis=-1)
+    if name in ("hard_sigmoid", "hard_sigmoid_keras2"):
+        return g.op("HardSigmoid", [h], alpha=1.0 / 6.0 if name == "hard_sigmoid" else 0.2,
+                    beta=0.5)
+    if name == "relu6":
+        return g.op("Clip", [h, g.const("zero", np.float32(0.0)),
+                             g.const("six", np.float32(6.0))])
+    if name == "silu":
+        return g.op("Mul", [h, g.op("Sigmoid", [h])])
+    if name == "gelu":  # exact (erf) GELU: 0.5 x (1 + erf(x / sqrt 2))
+        e = g.op("Erf", [g.op("Mul", [h, g.const("rsqrt2", np.float32(np.sqrt(0.5)))])])
+        one_plus = g.op("Add", [e, g.const("one", np.float32(1.0))])
+        return g.op("Mul", [g.op("Mul", [h, g.const("half", np.float32(0.5))]), one_plus])
+    raise FrameworkUnavailable(f"onnxruntime: no Dense activation {name!r}")
+
+
+def _onnx_merge(g: _OnnxGraph, mode: str, y: str, axis: int) -> str:
+    """Merge the direction axis ``axis`` (size 2) of ``y`` with ``sum``/``ave``/``mul``."""
+    a, b = g.op("Split", [y], n_out=2, axis=axis)
+    m = g.op("Mul" if mode == "mul" else "Add", [a, b])
+    if mode == "ave":
+        m = g.op("Mul", [m, g.const("half", np.float32(0.5))])
+    return g.op("Squeeze", [m, g.const("axes", np.array([axis], dtype=np.int64))])
+
+
+def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = False) -> Any:
+    """The spec as an ONNX graph (opset 17, layout 0 recurrent nodes).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model; must not use Keras masking or an LSTM projection.
+    lengths : bool
+        Add the input ``lengths`` [N] int32, fed to every node's ``sequence_lens``.
+    stream : bool
+        Add per recurrent layer k the inputs ``h0_k`` [1, N, H] (and ``c0_k`` for an LSTM)
+        and the outputs ``hn_k`` (and ``cn_k``), to carry the state between calls; inputs
+        and outputs are then time-major ([T, N, ...]), which spares the graph two Transpose
+        nodes per call (the caller's swap of two axes is free for one step or one row).
+
+    Returns
+    -------
+    onnx.ModelProto
+        Input ``x`` [N, T, I] float32 or ``ids`` [N, T] int64; output ``y`` [N, T, O] (or
+        [N, O] when a recurrent layer returns only its last step). T and N swap places in
+        ``x``, ``ids`` and a sequence ``y`` with ``stream=True``.
+
+    Raises
+    ------
+    FrameworkUnavailable
+        When onnx is missing or the spec is not expressible in ONNX.
+    """
+    try:
+        import onnx
+    except ImportError as e:
+        raise FrameworkUnavailable(f"onnx is not installed ({e})") from None
+    if spec.uses_mask:
+        raise FrameworkUnavailable(
+            "onnxruntime: Keras masking (Masking or Embedding(mask_zero=True)) is not "
+            "expressible in ONNX recurrent operators, which only take right padding "
+            "(sequence_lens)")
+    helper, tp = onnx.helper, onnx.TensorProto
+    g = _OnnxGraph(onnx)
+    graph_inputs = []
+    if spec.takes_ids:
+        graph_inputs.append(helper.make_tensor_value_info(
+            "ids", tp.INT64, ["T", "N"] if stream else ["N", "T"]))
+        emb = spec.layers[0]
+        ids_t = "ids" if stream else g.op("Transpose", ["ids"], perm=[1, 0])  # [T, N]
+        h = g.op("Gather", [g.const("embedding", emb.weight), ids_t], axis=0)  # [T, N, E]
+    else:
+        graph_inputs.append(helper.make_tensor_value_info(
+            "x", tp.FLOAT, ["T" if stream else "N", "N" if stream else "T", spec.input_size]))
+        h = "x" if stream else g.op("Transpose", ["x"], perm=[1, 0, 2])  # [T, N, I]
+    seq_lens = ""
+    if lengths:
+        graph_inputs.append(helper.make_tensor_value_info("lengths", tp.INT32, ["N"]))
+        seq_lens = "lengths"
+    graph_outputs = []
+    time_major = True  # False once a layer returned only its last step: h is [N, F]
+    k = 0
+    for L in spec.layers:
+        if isinstance(L, EmbeddingSpec):
+            continue
+        if isinstance(L, DenseSpec):
+            h = g.op("MatMul", [h, g.const("dense_wt", np.ascontiguousarray(L.weight.T))])
+            if L.bias is not None:
+                h = g.op("Add", [h, g.const("dense_b", L.bias)])
+            h = _onnx_dense_activation(g, L.activation, h)
+            continue
+        if isinstance(L, AffineSpec):
+            if L.scale is not None:
+                h = g.op("Mul", [h, g.const("affine_scale", L.scale)])
+            if L.shift is not None:
+                h = g.op("Add", [h, g.const("affine_shift", L.shift)])
+            h = _onnx_dense_activation(g, L.activation, h)
+            continue
+        if isinstance(L, NormalizeSpec):
+            norm = g.op("ReduceL2", [h], axes=[-1], keepdims=1)  # opset 17: axes attribute
+            norm = g.op("Max", [norm, g.const("eps", np.float32(L.epsilon))])
+            h = g.op("Div", [h, norm])
+            continue
+        if not isinstance(L, (LSTMLayerSpec, GRULayerSpec, SimpleRNNLayerSpec,
+                              BidirectionalSpec)):
+            raise FrameworkUnavailable(f"onnxruntime: no equivalent of a {L.kind} layer")
+        cells = _cells_of(L)
+        f = cells[0]
+        if isinstance(f, LSTMLayerSpec) and f.w_hr is not None:
+            raise FrameworkUnavailable(
+                "onnxruntime: the ONNX LSTM operator has no projection (proj_size / w_hr)")
+        parts = [_onnx_cell_weights(c) for c in cells]
+        inputs = [h, g.const("W", np.stack([p[0] for p in parts])),
+                  g.const("R", np.stack([p[1] for p in parts]))]
+        if L.go_backwards:  # forward over the reversed steps, outputs in processing order
+            inputs[0] = g.op("Slice", [
+                h, g.const("starts", np.array([-1], np.int64)),
+                g.const("ends", np.array([np.iinfo(np.int64).min], np.int64)),
+                g.const("axes", np.array([0], np.int64)),
+                g.const("steps", np.array([-1], np.int64))])
+        has_bias = any(p[2] is not None for p in parts)
+        if has_bias:
+            zero = np.zeros(2 * parts[0][0].shape[0], dtype=np.float32)
+            inputs.append(g.const("B", np.stack([zero if p[2] is None else p[2]
+                                                 for p in parts])))
+        else:
+            inputs.append("")
+        inputs.append(seq_lens)
+        lstm = isinstance(f, LSTMLayerSpec)
+        outs = [g.name("Y"), g.name("Y_h")] + ([g.name("Y_c")] if lstm else [])
+        if stream:
+            inputs.append(f"h0_{k}")
+            graph_inputs.append(helper.make_tensor_value_info(
+                f"h0_{k}", tp.FLOAT, [1, "N", f.output_size]))
+            outs[1] = f"hn_{k}"
+            graph_outputs.append(helper.make_tensor_value_info(
+                f"hn_{k}", tp.FLOAT, [1, "N", f.output_size]))
+            if lstm:
+                inputs.append(f"c0_{k}")
+                graph_inputs.append(helper.make_tensor_value_info(
+                    f"c0_{k}", tp.FLOAT, [1, "N", f.hidden_size]))
+                outs[2] = f"cn_{k}"
+                graph_outputs.append(helper.make_tensor_value_info(
+                    f"cn_{k}", tp.FLOAT, [1, "N", f.hidden_size]))
+        while inputs and inputs[-1] == "":
+            inputs.pop()
+        attrs = _onnx_cell_attrs(cells)
+        if isinstance(f, GRULayerSpec):
+            attrs["linear_before_reset"] = int(f.reset_after)
+        g.nodes.append(helper.make_node(
+            _ONNX_OPS[f.kind], inputs, outs, hidden_size=f.hidden_size,
+            direction="bidirectional" if len(cells) == 2 else "forward", **attrs))
+        y, y_h = outs[0], outs[1]
+        mode = getattr(L, "merge_mode", "concat")
+        if L.return_sequences:  # Y [T, D, N, H]
+            if len(cells) == 1:
+                h = g.op("Squeeze", [y, g.const("axes", np.array([1], np.int64))])
+            elif mode == "concat":
+                yt = g.op("Transpose", [y], perm=[0, 2, 1, 3])
+                h = g.op("Reshape", [yt, g.const("shape", np.array([0, 0, -1], np.int64))])
+            else:
+                h = _onnx_merge(g, mode, y, 1)
+        else:  # Y_h [D, N, H]
+            time_major = False
+            if len(cells) == 1:
+                h = g.op("Squeeze", [y_h, g.const("axes", np.array([0], np.int64))])
+            elif mode == "concat":
+                yt = g.op("Transpose", [y_h], perm=[1, 0, 2])
+                h = g.op("Reshape", [yt, g.const("shape", np.array([0, -1], np.int64))])
+            else:
+                h = _onnx_merge(g, mode, y_h, 0)
+        k += 1
+    if time_major and stream:
+        g.op("Identity", [h], out="y")
+        y_shape: list[Any] = ["T", "N", spec.output_size]
+    elif time_major:
+        g.op("Transpose", [h], perm=[1, 0, 2], out="y")
+        y_shape = ["N", "T", spec.output_size]
+    else:
+        g.op("Identity", [h], out="y")
+        y_shape = ["N", spec.output_size]
+    graph_outputs.insert(0, helper.make_tensor_value_info("y", tp.FLOAT, y_shape))
+    graph = helper.make_graph(g.nodes, "lstm_fast_peer", graph_inputs, graph_outputs,
+                              initializer=g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+                              ir_version=ONNX_IR_VERSION, producer_name="lstm_fast.peers")
+    onnx.checker.check_model(model)
+    return model
+
+
+class OrtPeer(Peer):
+    """An ONNX graph in an ``onnxruntime.InferenceSession``. Variants: ``"iobind"`` (default;
+    calls go through pre-bound ``io_binding``s: ONNX Runtime's fastest way to call) and
+    ``"run"`` (plain ``session.run`` with a feed dict)."""
+
+    name = "onnxruntime"
+    variants = ("iobind", "run")
+
+    def __init__(self, spec: ModelSpec, threads: int, variant: str | None = None) -> None:
+        super().__init__(spec, threads, variant)
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise FrameworkUnavailable(f"onnxruntime is not installed ({e})") from None
+        self._ort = ort
+        self.version = str(ort.__version__)
+        self._input = "ids" if spec.takes_ids else "x"
+        self._sessions: dict[tuple[bool, bool], Any] = {}
+        self._bound: tuple[Any, ...] | None = None  # predict's binding, see _predict
+        self._session(lengths=False, stream=False)  # fail now if the spec is not expressible
+
+    def _session(self, *, lengths: bool, stream: bool) -> Any:
+        key = (lengths, stream)
+        if key not in self._sessions:
+            model = build_onnx_model(self.spec, lengths=lengths, stream=stream)
+            self._sessions[key] = make_session(self._ort, model, self.threads, self.version)
+        return self._sessions[key]
+
+    def _predict(self, x: np.ndarray, lens: np.ndarray | None) -> np.ndarray:
+        feed = {self._input: x}
+        if lens is not None:
+            feed["lengths"] = lens.astype(np.int32)
+        session = self._session(lengths=lens is not None, stream=False)
+        if self.variant == "run":
+            return session.run(["y"], feed)[0]
+        bound = self._bound
+        if (bound is None or bound[0] is not x or (bound[1] is None) != (lens is None)
+                or (lens is not None and not np.array_equal(bound[1], lens))):
+            # the first call of each input array runs plainly and binds the array (whose
+            # memory ONNX Runtime then reads at every run) and an output buffer
+            y = session.run(["y"], feed)[0]
+            value = self._ort.OrtValue.ortvalue_from_numpy
+            binding = session.io_binding()
+            for name, array in feed.items():
+                binding.bind_ortvalue_input(name, value(array))
+            out = np.empty_like(y)
+            binding.bind_ortvalue_output("y", value(out))
+            self._bound = (x, lens, binding, out, feed)  # feed: keeps the bound arrays alive
+            return y
+        session.run_with_iobinding(bound[2])
+        return bound[3].copy()  # never a view of the bound buffer
+
+    def stream(self, batch: int) -> PeerStream:
+        return _OrtStream(self, self._check_streamable(batch))
+
+
+def make_session(ort: Any, model: Any, threads: int, version: str = "") -> Any:
+    """A sequential, fully optimised CPU ``InferenceSession`` of ``model`` on ``threads``
+    intra-op threads; :class:`FrameworkUnavailable` when ONNX Runtime refuses the graph."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - any ORT refusal means "cannot express"
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise FrameworkUnavailable(f"onnxruntime {version} cannot load the graph: "
+                                   f"{first}") from None
+
+
+class _OrtStream(PeerStream):
+    """The stream graph, state fed back. Variant ``"run"``: every call feeds the state and
+    fetches the new one. Variant ``"iobind"``: the first call of each chunk shape runs plainly
+    and pre-binds two io_bindings over fixed buffers: binding k reads the state from slot k and
+    writes it to slot 1 - k (the ping-pong), so later calls copy only the input in and the
+    output out, and never re-bind."""
+
+    def __init__(self, peer: OrtPeer, batch: int) -> None:
+        self.batch = batch
+        self._peer = peer
+        self._session = peer._session(lengths=False, stream=True)
+        self._names: list[tuple[str, str]] = []  # (state input, state output)
+        self._zeros: list[np.ndarray] = []
+        for k, L in enumerate(peer.spec.recurrent_layers):
+            self._names.append((f"h0_{k}", f"hn_{k}"))
+            self._zeros.append(np.zeros((1, batch, L.output_size), np.float32))
+            if isinstance(L, LSTMLayerSpec):
+                self._names.append((f"c0_{k}", f"cn_{k}"))
+                self._zeros.append(np.zeros((1, batch, L.hidden_size), np.float32))
+        self._key: tuple[Any, ...] | None = None
+        self._slots: list[list[np.ndarray]] = []  # per state: the two ping-pong buffers
+        self._bindings: list[Any] = []
+        self._current = 0
+
+    def _state(self) -> list[np.ndarray]:
+        if not self._slots:
+            return self._zeros
+        return [pair[self._current] for pair in self._slots]
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        chunk = chunk.swapaxes(0, 1)  # the stream graph is time-major
+        key = (chunk.shape, chunk.dtype)
+        if key == self._key:
+            np.copyto(self._x, chunk)
+            self._session.run_with_iobinding(self._bindings[self._current])
+            self._current ^= 1
+            return self._batch_first(self._y)
+        feed = {self._peer._input: np.ascontiguousarray(chunk)}
+        feed.update((name, value) for (name, _), value in zip(self._names, self._state(),
+                                                              strict=True))
+        y, *states = self._session.run(["y", *(out for _, out in self._names)], feed)
+        if self._peer.variant == "run":
+            self._zeros = states  # the state the next call feeds
+        else:
+            self._prebind(chunk, y, states)
+            self._key = key
+        return self._batch_first(y)
+
+    @staticmethod
+    def _batch_first(y: np.ndarray) -> np.ndarray:
+        return (y.swapaxes(0, 1) if y.ndim == 3 else y).copy()  # never a view of a bound buffer
+
+    def _prebind(self, chunk: np.ndarray, y: np.ndarray, states: list[np.ndarray]) -> None:
+        value = self._peer._ort.OrtValue.ortvalue_from_numpy  # shares the array's memory
+        self._x = np.ascontiguousarray(chunk).copy()
+        self._y = np.empty_like(y)
+        self._slots = [[np.ascontiguousarray(s, np.float32).copy(), np.empty_like(s)]
+                       for s in states]
+        self._current = 0
+        x, out = value(self._x), value(self._y)
+        slots = [[value(a) for a in pair] for pair in self._slots]
+        self._bindings = []
+        for k in (0, 1):
+            binding = self._session.io_binding()
+            binding.bind_ortvalue_input(self._peer._input, x)
+            binding.bind_ortvalue_output("y", out)
+            for (name_in, name_out), pair in zip(self._names, slots, strict=True):
+                binding.bind_ortvalue_input(name_in, pair[k])
+                binding.bind_ortvalue_output(name_out, pair[1 - k])
+            self._bindings.append(binding)
+
+    def step(self, x_t: np.ndarray) -> np.ndarray:
+        x_t = _as_input(self._peer.spec, x_t, 2)
+        y = self._run(x_t[:, None])
+        return y[:, 0] if y.ndim == 3 else y
+
+    def run(self, chunk: np.ndarray) -> np.ndarray:
+        return self._run(_as_input(self._peer.spec, chunk))
+
+
+PEER = OrtPeer

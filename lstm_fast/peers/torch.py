@@ -1,0 +1,267 @@
+"""The torch peer: the spec as ``torch.nn`` modules (Embedding, LSTM/GRU/RNN, Linear).
+
+Lengths run as packed sequences; streams carry each recurrent module's (h, c) between calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..spec import (
+    AffineSpec,
+    BidirectionalSpec,
+    DenseSpec,
+    EmbeddingSpec,
+    GRULayerSpec,
+    LayerSpec,
+    LSTMLayerSpec,
+    ModelSpec,
+    NormalizeSpec,
+    SimpleRNNLayerSpec,
+)
+from .base import FrameworkUnavailable, Peer, PeerStream, _as_input, _cells_of
+
+__all__ = ["TorchPeer"]
+
+def _torch_dense_activation(torch: Any, name: str) -> Any:
+    F = torch.nn.functional
+    table = {
+        "linear": None, "relu": F.relu, "relu6": F.relu6, "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid, "hard_sigmoid": F.hardsigmoid,
+        "hard_sigmoid_keras2": lambda v: torch.clamp(0.2 * v + 0.5, 0.0, 1.0),
+        "softsign": F.softsign, "softplus": F.softplus, "elu": F.elu, "selu": F.selu,
+        "silu": F.silu, "gelu": F.gelu, "exponential": torch.exp,
+        "softmax": lambda v: torch.softmax(v, dim=-1),
+        "log_softmax": lambda v: torch.log_softmax(v, dim=-1),
+    }
+    if name not in table:
+        raise FrameworkUnavailable(f"torch: no Dense activation {name!r}")
+    return table[name]
+
+
+def _torch_rnn_module(torch: Any, L: LayerSpec) -> Any:
+    """One torch recurrent module (bidirectional when ``L`` is) holding the spec's weights."""
+    nn = torch.nn
+    cells = _cells_of(L)
+    bi = len(cells) == 2
+    f = cells[0]
+    ract = getattr(f, "recurrent_activation", "sigmoid")
+    if f.kind == "rnn":
+        if f.activation not in ("tanh", "relu"):
+            raise FrameworkUnavailable(f"torch: nn.RNN has no activation {f.activation!r} "
+                                       "(only tanh and relu)")
+    elif f.activation != "tanh" or ract != "sigmoid":
+        raise FrameworkUnavailable(
+            f"torch: nn.{f.kind.upper()} only has activation tanh and recurrent_activation "
+            f"sigmoid, not {f.activation!r}/{ract!r}")
+    if isinstance(f, GRULayerSpec) and not f.reset_after:
+        raise FrameworkUnavailable("torch: nn.GRU only has reset_after=True (a GRU with "
+                                   "reset_after=False is not expressible)")
+    size, hidden = f.input_size, f.hidden_size
+    if isinstance(f, LSTMLayerSpec):
+        proj = f.output_size if f.w_hr is not None else 0
+        m = nn.LSTM(size, hidden, batch_first=True, bidirectional=bi, proj_size=proj)
+    elif isinstance(f, GRULayerSpec):
+        m = nn.GRU(size, hidden, batch_first=True, bidirectional=bi)
+    else:
+        m = nn.RNN(size, hidden, batch_first=True, bidirectional=bi, nonlinearity=f.activation)
+    for cell, sfx in zip(cells, ("_l0", "_l0_reverse"), strict=False):
+        rows = cell.w_ih.shape[0]
+        zeros = np.zeros(rows, dtype=np.float32)
+        if isinstance(cell, GRULayerSpec):
+            b_ih, b_hh = cell.b_ih, cell.b_hh
+        else:
+            b_ih, b_hh = cell.bias, None
+        named = {"weight_ih": cell.w_ih, "weight_hh": cell.w_hh,
+                 "bias_ih": zeros if b_ih is None else b_ih,
+                 "bias_hh": zeros if b_hh is None else b_hh}
+        if isinstance(cell, LSTMLayerSpec) and cell.w_hr is not None:
+            named["weight_hr"] = cell.w_hr
+        for key, value in named.items():
+            getattr(m, key + sfx).data.copy_(torch.tensor(np.asarray(value, np.float32)))
+    m.requires_grad_(False)
+    m.eval()
+    return m
+
+
+def _torch_merge(torch: Any, mode: str, a: Any, b: Any) -> Any:
+    if mode == "concat":
+        return torch.cat([a, b], dim=-1)
+    if mode == "sum":
+        return a + b
+    if mode == "ave":
+        return (a + b) * 0.5
+    return a * b
+
+
+class TorchPeer(Peer):
+    """``torch.nn`` modules holding the spec's weights. Variants: ``"default"``, and
+    ``"no-mkldnn"`` (oneDNN off, torch's own RNN kernels), the faster one for small layers."""
+
+    name = "torch"
+    variants = ("default", "no-mkldnn")
+
+    def __init__(self, spec: ModelSpec, threads: int, variant: str | None = None) -> None:
+        super().__init__(spec, threads, variant)
+        self._inside = False
+        try:
+            import torch
+        except ImportError as e:
+            raise FrameworkUnavailable(f"torch is not installed ({e})") from None
+        if spec.uses_mask:
+            raise FrameworkUnavailable(
+                "torch has no equivalent of Keras masking (Masking or "
+                "Embedding(mask_zero=True)): torch only masks right padding, via lengths")
+        self._torch = torch
+        self.version = str(torch.__version__)
+        torch.set_num_threads(threads)
+        nn = torch.nn
+        self._stages: list[tuple[LayerSpec, Any, Any]] = []
+        for L in spec.layers:
+            if isinstance(L, EmbeddingSpec):
+                mod = nn.Embedding.from_pretrained(torch.tensor(np.asarray(L.weight)),
+                                                   freeze=True)
+                self._stages.append((L, mod, None))
+            elif isinstance(L, DenseSpec):
+                lin = nn.Linear(L.input_size, L.output_size, bias=L.bias is not None)
+                lin.weight.data.copy_(torch.tensor(np.asarray(L.weight)))
+                if L.bias is not None:
+                    lin.bias.data.copy_(torch.tensor(np.asarray(L.bias)))
+                lin.requires_grad_(False)
+                self._stages.append((L, lin, _torch_dense_activation(torch, L.activation)))
+            elif isinstance(L, (LSTMLayerSpec, GRULayerSpec, SimpleRNNLayerSpec,
+                                BidirectionalSpec)):
+                self._stages.append((L, _torch_rnn_module(torch, L), None))
+            elif isinstance(L, AffineSpec):
+                arrays = tuple(None if a is None else torch.tensor(np.asarray(a))
+                               for a in (L.scale, L.shift))
+                self._stages.append((L, arrays, _torch_dense_activation(torch, L.activation)))
+            elif isinstance(L, NormalizeSpec):
+                self._stages.append((L, None, None))
+            else:
+                raise FrameworkUnavailable(f"torch: no equivalent of a {L.kind} layer")
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """``torch.inference_mode()``, with oneDNN off for the ``"no-mkldnn"`` variant.
+
+        (``torch.backends.mkldnn.flags()`` is not used: it also resets the TF32 flag, which
+        makes torch warn on CPU-only builds.)
+        """
+        if self._inside:
+            yield
+            return
+        mkldnn = self._torch.backends.mkldnn
+        previous = bool(mkldnn.enabled)
+        if self.variant == "no-mkldnn":
+            mkldnn.enabled = False
+        self._inside = True
+        try:
+            with self._torch.inference_mode():
+                yield
+        finally:
+            self._inside = False
+            mkldnn.enabled = previous
+
+    def _tensor(self, x: np.ndarray) -> Any:
+        if not x.flags.writeable:  # torch.from_numpy warns on read-only arrays
+            x = x.copy()
+        return self._torch.from_numpy(x)
+
+    def _forward(self, h: Any, lengths: Any, states: list[Any] | None) -> Any:
+        """Run the stages; ``states`` (one per recurrent layer) is read and updated."""
+        T = h.shape[1]
+        k = 0
+        for L, mod, act in self._stages:
+            if isinstance(L, EmbeddingSpec):
+                h = mod(h)
+            elif isinstance(L, DenseSpec):
+                h = mod(h)
+                if act is not None:
+                    h = act(h)
+            elif isinstance(L, AffineSpec):
+                scale, shift = mod
+                h = h if scale is None else h * scale
+                h = h if shift is None else h + shift
+                h = h if act is None else act(h)
+            elif isinstance(L, NormalizeSpec):
+                h = self._torch.nn.functional.normalize(h, dim=-1, eps=L.epsilon)
+            else:
+                state = states[k] if states is not None else None
+                h, new_state = self._recurrent(L, mod, h, lengths, state, T)
+                if states is not None:
+                    states[k] = new_state
+                k += 1
+        return h
+
+    def _recurrent(self, L: Any, mod: Any, h: Any, lengths: Any, state: Any,
+                   T: int) -> tuple[Any, Any]:
+        torch = self._torch
+        if getattr(L, "go_backwards", False):
+            h = torch.flip(h, dims=(1,))
+        if lengths is not None:
+            rnn = torch.nn.utils.rnn
+            packed = rnn.pack_padded_sequence(h, lengths, batch_first=True,
+                                              enforce_sorted=False)
+            out, new_state = mod(packed, state)
+            out = rnn.pad_packed_sequence(out, batch_first=True, total_length=T)[0]
+        else:
+            out, new_state = mod(h, state)
+        bi = isinstance(L, BidirectionalSpec)
+        if L.return_sequences:
+            if bi and L.merge_mode != "concat":
+                half = out.shape[-1] // 2
+                out = _torch_merge(torch, L.merge_mode, out[..., :half], out[..., half:])
+            return out, new_state
+        h_n = new_state[0] if isinstance(new_state, tuple) else new_state
+        if bi:
+            return _torch_merge(torch, L.merge_mode, h_n[-2], h_n[-1]), new_state
+        return h_n[-1], new_state
+
+    def _predict(self, x: np.ndarray, lens: np.ndarray | None) -> np.ndarray:
+        torch = self._torch
+        if lens is not None and lens.size and lens.min() < 1:
+            raise FrameworkUnavailable("torch: packed sequences need every length >= 1")
+        with self.session():
+            return self._forward(self._tensor(x), None if lens is None
+                                 else torch.from_numpy(lens), None).numpy()
+
+    def stream(self, batch: int) -> PeerStream:
+        return _TorchStream(self, self._check_streamable(batch))
+
+
+class _TorchStream(PeerStream):
+    def __init__(self, peer: TorchPeer, batch: int) -> None:
+        self.batch = batch
+        self._peer = peer
+        torch = peer._torch
+        self._states: list[Any] = []
+        with torch.inference_mode():
+            for L in peer.spec.recurrent_layers:
+                h = torch.zeros(1, batch, L.output_size)
+                if isinstance(L, LSTMLayerSpec):
+                    self._states.append((h, torch.zeros(1, batch, L.hidden_size)))
+                else:
+                    self._states.append(h)
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        peer = self._peer
+        if peer._inside:  # in a session already: spare the context's cost per call
+            return peer._forward(peer._tensor(chunk), None, self._states).numpy()
+        with peer.session():
+            return peer._forward(peer._tensor(chunk), None, self._states).numpy()
+
+    def step(self, x_t: np.ndarray) -> np.ndarray:
+        x_t = _as_input(self._peer.spec, x_t, 2)
+        y = self._run(x_t[:, None])
+        return y[:, 0] if y.ndim == 3 else y
+
+    def run(self, chunk: np.ndarray) -> np.ndarray:
+        return self._run(_as_input(self._peer.spec, chunk))
+
+
+PEER = TorchPeer
