@@ -82,3 +82,20 @@ class DuplicateFrameError(InputError):
 
 class PoolFullError(LstmFastError, RuntimeError):
     """A :class:`~lstm_fast.StreamPool` of fixed capacity has no free session."""
+
+
+class FrameworkUnavailable(LstmFastError):
+    """The source framework is not installed (or cannot run this file)."""
+
+
+class SpecSyntaxError(LstmFastError, ValueError):
+    """A ``lstm-fast bench --spec`` text that cannot be parsed or describes an invalid model."""
+
+
+class ForbiddenGlobal(Exception):  # noqa: N818 - internal: caught by the torch file reader
+    """A pickle in a torch file names a global outside the allow-list (turned into a
+    :class:`ModelFileError` by :mod:`lstm_fast.converters.torch_file`)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name

@@ -14,12 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LstmFastError
+from .errors import FrameworkUnavailable
 from .spec import ModelSpec
 
-
-class FrameworkUnavailable(LstmFastError):
-    """The source framework is not installed (or cannot run this file)."""
+__all__ = ["FrameworkUnavailable", "framework_output", "random_input"]
 
 
 def random_input(spec: ModelSpec, batch: int, steps: int, seed: int = 0) -> np.ndarray:

@@ -340,7 +340,7 @@ def _cell(ctx: _Ctx, e: _Entry, cls: str, cfg: Mapping[str, Any], arrays: list[n
                                cfg.get("inner_activation", "hard_sigmoid" if keras1
                                        else "sigmoid"))
             ract = _activation(ctx, e, ract_raw, "recurrent_activation", CELL_ACTIVATIONS)
-    common = dict(activation=act, return_sequences=bool(cfg.get("return_sequences", False)),
+    common = dict(activation=act, return_last=not cfg.get("return_sequences", False),
                   go_backwards=go_backwards)
     if cls in _LSTM_CLASSES:
         w_ih, w_hh, bias = _lstm_weights(ctx, e, cls, arrays, names, units, use_bias, notes)
@@ -757,7 +757,7 @@ def _append_recurrent(ctx: _Ctx, e: _Entry, st: _State, spec: LayerSpec,
     st.fold_ok = False
     if stateful:
         st.stateful = True
-    if not spec.return_sequences:
+    if spec.return_last:
         st.time_axis = False
         st.mask = None
 

@@ -222,12 +222,12 @@ def _rnn_layers(sd: Mapping[str, np.ndarray], prefix: str, used: set[str],
 
 
 def _last_step_only(layer: LayerSpec) -> LayerSpec:
-    """``layer`` with ``return_sequences=False`` (both directions of a Bidirectional)."""
+    """``layer`` with ``return_last=True`` (both directions of a Bidirectional)."""
     if isinstance(layer, BidirectionalSpec):
         return dataclasses.replace(
-            layer, forward=dataclasses.replace(layer.forward, return_sequences=False),
-            backward=dataclasses.replace(layer.backward, return_sequences=False))
-    return dataclasses.replace(layer, return_sequences=False)
+            layer, forward=dataclasses.replace(layer.forward, return_last=True),
+            backward=dataclasses.replace(layer.backward, return_last=True))
+    return dataclasses.replace(layer, return_last=True)
 
 
 def spec_from_state_dict(

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from .._untrusted import converter_errors
-from ..errors import LstmFastError, ModelFileError, UnsupportedModelError
+from ..errors import ForbiddenGlobal, LstmFastError, ModelFileError, UnsupportedModelError
 from ._zip import SafeZip
 
 __all__ = ["load_torch_checkpoint", "read_state_dict"]
@@ -184,12 +184,6 @@ def _np_dtype(code: str | None) -> np.dtype | None:
 # The restricted unpickler
 
 
-class _ForbiddenGlobal(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
 class _Unpickler(pickle.Unpickler):
     """Resolves only allow-listed globals, each to an inert marker or a callable of ours."""
 
@@ -245,14 +239,14 @@ class _Unpickler(pickle.Unpickler):
                 cls = type(name, (_ScriptObject,), {"__slots__": (), "_ts_name": full})
                 self._script_classes[full] = cls
             return cls
-        raise _ForbiddenGlobal(full)
+        raise ForbiddenGlobal(full)
 
     def persistent_load(self, pid: Any) -> Any:
         if not isinstance(pid, tuple) or not pid:
             raise pickle.UnpicklingError("persistent id is not a tuple")
         kind = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
         if kind == "module" and self._legacy:
-            raise _ForbiddenGlobal("torch.nn.Module source (legacy whole-module pickle)")
+            raise ForbiddenGlobal("torch.nn.Module source (legacy whole-module pickle)")
         if kind != "storage" or len(pid) not in (5, 6):
             raise pickle.UnpicklingError(f"unknown persistent id kind {_brief(kind)}")
         stype, key, _location, numel = pid[1:5]
@@ -454,7 +448,7 @@ def _unpickle(data: bytes | io.BytesIO, where: str, *, script: bool = False,
     unpickler = _Unpickler(stream, script=script, legacy=legacy)
     try:
         return unpickler.load(), unpickler
-    except _ForbiddenGlobal as e:
+    except ForbiddenGlobal as e:
         raw = stream.getbuffer()[start:].tobytes()
         raise _refuse_globals(where, raw, e.name, unpickler._allowed, script) from None
     except LstmFastError:
