@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .converters.source import identify
 from .errors import LstmFastError
 
 
@@ -128,28 +129,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def detect_framework(path: str) -> str:
-    """'torch' or 'keras' from a checkpoint's first bytes (and, for zips, its entries)."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head.startswith(b"\x89HDF"):
-        return "keras"
-    if head.startswith(b"PK"):
-        import zipfile
-
-        try:
-            with zipfile.ZipFile(path) as z:
-                names = z.namelist()
-        except Exception:  # noqa: BLE001 - a damaged zip: the reader says what is wrong
-            return "keras" if path.endswith(".keras") else "torch"
-        if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
-            return "keras"
-        return "torch"
-    if path.endswith((".keras", ".h5", ".hdf5")):
-        return "keras"
-    return "torch"
-
-
 _TORCH_DEFAULTS = {"prefix": None, "key": None, "ignore": [], "head": "sequence",
                    "activations": None, "nonlinearity": "tanh", "head_norm": None}
 
@@ -169,7 +148,7 @@ def _torch_options(args: argparse.Namespace, recorded: dict[str, Any] | None = N
 
 
 def _convert_source(args: argparse.Namespace, path: str) -> tuple[Any, str]:
-    kind = args.framework or detect_framework(path)
+    kind = args.framework or identify(path).framework
     if kind == "keras":
         from .converters.keras import spec_from_keras_file
 
@@ -324,7 +303,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from .verify import random_input
 
     model = load(args.model)
-    kind = args.framework or detect_framework(args.against)
+    kind = args.framework or identify(args.against).framework
     x = (_load_input(args.input) if args.input
          else random_input(model.spec, max(1, args.batch), max(1, args.steps)))
     lengths = _load_lengths(args.lengths)
