@@ -924,7 +924,8 @@ def spec_from_keras_file(path: str | os.PathLike[str], *, config: Any = None,
     with open(source, "rb"):  # a missing or unreadable path is an OSError, as for open()
         pass
     cfg = _config_arg(config, source)
-    return read_keras_file(source, cfg, keras_version)  # HDF5 is read in a bounded child
+    # HDF5 is read in a bounded child
+    return read_keras_file(source, cfg, keras_version, _spec_from_keras_file_here)
 
 
 def _spec_from_keras_file_here(path: str, config: Any, keras_version: str | None
