@@ -28,9 +28,12 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
                         "repeatable")
     p.add_argument("--key", help="torch: entry of a training checkpoint holding the state dict "
                                  "(e.g. 'model_state_dict'; default: detected)")
-    p.add_argument("--head", choices=("sequence", "last"),
-                   help="torch: apply Linear layers at every step (default) or to the last "
-                        "(valid) step only, as a classifier on h_n[-1] does")
+    p.add_argument("--return-last", dest="head", action="store_const", const="last",
+                   help="torch: the recurrent layers return only their last (valid) step, so "
+                        "the Linear layers apply to it, as a classifier on h_n[-1] does "
+                        "(default: every step)")
+    # the older spelling of --return-last (--head last / --head sequence), still accepted
+    p.add_argument("--head", choices=("sequence", "last"), help=argparse.SUPPRESS)
     p.add_argument("--activations", help="torch: comma-separated activations, one per Linear "
                                          "layer after the recurrent module, or one more to "
                                          "apply the first to the recurrent output (default: "
