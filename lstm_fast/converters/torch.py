@@ -40,7 +40,9 @@ import numpy as np
 from .._untrusted import converter_errors
 from ..errors import UnsupportedModelError, WeightsError
 from ..spec import (
+    CELL_KINDS,
     DENSE_ACTIVATIONS,
+    LAYER_KINDS,
     RECURRENT_KINDS,
     AffineSpec,
     BidirectionalSpec,
@@ -124,8 +126,8 @@ def _cell_kind(sd: Mapping[str, np.ndarray], prefix: str, k: int, sfx: str) -> s
                 f"and (P, H)")
         return "lstm"
     if cols >= 1:
-        for kind, gates in (("lstm", 4), ("gru", 3), ("rnn", 1)):
-            if rows == gates * cols:
+        for kind in CELL_KINDS:
+            if rows == LAYER_KINDS[kind].gates * cols:  # type: ignore[attr-defined]
                 return kind
     raise WeightsError(f"module {where!r}: {hh_key} has shape {tuple(w_hh.shape)}; expected "
                        f"(4H, H) (nn.LSTM), (3H, H) (nn.GRU) or (H, H) (nn.RNN)")
