@@ -229,20 +229,20 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .format import load_spec
+    from .format import format_version, load_spec
     from .quantize import weight_bytes
 
     spec = load_spec(args.model)
-    quantized = spec.weights_dtype != "fp32" or spec.quant_error is not None
     info = {"file": args.model, "bytes": os.path.getsize(args.model),
-            "format_version": 2 if quantized else 1, "dtype": spec.weights_dtype,
+            "format_version": format_version(spec), "dtype": spec.weights_dtype,
             "weight_bytes": weight_bytes(spec), "quant_error": spec.quant_error,
             "parameters": spec.num_parameters(), "input": _input_text(spec),
             "output": _output_text(spec), "mask_semantics": spec.mask_semantics,
             "stateful": spec.stateful, "metadata": spec.metadata}
     if args.json:
         info["layers"] = [{"kind": L.kind, "input_size": L.input_size,
-                           "output_size": L.output_size} for L in spec.layers]
+                           "output_size": L.output_size, "options": L.options()}
+                          for L in spec.layers]
         print(json.dumps(info, indent=2))
         return 0
     print(spec.summary())

@@ -114,13 +114,18 @@ def _container(spec: ModelSpec
              "stateful": spec.stateful, "metadata": spec.metadata, "layers": layers}
     if spec.state_layout != "stacked":
         model["state_layout"] = spec.state_layout
-    version = 1
-    if wdt != "fp32" or spec.quant_error is not None:
+    version = format_version(spec)
+    if version >= 2:
         model["weights_dtype"] = wdt
         model["quant_error"] = spec.quant_error
-        version = 2
     meta = {"format": FORMAT, "format_version": str(version), "model": json.dumps(model)}
     return tensors, meta, stored
+
+
+def format_version(spec: ModelSpec) -> int:
+    """The format version ``spec``'s file is written with: 1 for a float32 model (so older
+    lstm_fast reads it), 2 with narrow weights or a recorded quantization error."""
+    return 2 if spec.weights_dtype != "fp32" or spec.quant_error is not None else 1
 
 
 def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
