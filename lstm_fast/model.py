@@ -406,7 +406,7 @@ def _layer_dict(L: Any, spec: ModelSpec) -> dict[str, Any]:
         flags += [name for name, on in (
             ("zero_masked_output", spec.mask_semantics == "torch"),
             ("bidirectional", outer.kind == "bidirectional")) if on]
-    if flags or L.kind in CELL_KINDS or any(o.bridge == "flag" for o in L.OPTIONS):
+    if any(o.bridge == "flag" for o in L.OPTIONS):  # cells and Embedding: a list, maybe empty
         d["flags"] = flags
     d.update(_tensors(L))
     if isinstance(outer, BidirectionalSpec):
