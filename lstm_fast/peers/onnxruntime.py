@@ -284,7 +284,7 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
             direction="bidirectional" if len(cells) == 2 else "forward", **attrs))
         y, y_h = outs[0], outs[1]
         mode = getattr(L, "merge_mode", "concat")
-        if L.return_sequences:  # Y [T, D, N, H]
+        if not L.return_last:  # Y [T, D, N, H]
             if len(cells) == 1:
                 h = g.op("Squeeze", [y, g.const("axes", np.array([1], np.int64))])
             elif mode == "concat":

@@ -212,7 +212,7 @@ class TorchPeer(Peer):
         else:
             out, new_state = mod(h, state)
         bi = isinstance(L, BidirectionalSpec)
-        if L.return_sequences:
+        if not L.return_last:
             if bi and L.merge_mode != "concat":
                 half = out.shape[-1] // 2
                 out = _torch_merge(torch, L.merge_mode, out[..., :half], out[..., half:])
