@@ -1,0 +1,41 @@
+"""Builds csrc/tests/test_engine.c with AddressSanitizer + UBSan, and with ThreadSanitizer (the
+two directions of bidirectional layers run on two threads), and runs it: the C ABI against its
+own double-precision reference, error paths included, on every kernel level of this CPU."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+SANITIZERS = {
+    "address+undefined": ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"],
+    "thread": ["-fsanitize=thread"],
+}
+
+
+@pytest.mark.skipif(sys.platform != "linux" or shutil.which("gcc") is None,
+                    reason="needs gcc on Linux")
+@pytest.mark.parametrize("sanitizer", list(SANITIZERS))
+def test_c_engine_under_sanitizers(tmp_path, sanitizer):
+    scipy_openblas32 = pytest.importorskip("scipy_openblas32")
+    exe = tmp_path / "test_engine"
+    lib_dir = scipy_openblas32.get_lib_dir()
+    cmd = [
+        "gcc", "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread",
+        *SANITIZERS[sanitizer], "-fno-omit-frame-pointer",
+        "-DLF_BLAS_PREFIX=scipy_", f"-I{ROOT / 'csrc/include'}",
+        f"-I{scipy_openblas32.get_include_dir()}",
+        str(ROOT / "csrc/tests/test_engine.c"), *map(str, sorted((ROOT / "csrc").glob("*.c"))),
+        f"-L{lib_dir}", f"-l{scipy_openblas32.get_library()}", f"-Wl,-rpath,{lib_dir}", "-lm",
+        "-o", str(exe),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", ASAN_OPTIONS="detect_leaks=1",
+               TSAN_OPTIONS="halt_on_error=1")
+    run = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.strip().endswith("0 failed"), run.stdout
