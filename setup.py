@@ -4,9 +4,10 @@ BLAS is scipy-openblas32 from PyPI (headers, pkg-config data and the shared libr
 wheel). Its symbols carry the ``scipy_`` prefix. At run time ``lstm_fast._blas`` loads the
 library before the extension, so the extension finds it without relying on the rpath.
 
-Supported platforms: Linux and other Unix-likes with GCC or Clang on x86-64 (the kernel levels
-are portable C, AVX2 and AVX-512; threads are POSIX threads). Anything else stops here with a
-clear message rather than failing later in the compiler or at import.
+Supported platforms: x86-64 Unix-likes with GCC or Clang (tested on Linux): the kernel levels
+are portable C, AVX2 and AVX-512, threads are POSIX threads, the flags are GCC's. Anything else
+stops here with a clear message rather than failing later in the compiler or at import. (The C
+itself compiles anywhere with GCC or Clang: off x86-64 it builds the portable level only.)
 """
 
 import platform

@@ -51,3 +51,15 @@ def test_every_subpackage_is_packaged():
     on_disk = {".".join(p.parent.relative_to(root).parts)
                for p in (root / "lstm_fast").rglob("__init__.py")}
     assert on_disk == listed
+
+
+def test_the_build_refuses_unsupported_platforms_with_a_clear_message():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import platform, runpy, sys; platform.machine = lambda: 'aarch64'; "
+            "sys.argv = ['setup.py', '--version']; runpy.run_path('setup.py')")
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode != 0
+    assert "builds on x86-64" in run.stderr and "aarch64" in run.stderr
