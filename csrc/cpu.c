@@ -3,7 +3,7 @@
 
 lf_isa lf_cpu_best_isa(void)
 {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#ifdef LF_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
         && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
@@ -18,8 +18,10 @@ lf_isa lf_cpu_best_isa(void)
 const lf_kernels *lf_kernels_for(lf_isa isa)
 {
     switch (isa) {
+#ifdef LF_X86
     case LF_ISA_AVX512: return &lf_kernels_avx512;
     case LF_ISA_AVX2: return &lf_kernels_avx2;
+#endif
     default: return &lf_kernels_portable;
     }
 }

@@ -10,70 +10,76 @@
 #define LF_DENSE_SMALL_ROWS 8 /* dense layers on at most this many rows skip BLAS */
 #define LF_L1_WEIGHTS (24 * 1024) /* bytes of weights a one-row kernel reads from L1 */
 
-/* One recurrent cell (one direction). Padded units (H..Hp, P..Rp) have zero weights and stay
+#if defined(__GNUC__) && defined(__x86_64__)
+#define LF_X86 1            /* the AVX2 and AVX-512 kernel levels are built */
+#endif
+
+/* One direction of a recurrent layer. Padded units (H..Hp, P..Rp) have zero weights and stay
  * exactly zero. G gates per unit: LSTM 4 (i f g o), GRU 3 (r z n), RNN 1. */
-typedef struct lf_layer {
+typedef struct lf_cell {
     lf_layer_kind kind;
     int32_t I, H, Hp, G;
     int32_t R, Rp;       /* recurrent input = h: P (projection) or H; Rp its padded stride */
     int reset_after;     /* GRU */
     lf_activation act, ract;
     int default_acts;    /* act == tanh and ract == sigmoid: the fully fused path */
-    float *wih_t;        /* (I, G*Hp): gate g of unit u in column g*Hp + u; for BLAS */
-    float *whh_t;        /* (R, G*Hp) */
+    float *wih_t;        /* (I, G*Hp): gate g of unit u in column g*Hp + u; BLAS input
+                            projection */
+    float *whh_t;        /* (R, G*Hp), for the BLAS recurrence (lf_blas_recurrence); NULL
+                            where no path reads it */
     float *bias;         /* (G*Hp): LSTM/RNN folded bias; GRU: b_ih + b_hh for r and z, b_in
                             for n (+ b_hn in reset-before) */
-    float *bias_hn;      /* GRU reset-after: b_hn (Hp) */
+    float *bias_hn;      /* GRU reset-after: b_hn (Hp); else NULL */
     float *packed;       /* Hp/vw tiles, each (I + R) rows of G gates x vw floats; NULL when
                             the weights are narrow (wtype != LF_WEIGHTS_F32) */
     lf_weights wtype;    /* storage of packed_q */
-    void *packed_q;      /* the packed layout in uint16 (fp16, bf16) or int8 elements */
-    float *qscale;       /* int8: per gate row u of gate g, the scale of w_ih at g*Hp + u and
-                            of w_hh at (G + g)*Hp + u; then at (2G + g)*Hp + u the ratio
-                            scale_ih / scale_hh (all 1 where a row is zero) */
+    void *packed_q;      /* the packed layout in uint16 (fp16, bf16) elements */
     float *whr_t;        /* LSTM projection (H, Rp), transposed; NULL without */
     float *zero;         /* Rp zeros (the projection's bias) */
-} lf_layer;
+} lf_cell;
 
 /* One layer of the chain. Outputs are rows of `ld` floats (ld = out padded to LF_HPAD). */
-typedef struct lf_op {
+typedef struct lf_layer {
     lf_layer_kind kind;
     int32_t in, out, ld;
     uint32_t flags;
-    lf_activation act;        /* DENSE */
+    lf_activation act;        /* DENSE, AFFINE */
     lf_merge merge;           /* bidirectional */
-    float mask_value;         /* MASKING; NORMALIZE: epsilon */
+    float mask_value;         /* MASKING */
+    float epsilon;            /* NORMALIZE */
     int32_t dirs;             /* recurrent: 1, or 2 when bidirectional; else 0 */
-    int32_t slot;             /* recurrent: index of the forward direction's state, else -1 */
+    int32_t state;            /* recurrent: index of the forward direction's state, else -1 */
     int32_t h_off[2], c_off[2]; /* recurrent: floats of state per batch row before each
                                    direction's h (rows of Rp) and c (rows of Hp) */
-    lf_layer cell[2];         /* recurrent: forward, backward */
+    lf_cell cell[2];          /* recurrent: forward, backward */
     float *w;                 /* DENSE: (in, ld) transposed; EMBEDDING: (vocabulary, out);
                                  AFFINE: scale (ld) */
     float *bias;              /* DENSE, AFFINE: (ld) */
-} lf_op;
+} lf_layer;
 
 /* Kernels of one instruction-set level. */
 typedef struct lf_kernels {
     lf_isa isa;
     int32_t vw;        /* floats per vector = tile width of the packed layout */
-    int32_t packed_max_batch;  /* larger LSTM batches use BLAS + lstm_pointwise */
     /* One step of a cell for rows [0, B): gates = bias + xproj (if non-NULL) + packed·[x (if
      * non-NULL); h], then the state update. h (B, Rp) is read, h_out (B, Hp) written; c (LSTM,
      * B x Hp) is updated in place. For an LSTM h_out is o*a(c), before any projection.
      * scratch: 2*B*Hp floats (GRU reset-before). */
-    void (*cell_packed)(const lf_layer *layer, int32_t B,
+    void (*cell_packed)(const lf_cell *cell, int32_t B,
                         const float *x, ptrdiff_t ldx, const float *xproj, ptrdiff_t ldxp,
                         const float *h, float *c, float *h_out, float *scratch);
-    /* One LSTM row over n steps, Hp <= 4 * vw, no projection: gates = bias + xproj row (if
-     * non-NULL) + packed·[x row (if non-NULL); h]. h (Rp) is read; step t writes h' to
-     * out + t*ldo and reads it back as the next step's h; c (Hp) is updated in place. Strides
-     * may be negative (time reversed). */
-    void (*lstm_seq_one)(const lf_layer *layer, int32_t n, const float *x, ptrdiff_t ldx,
+    /* One LSTM row over n steps, Hp <= 4 * vw, no projection, float32 weights: gates = bias +
+     * xproj row (if non-NULL) + packed·[x row (if non-NULL); h]. h (Rp) is read; step t writes
+     * h' to out + t*ldo and reads it back as the next step's h; c (Hp) is updated in place.
+     * Strides may be negative (time reversed). */
+    void (*lstm_seq_one)(const lf_cell *cell, int32_t n, const float *x, ptrdiff_t ldx,
                          const float *xproj, ptrdiff_t ldxp, const float *h, float *c,
                          float *out, ptrdiff_t ldo);
-    /* LSTM: gates (B, 4Hp) hold W·x + R·h already; add bias, update c, write h_out. */
-    void (*lstm_pointwise)(const lf_layer *layer, int32_t B, const float *gates,
+    /* The BLAS recurrence, on levels that use it (else NULL): LSTM batches of more than
+     * packed_max_batch rows compute W·x + R·h with BLAS, then lstm_pointwise adds the bias,
+     * updates c (B, Hp) and writes h_out (B, Hp) from gates (B, 4Hp). */
+    int32_t packed_max_batch;
+    void (*lstm_pointwise)(const lf_cell *cell, int32_t B, const float *gates,
                            float *c, float *h_out);
     /* y (rows, ld) = x (rows, in; row stride ldx) · w_t (in, ld) + bias; no activation. */
     void (*dense_small)(const float *w_t, const float *bias, int32_t in, int32_t ld,
@@ -83,41 +89,50 @@ typedef struct lf_kernels {
 } lf_kernels;
 
 extern const lf_kernels lf_kernels_portable;
+#ifdef LF_X86
 extern const lf_kernels lf_kernels_avx2;
 extern const lf_kernels lf_kernels_avx512;
+#endif
 
 struct lf_model {
-    int32_t num_ops, num_slots;
-    int32_t collapse;         /* index of the RETURN_LAST recurrent op, or -1 */
-    int32_t whole_call;       /* some op needs all steps of a call in one block */
-    int32_t bidirectional;    /* some op has two directions (a second thread's scratch) */
-    int32_t mask_source;      /* an embedding with MASK_ZERO or a masking op exists */
-    int32_t width_max;        /* max ld over ops, and max Hp, Rp over cells */
+    int32_t num_layers, num_states;
+    int32_t return_last;      /* index of the first RETURN_LAST recurrent layer, or -1 */
+    int32_t whole_call;       /* some layer needs all steps of a call in one block */
+    int32_t bidirectional;    /* some layer has two directions (a second thread's scratch) */
+    int32_t mask_source;      /* an embedding with MASK_ZERO or a masking layer exists */
+    int32_t width_max;        /* max ld over layers, and max Hp, Rp over cells */
     int32_t gates_max;        /* max G*Hp over cells */
     int32_t h_sum, c_sum;     /* floats of state h and c per batch row, over all states */
+    size_t bytes;             /* allocated by lf_model_create (lf_model_bytes) */
     const lf_kernels *kernels;
-    lf_op ops[];
+    lf_layer layers[];
 };
 
 struct lf_state {
     const lf_model *model;
     int32_t batch;
-    float *h;                 /* direction d of op at offset batch * h_off[d], rows of Rp */
+    float *h;                 /* direction d of a layer at offset batch * h_off[d], rows of Rp */
     float *c;                 /* at offset batch * c_off[d], rows of Hp (LSTM) */
 };
 
-/* Block plan of one run call: steps per block and workspace layout (in floats). */
-typedef struct lf_plan {
-    int32_t block_steps;
-    size_t xin, xproj, buf, mask, rowbuf, lastout, order;  /* buf: 4 copies; rowbuf: 7 */
-    size_t total_bytes;       /* 0: overflow */
-} lf_plan;
+static inline int32_t lf_pad_hidden(int32_t n) { return (n + LF_HPAD - 1) / LF_HPAD * LF_HPAD; }
 
-lf_plan lf_make_plan(const lf_model *model, int32_t batch, int32_t steps);
-/* The op holding recurrent state k, and its direction; NULL if out of range. */
-const lf_op *lf_slot_op(const lf_model *model, int32_t k, int32_t *dir);
+static inline int lf_is_recurrent(lf_layer_kind kind)
+{
+    return kind == LF_LAYER_LSTM || kind == LF_LAYER_GRU || kind == LF_LAYER_RNN;
+}
+
+/* Whether B rows of cell L step on BLAS + lstm_pointwise rather than the packed kernel. */
+static inline int lf_blas_recurrence(const lf_kernels *k, const lf_cell *L, int32_t B)
+{
+    return L->whh_t && B > k->packed_max_batch;
+}
+
+/* The layer holding recurrent state k, and its direction; NULL if out of range. */
+const lf_layer *lf_state_layer(const lf_model *model, int32_t k, int32_t *dir);
 void *lf_aligned_alloc(size_t bytes);            /* zeroed; NULL on failure or overflow */
 void lf_aligned_free(void *p);
+void *lf_alloc_counted(size_t bytes, size_t *total); /* lf_aligned_alloc, adding its bytes */
 int lf_mul_size(size_t a, size_t b, size_t *out); /* 1 on success, 0 on overflow */
 const lf_kernels *lf_kernels_for(lf_isa isa);
 float lf_act_scalar(lf_activation act, float x);  /* element-wise activations */

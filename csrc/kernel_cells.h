@@ -22,7 +22,7 @@ LF_INLINE vf v_loadw(const int WT, const void *restrict w, size_t i)
 }
 
 /* The packed weights of a cell as the kernel of type WT reads them. */
-LF_INLINE const void *packed_of(const int WT, const lf_layer *restrict L)
+LF_INLINE const void *packed_of(const int WT, const lf_cell *restrict L)
 {
     return WT == WT_F32 ? (const void *)L->packed : (const void *)L->packed_q;
 }
@@ -56,7 +56,7 @@ LF_INLINE vf v_act(lf_activation a, vf x)
 
 /* c' = r(f)·c + r(i)·a(g);  returns h' = r(o)·a(c') for VW units (r = sigmoid, a = tanh when
  * def, the fully fused path; else the layer's activations). */
-LF_INLINE vf lstm_cell(const lf_layer *restrict L, const int def, vf gi, vf gf, vf gg, vf go,
+LF_INLINE vf lstm_cell(const lf_cell *restrict L, const int def, vf gi, vf gf, vf gg, vf go,
                        vf *c)
 {
     if (def) {
@@ -69,7 +69,7 @@ LF_INLINE vf lstm_cell(const lf_layer *restrict L, const int def, vf gi, vf gf, 
 }
 
 /* lstm_cell on the state in memory: c updated in place, h' stored to h_out. */
-LF_INLINE void lstm_update(const lf_layer *restrict L, vf gi, vf gf, vf gg, vf go,
+LF_INLINE void lstm_update(const lf_cell *restrict L, vf gi, vf gf, vf gg, vf go,
                            float *restrict c, float *restrict h_out)
 {
     vf cv = v_load(c), h = L->default_acts ? lstm_cell(L, 1, gi, gf, gg, go, &cv)
@@ -78,12 +78,12 @@ LF_INLINE void lstm_update(const lf_layer *restrict L, vf gi, vf gf, vf gg, vf g
     v_store(h_out, h);
 }
 
-LF_INLINE vf ract_of(const lf_layer *restrict L, vf x)
+LF_INLINE vf ract_of(const lf_cell *restrict L, vf x)
 {
     return L->default_acts ? v_sigmoid(x) : v_act(L->ract, x);
 }
 
-LF_INLINE vf act_of(const lf_layer *restrict L, vf x)
+LF_INLINE vf act_of(const lf_cell *restrict L, vf x)
 {
     return L->default_acts ? v_tanh(x) : v_act(L->act, x);
 }
@@ -143,7 +143,7 @@ LF_INLINE void init_acc(const int BG, const int g0, const int NG, const float *r
 /* The tile step of every cell kind, for BG consecutive batch rows and units [u0, u0 + VW).
  * phase: GRU reset-before runs phase 0 (r, z; writes r*h and z to scratch) over all tiles,
  * then phase 1 (n and h'). */
-LF_INLINE void cell_tile(const int BG, const int WT, const lf_layer *restrict L, int phase,
+LF_INLINE void cell_tile(const int BG, const int WT, const lf_cell *restrict L, int phase,
                          int32_t u0,
                          const float *restrict x, ptrdiff_t ldx,
                          const float *restrict xp, ptrdiff_t ldxp,
@@ -223,7 +223,7 @@ LF_INLINE void cell_tile(const int BG, const int WT, const lf_layer *restrict L,
                                 c ? c + b * Hp : NULL, h_out + b * Hp, rh + b * Hp, \
                                 zs + b * Hp)
 
-LF_INLINE void cell_packed_wt(const int WT, const lf_layer *L, int32_t B,
+LF_INLINE void cell_packed_wt(const int WT, const lf_cell *L, int32_t B,
                               const float *x, ptrdiff_t ldx, const float *xp, ptrdiff_t ldxp,
                               const float *h, float *c, float *h_out, float *scratch)
 {
@@ -254,7 +254,7 @@ LF_INLINE void cell_packed_wt(const int WT, const lf_layer *L, int32_t B,
         }
 }
 
-static void KSUFFIX(cell_packed)(const lf_layer *L, int32_t B,
+static void KSUFFIX(cell_packed)(const lf_cell *L, int32_t B,
                                  const float *x, ptrdiff_t ldx, const float *xp, ptrdiff_t ldxp,
                                  const float *h, float *c, float *h_out, float *scratch)
 {
@@ -282,7 +282,7 @@ LF_INLINE void fma_tiles(const int NT, const int S, const int s, const int WT,
  * are broadcast from registers, so a small layer's step is bound by the activations' latency
  * rather than by a long FMA chain or a store-to-load round trip. */
 LF_INLINE void lstm_seq_tiles(const int NT, const int S, const int DEF, const int WT,
-                              const lf_layer *restrict L,
+                              const lf_cell *restrict L,
                               int32_t n,
                               const float *x, ptrdiff_t ldx, const float *xp, ptrdiff_t ldxp,
                               const float *h, float *c, float *out, ptrdiff_t ldo)
@@ -354,14 +354,14 @@ LF_INLINE void lstm_seq_tiles(const int NT, const int S, const int DEF, const in
 #undef A
 }
 
-static void KSUFFIX(lstm_seq_one)(const lf_layer *L, int32_t n, const float *x, ptrdiff_t ldx,
+static void KSUFFIX(lstm_seq_one)(const lf_cell *L, int32_t n, const float *x, ptrdiff_t ldx,
                                   const float *xp, ptrdiff_t ldxp, const float *h, float *c,
                                   float *out, ptrdiff_t ldo)
 {
 #define SEQ_WT(NT, S, WT) \
     (L->default_acts ? lstm_seq_tiles(NT, S, 1, WT, L, n, x, ldx, xp, ldxp, h, c, out, ldo) \
                      : lstm_seq_tiles(NT, S, 0, WT, L, n, x, ldx, xp, ldxp, h, c, out, ldo))
-/* float32 weights only: run.c sends narrow-weight cells to cell_packed (measured: a small
+/* float32 weights only: recurrent.c sends narrow-weight cells to cell_packed (measured: a small
  * cell's weights sit in L1, where narrow weights save no time, and each weight type would
  * triple this function's instantiations and the build time). */
 #define SEQ_TILES(NT, S) SEQ_WT(NT, S, WT_F32)
@@ -376,7 +376,8 @@ static void KSUFFIX(lstm_seq_one)(const lf_layer *L, int32_t n, const float *x, 
 #undef SEQ_WT
 }
 
-static void KSUFFIX(lstm_pointwise)(const lf_layer *L, int32_t B, const float *gates,
+#ifdef LF_BLAS_RECURRENCE
+static void KSUFFIX(lstm_pointwise)(const lf_cell *L, int32_t B, const float *gates,
                                     float *c, float *h_out)
 {
     const int32_t Hp = L->Hp;
@@ -391,6 +392,7 @@ static void KSUFFIX(lstm_pointwise)(const lf_layer *L, int32_t B, const float *g
                         c + (size_t)b * Hp + u, h_out + (size_t)b * Hp + u);
     }
 }
+#endif
 
 /* y (rows, ld) = x · w_t + bias, VW output columns at a time. */
 static void KSUFFIX(dense_small)(const float *w_t, const float *bias, int32_t in, int32_t ld,

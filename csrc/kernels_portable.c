@@ -1,12 +1,14 @@
+/* The portable kernel level: plain C, any CPU. Large LSTM batches step on BLAS. */
+#define LF_BLAS_RECURRENCE 1
 #include "simd_portable.h"
 #include "kernel_cells.h"
 
 const lf_kernels lf_kernels_portable = {
     .isa = LF_ISA_PORTABLE,
     .vw = VW,
-    .packed_max_batch = 8, /* measured: BLAS wins above 8 rows */
     .cell_packed = cell_packed_portable,
     .lstm_seq_one = lstm_seq_one_portable,
+    .packed_max_batch = 8, /* measured: BLAS wins above 8 rows */
     .lstm_pointwise = lstm_pointwise_portable,
     .dense_small = dense_small_portable,
     .bias_act = bias_act_portable,

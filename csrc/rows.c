@@ -5,36 +5,35 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-
-static size_t round_up(size_t bytes) { return (bytes + LF_ALIGN - 1) & ~(size_t)(LF_ALIGN - 1); }
+#include "run.h"
 
 typedef struct lf_row_ref {
     uintptr_t state;
     int32_t row;
 } lf_row_ref;
 
-/* Bytes of the compact state (h, c) and of the (state, row) sort buffer, each aligned, plus
- * the alignment slack; 0 on overflow. */
-static size_t compact_bytes(const lf_model *m, int32_t n, size_t *h_bytes, size_t *c_bytes)
+/* The compact state (h, c) and the (state, row) sort buffer, placed ahead of lf_run's
+ * workspace: byte offsets, and the bytes they take (0 on overflow). */
+typedef struct rows_plan {
+    size_t h, c, refs, bytes;
+} rows_plan;
+
+static rows_plan plan_rows(const lf_model *m, int32_t n)
 {
-    size_t h, c, r;
-    if (!lf_mul_size((size_t)n, (size_t)m->h_sum * sizeof(float), &h)
-        || !lf_mul_size((size_t)n, (size_t)m->c_sum * sizeof(float), &c)
-        || !lf_mul_size((size_t)n, sizeof(lf_row_ref), &r)
-        || h > SIZE_MAX / 4 || c > SIZE_MAX / 4 || r > SIZE_MAX / 4)
-        return 0;
-    *h_bytes = round_up(h);
-    *c_bytes = round_up(c);
-    return *h_bytes + *c_bytes + round_up(r) + LF_ALIGN;
+    lf_placer pl = {0, 1};
+    rows_plan p;
+    p.h = lf_place(&pl, (size_t)n, (size_t)m->h_sum, sizeof(float));
+    p.c = lf_place(&pl, (size_t)n, (size_t)m->c_sum, sizeof(float));
+    p.refs = lf_place(&pl, (size_t)n, 1, sizeof(lf_row_ref));
+    p.bytes = pl.ok ? pl.next + LF_ALIGN : 0;
+    return p;
 }
 
 size_t lf_workspace_size_rows(const lf_model *model, int32_t n, int32_t steps)
 {
     if (!model || n < 1 || n > LF_MAX_DIM)
         return 0;
-    size_t hb = 0, cb = 0, extra = compact_bytes(model, n, &hb, &cb);
-    size_t run = lf_workspace_size(model, n, steps);
+    const size_t extra = plan_rows(model, n).bytes, run = lf_workspace_size(model, n, steps);
     if (!extra || !run || run > SIZE_MAX - extra)
         return 0;
     return extra + run;
@@ -46,13 +45,13 @@ static void move_rows(const lf_model *m, lf_state *dst, lf_state *const *dsts,
                       const int32_t *dst_rows, const lf_state *src, lf_state *const *srcs,
                       const int32_t *src_rows, int32_t n)
 {
-    for (int32_t l = 0; l < m->num_ops; l++) {
-        const lf_op *op = &m->ops[l];
-        for (int dir = 0; dir < op->dirs; dir++) {
-            const lf_layer *L = &op->cell[dir];
+    for (int32_t l = 0; l < m->num_layers; l++) {
+        const lf_layer *layer = &m->layers[l];
+        for (int dir = 0; dir < layer->dirs; dir++) {
+            const lf_cell *L = &layer->cell[dir];
             const int lstm = L->kind == LF_LAYER_LSTM;
             const size_t Rp = (size_t)L->Rp, Hp = (size_t)L->Hp;
-            const size_t ho = (size_t)op->h_off[dir], co = lstm ? (size_t)op->c_off[dir] : 0;
+            const size_t ho = (size_t)layer->h_off[dir], co = lstm ? (size_t)layer->c_off[dir] : 0;
             for (int32_t i = 0; i < n; i++) {
                 const lf_state *d = dsts ? dsts[i] : dst, *s = srcs ? srcs[i] : src;
                 const size_t dr = (size_t)dst_rows[i], sr = (size_t)src_rows[i];
@@ -94,22 +93,22 @@ lf_status lf_run_rows(const lf_model *m, lf_state *const *states, const int32_t 
         return LF_E_NULL;
     if (ws_bytes < need)
         return LF_E_WORKSPACE;
-    size_t hb = 0, cb = 0, extra = compact_bytes(m, n, &hb, &cb);
+    const rows_plan p = plan_rows(m, n);
     char *base = (char *)(((uintptr_t)ws + LF_ALIGN - 1) & ~(uintptr_t)(LF_ALIGN - 1));
-    lf_row_ref *refs = (lf_row_ref *)(base + hb + cb);
+    lf_row_ref *refs = (lf_row_ref *)(void *)(base + p.refs);
     for (int32_t j = 0; j < n; j++)
         refs[j] = (lf_row_ref){(uintptr_t)states[j], rows[j]};
     qsort(refs, (size_t)n, sizeof(lf_row_ref), by_ref);
     for (int32_t j = 1; j < n; j++)
         if (refs[j].state == refs[j - 1].state && refs[j].row == refs[j - 1].row)
             return LF_E_BATCH_MISMATCH;
-    lf_state compact = {m, n, (float *)base, (float *)(base + hb)};
+    lf_state compact = {m, n, (float *)(void *)(base + p.h), (float *)(void *)(base + p.c)};
     /* row j of the compact state is row j of io; refs' memory doubles as its index list */
     int32_t *ident = (int32_t *)refs;
     for (int32_t j = 0; j < n; j++)
         ident[j] = j;
     move_rows(m, &compact, NULL, ident, NULL, states, rows, n);
-    lf_status st = lf_run(m, &compact, io, (char *)ws + extra, ws_bytes - extra);
+    lf_status st = lf_run(m, &compact, io, (char *)ws + p.bytes, ws_bytes - p.bytes);
     if (st == LF_OK)
         move_rows(m, NULL, states, rows, &compact, NULL, ident, n);
     return st;

@@ -12,8 +12,11 @@ ACTIVATIONS: dict[str, int]
 FLAGS: dict[str, int]
 MERGES: dict[str, int]
 MAX_DIM: int
+ABI_VERSION: int
+WEIGHTS: dict[str, int]
 
 def best_isa() -> str: ...
+def abi_version() -> int: ...
 def blas_core_name() -> str: ...
 def set_threads(n: int) -> None: ...
 def get_threads() -> int: ...
@@ -26,6 +29,7 @@ class CModel:
     state_sizes: tuple[tuple[int, int], ...]
     isa: str
     step_weight_bytes: int
+    model_bytes: int
     def __init__(self, layers: list[dict[str, Any]], isa: str = ...) -> None: ...
 
 class CState:

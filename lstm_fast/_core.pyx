@@ -4,7 +4,9 @@ status codes to exceptions. The Python API lives in lstm_fast.model."""
 
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport INT32_MAX, int32_t, int64_t, uint32_t
+from libc.stdint cimport INT32_MAX, int32_t, int64_t
+
+from ._lf cimport *  # the C ABI (lstm_fast.h): lf_* functions and types, LF_* names
 
 import numpy as np
 
@@ -14,108 +16,22 @@ from .errors import (ConcurrentUseError, CpuFeatureError, EngineError, InputErro
 
 cnp.import_array()
 
-cdef extern from "lstm_fast.h" nogil:
-    ctypedef enum lf_status:
-        LF_OK, LF_E_NULL, LF_E_INVALID_SIZE, LF_E_TOO_LARGE, LF_E_NO_MEMORY, LF_E_WORKSPACE,
-        LF_E_NONFINITE, LF_E_BATCH_MISMATCH, LF_E_ISA_UNAVAILABLE, LF_E_STRIDE, LF_E_BAD_LAYER,
-        LF_E_BAD_ID, LF_E_BAD_LENGTH, LF_E_INPUT_KIND
-    ctypedef enum lf_isa:
-        LF_ISA_AUTO, LF_ISA_PORTABLE, LF_ISA_AVX2, LF_ISA_AVX512
-    ctypedef enum lf_layer_kind:
-        LF_LAYER_LSTM, LF_LAYER_DENSE, LF_LAYER_EMBEDDING, LF_LAYER_MASKING, LF_LAYER_GRU,
-        LF_LAYER_RNN, LF_LAYER_AFFINE, LF_LAYER_NORMALIZE
-    ctypedef enum lf_merge:
-        LF_MERGE_CONCAT, LF_MERGE_SUM, LF_MERGE_AVE, LF_MERGE_MUL
-    ctypedef enum lf_activation:
-        pass
-    ctypedef enum lf_weights:
-        LF_WEIGHTS_F32, LF_WEIGHTS_F16, LF_WEIGHTS_BF16, LF_WEIGHTS_I8
-    ctypedef struct lf_model:
-        pass
-    ctypedef struct lf_state:
-        pass
-    ctypedef struct lf_layer_desc:
-        lf_layer_kind kind
-        int32_t input_size
-        int32_t units
-        const float *w
-        const float *w_rec
-        const float *bias
-        const float *bias_rec
-        const float *w_proj
-        int32_t proj_size
-        lf_activation activation
-        lf_activation recurrent_activation
-        uint32_t flags
-        float mask_value
-        const float *w_b
-        const float *w_rec_b
-        const float *bias_b
-        const float *bias_rec_b
-        const float *w_proj_b
-        lf_merge merge
-        float epsilon
-        lf_weights weights
-    ctypedef struct lf_io:
-        int32_t steps
-        const float *x
-        const int32_t *ids
-        ptrdiff_t x_stride_batch
-        ptrdiff_t x_stride_time
-        const int32_t *lengths
-        float *y
-        ptrdiff_t y_stride_batch
-        ptrdiff_t y_stride_time
-        uint32_t flags
-    unsigned LF_RUN_CHECK_FINITE, LF_RUN_PARALLEL
-    unsigned LF_LAYER_RETURN_LAST, LF_LAYER_GO_BACKWARDS, LF_LAYER_MASK_ZERO
-    unsigned LF_LAYER_ZERO_MASKED_OUTPUT, LF_LAYER_BIDIRECTIONAL, LF_LAYER_RESET_AFTER
-    int LF_MAX_DIM, LF_MAX_LAYERS
-    const char *lf_status_string(lf_status status)
-    lf_isa lf_cpu_best_isa()
-    lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_isa isa,
-                              lf_model **out)
-    void lf_model_free(lf_model *model)
-    lf_isa lf_model_isa(const lf_model *model)
-    int32_t lf_model_num_states(const lf_model *model)
-    lf_status lf_model_state_sizes(const lf_model *model, int32_t k, int32_t *h_size,
-                                   int32_t *c_size)
-    int32_t lf_model_input_size(const lf_model *model)
-    int32_t lf_model_output_size(const lf_model *model)
-    int lf_model_takes_ids(const lf_model *model)
-    int lf_model_returns_last(const lf_model *model)
-    size_t lf_model_step_weight_bytes(const lf_model *model)
-    lf_status lf_state_create(const lf_model *model, int32_t batch, lf_state **out)
-    void lf_state_free(lf_state *state)
-    lf_status lf_state_reset(lf_state *state, const int32_t *indices, int32_t n)
-    lf_status lf_state_set(lf_state *state, int32_t k, const float *h, const float *c)
-    lf_status lf_state_get(const lf_state *state, int32_t k, float *h, float *c)
-    size_t lf_workspace_size(const lf_model *model, int32_t batch, int32_t steps)
-    lf_status lf_run(const lf_model *model, lf_state *state, const lf_io *io,
-                     void *ws, size_t ws_bytes)
-    const char *lf_blas_core_name()
-    void lf_blas_set_num_threads(int32_t n)
-
-cdef extern from "lstm_fast.h" nogil:
-    size_t lf_workspace_size_rows(const lf_model *model, int32_t n, int32_t steps)
-    lf_status lf_run_rows(const lf_model *model, lf_state *const *states, const int32_t *rows,
-                          int32_t n, const lf_io *io, void *ws, size_t ws_bytes)
-    lf_status lf_state_copy_rows(lf_state *dst, const int32_t *dst_rows, const lf_state *src,
-                                 const int32_t *src_rows, int32_t n)
-
 ISA_NAMES = {LF_ISA_PORTABLE: "portable", LF_ISA_AVX2: "avx2", LF_ISA_AVX512: "avx512"}
 ISA_CODES = {"auto": LF_ISA_AUTO, **{v: k for k, v in ISA_NAMES.items()}}
 MAX_DIM = LF_MAX_DIM
+ABI_VERSION = LF_ABI_VERSION
 KINDS = {"lstm": LF_LAYER_LSTM, "dense": LF_LAYER_DENSE, "embedding": LF_LAYER_EMBEDDING,
          "masking": LF_LAYER_MASKING, "gru": LF_LAYER_GRU, "rnn": LF_LAYER_RNN,
          "affine": LF_LAYER_AFFINE, "normalize": LF_LAYER_NORMALIZE}
 MERGES = {"concat": LF_MERGE_CONCAT, "sum": LF_MERGE_SUM, "ave": LF_MERGE_AVE,
           "mul": LF_MERGE_MUL}
-# Order of enum lf_activation in lstm_fast.h.
-ACTIVATIONS = {name: code for code, name in enumerate((
-    "linear", "relu", "relu6", "tanh", "sigmoid", "hard_sigmoid", "hard_sigmoid_keras2",
-    "softsign", "softplus", "elu", "selu", "silu", "gelu", "exponential", "softmax",
-    "log_softmax"))}
+ACTIVATIONS = {
+    "linear": LF_ACT_LINEAR, "relu": LF_ACT_RELU, "relu6": LF_ACT_RELU6, "tanh": LF_ACT_TANH,
+    "sigmoid": LF_ACT_SIGMOID, "hard_sigmoid": LF_ACT_HARD_SIGMOID,
+    "hard_sigmoid_keras2": LF_ACT_HARD_SIGMOID_02, "softsign": LF_ACT_SOFTSIGN,
+    "softplus": LF_ACT_SOFTPLUS, "elu": LF_ACT_ELU, "selu": LF_ACT_SELU, "silu": LF_ACT_SILU,
+    "gelu": LF_ACT_GELU, "exponential": LF_ACT_EXPONENTIAL, "softmax": LF_ACT_SOFTMAX,
+    "log_softmax": LF_ACT_LOG_SOFTMAX}
 WEIGHTS = {"fp32": LF_WEIGHTS_F32, "fp16": LF_WEIGHTS_F16, "bf16": LF_WEIGHTS_BF16,
            "int8": LF_WEIGHTS_I8}
 FLAGS = {"return_last": LF_LAYER_RETURN_LAST, "go_backwards": LF_LAYER_GO_BACKWARDS,
@@ -157,6 +73,11 @@ cdef int check(lf_status st, str what) except -1:
 
 def best_isa():
     return ISA_NAMES[lf_cpu_best_isa()]
+
+
+def abi_version():
+    """LF_ABI_VERSION of the compiled engine (equal to ABI_VERSION, the header's)."""
+    return lf_abi_version()
 
 
 def blas_core_name():
@@ -244,6 +165,11 @@ cdef class CModel:
     def step_weight_bytes(self):
         """Bytes of packed weights one step of the recurrent kernels reads."""
         return lf_model_step_weight_bytes(self.ptr)
+
+    @property
+    def model_bytes(self):
+        """Bytes of memory the built model holds (weights in every layout its paths read)."""
+        return lf_model_bytes(self.ptr)
 
     def __dealloc__(self):
         lf_model_free(self.ptr)

@@ -93,6 +93,14 @@ extern "C" {
 
 #define LF_ABI_VERSION 4
 
+/* Marks the ABI functions: the shared object exports these and hides everything else (it is
+ * built with -fvisibility=hidden). */
+#if defined(__GNUC__)
+#define LF_API __attribute__((visibility("default")))
+#else
+#define LF_API
+#endif
+
 /* Largest accepted size of any one dimension (input, hidden, batch, steps per call). */
 #define LF_MAX_DIM (1 << 24)
 /* Most layers in one model. */
@@ -242,56 +250,63 @@ typedef struct lf_io {
 typedef struct lf_model lf_model;
 typedef struct lf_state lf_state;
 
-const char *lf_status_string(lf_status status);
+LF_API const char *lf_status_string(lf_status status);
+/* LF_ABI_VERSION of the built library: a caller compiled against this header checks that it
+ * equals its own LF_ABI_VERSION. */
+LF_API int32_t lf_abi_version(void);
 
 /* Best instruction set this CPU supports (never LF_ISA_AUTO). */
-lf_isa lf_cpu_best_isa(void);
+LF_API lf_isa lf_cpu_best_isa(void);
 
 /* Build a chain of num_layers layers (at least one recurrent). `isa` selects the small-batch
  * kernels; a level the CPU lacks gives LF_E_ISA_UNAVAILABLE. On success *out owns the model
  * (lf_model_free). */
-lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_isa isa,
-                          lf_model **out);
-void lf_model_free(lf_model *model);
+LF_API lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_isa isa,
+                                 lf_model **out);
+LF_API void lf_model_free(lf_model *model);
 
-int32_t lf_model_num_states(const lf_model *model);  /* recurrent states (directions) */
+/* Recurrent states: one per direction of each recurrent layer. */
+LF_API int32_t lf_model_num_states(const lf_model *model);
 /* Sizes of recurrent state k: h (P or H) and c (H for an LSTM, 0 otherwise). */
-lf_status lf_model_state_sizes(const lf_model *model, int32_t k, int32_t *h_size,
-                               int32_t *c_size);
-int32_t lf_model_input_size(const lf_model *model);  /* I, or 1 for id models */
-int32_t lf_model_output_size(const lf_model *model); /* O: features of the last layer */
-int lf_model_takes_ids(const lf_model *model);       /* 1 if the first layer is an embedding */
-int lf_model_returns_last(const lf_model *model);    /* 1 if y is (B, O) rather than (B, T, O) */
-lf_isa lf_model_isa(const lf_model *model);          /* the resolved level */
+LF_API lf_status lf_model_state_sizes(const lf_model *model, int32_t k, int32_t *h_size,
+                                      int32_t *c_size);
+LF_API int32_t lf_model_input_size(const lf_model *model);  /* I, or 1 for id models */
+LF_API int32_t lf_model_output_size(const lf_model *model); /* O: features of the last layer */
+LF_API int lf_model_takes_ids(const lf_model *model);  /* 1 if the first layer is an embedding */
+/* 1 if y is (B, O) rather than (B, T, O): the model has a RETURN_LAST layer. */
+LF_API int lf_model_returns_last(const lf_model *model);
+LF_API lf_isa lf_model_isa(const lf_model *model);          /* the resolved level */
 /* Bytes of weights one step of the model's recurrent kernels reads (all cells, packed). */
-size_t lf_model_step_weight_bytes(const lf_model *model);
+LF_API size_t lf_model_step_weight_bytes(const lf_model *model);
+/* Bytes of memory the model holds (all of it allocated by lf_model_create). */
+LF_API size_t lf_model_bytes(const lf_model *model);
 
 /* A state for `batch` independent sequences, h = c = 0. */
-lf_status lf_state_create(const lf_model *model, int32_t batch, lf_state **out);
-void lf_state_free(lf_state *state);
-int32_t lf_state_batch(const lf_state *state);
+LF_API lf_status lf_state_create(const lf_model *model, int32_t batch, lf_state **out);
+LF_API void lf_state_free(lf_state *state);
+LF_API int32_t lf_state_batch(const lf_state *state);
 
 /* Zero h and c of the listed batch rows (indices[0..n)), or of all rows if indices is NULL.
  * Rows not listed are not touched. An index outside [0, batch) gives LF_E_BATCH_MISMATCH and
  * changes nothing. */
-lf_status lf_state_reset(lf_state *state, const int32_t *indices, int32_t n);
+LF_API lf_status lf_state_reset(lf_state *state, const int32_t *indices, int32_t n);
 
 /* Copy recurrent state k in or out as row-major (B, h_size) and (B, c_size) arrays (see
  * lf_model_state_sizes). In lf_state_set a NULL h or c means zeros; in lf_state_get a NULL
  * pointer skips that array. c is ignored for cells without one. */
-lf_status lf_state_set(lf_state *state, int32_t k, const float *h, const float *c);
-lf_status lf_state_get(const lf_state *state, int32_t k, float *h, float *c);
+LF_API lf_status lf_state_set(lf_state *state, int32_t k, const float *h, const float *c);
+LF_API lf_status lf_state_get(const lf_state *state, int32_t k, float *h, float *c);
 
 /* Bytes of workspace one lf_run call with this batch and number of steps needs.
  * 0 when the sizes are invalid or the product overflows. */
-size_t lf_workspace_size(const lf_model *model, int32_t batch, int32_t steps);
+LF_API size_t lf_workspace_size(const lf_model *model, int32_t batch, int32_t steps);
 
 /* Run io->steps time steps for every sequence in the state's batch, starting from the state
  * and leaving the final state in it. ws holds at least lf_workspace_size(model, B, steps)
  * bytes. Allocates nothing; safe to call concurrently on the same model with different states
  * and workspaces. */
-lf_status lf_run(const lf_model *model, lf_state *state, const lf_io *io,
-                 void *ws, size_t ws_bytes);
+LF_API lf_status lf_run(const lf_model *model, lf_state *state, const lf_io *io,
+                        void *ws, size_t ws_bytes);
 
 /* Rows of states: a pool of many independent sessions, each a row of some lf_state (a pool
  * may hold several states and grow by adding one), of which each call runs only some.
@@ -304,22 +319,23 @@ lf_status lf_run(const lf_model *model, lf_state *state, const lf_io *io,
  * and rows[j] in [0, batch of states[j]), else LF_E_BATCH_MISMATCH (also for a state of
  * another model). ws holds at least lf_workspace_size_rows(model, n, steps) bytes. A failed
  * call changes no state. */
-size_t lf_workspace_size_rows(const lf_model *model, int32_t n, int32_t steps);
-lf_status lf_run_rows(const lf_model *model, lf_state *const *states, const int32_t *rows,
-                      int32_t n, const lf_io *io, void *ws, size_t ws_bytes);
+LF_API size_t lf_workspace_size_rows(const lf_model *model, int32_t n, int32_t steps);
+LF_API lf_status lf_run_rows(const lf_model *model, lf_state *const *states,
+                             const int32_t *rows, int32_t n, const lf_io *io, void *ws,
+                             size_t ws_bytes);
 
 /* Copy the whole state (h and c of every recurrent state) of rows src_rows[i] of src to rows
  * dst_rows[i] of dst, for i in [0, n). Both states belong to the same model (else
  * LF_E_BATCH_MISMATCH, as for an index out of range); nothing is copied on error. dst may be
  * src (compaction moves rows within one state): pairs are copied in order, so a row should
  * not be a destination and a later source. */
-lf_status lf_state_copy_rows(lf_state *dst, const int32_t *dst_rows, const lf_state *src,
-                             const int32_t *src_rows, int32_t n);
+LF_API lf_status lf_state_copy_rows(lf_state *dst, const int32_t *dst_rows, const lf_state *src,
+                                    const int32_t *src_rows, int32_t n);
 
 /* BLAS (OpenBLAS) runs the hoisted input projection of multi-step calls, and the recurrence
  * of large batches on the portable kernel level. */
-const char *lf_blas_core_name(void);        /* e.g. "SkylakeX" */
-void lf_blas_set_num_threads(int32_t n);
+LF_API const char *lf_blas_core_name(void);        /* e.g. "SkylakeX" */
+LF_API void lf_blas_set_num_threads(int32_t n);
 
 #ifdef __cplusplus
 }

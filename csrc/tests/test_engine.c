@@ -1,4 +1,4 @@
-/* C-level tests of the ABI, built with AddressSanitizer + UBSan by tests/test_c_engine.py.
+/* C-level tests of the ABI, built with AddressSanitizer + UBSan by tests/engine/test_c_engine.py.
  * A double-precision reference in this file is the oracle. Prints "N passed, M failed". */
 #include <math.h>
 #include <stdio.h>
@@ -379,6 +379,29 @@ static void test_pointwise(lf_isa isa)
     free(x);
 }
 
+/* lf_model_bytes counts what lf_model_create keeps; each weight layout is stored only where a
+ * path reads it: the recurrent weights a second time (for BLAS) only for LSTM cells on the
+ * portable level, the one level whose large batches step on BLAS. */
+static void test_model_bytes(lf_isa isa)
+{
+    for (int gru = 0; gru < 2; gru++) {
+        lf_layer_desc d = lstm_desc(64, 64, 1, 0);
+        if (gru)
+            d.kind = LF_LAYER_GRU;  /* lstm_desc's arrays are large enough for 3 gates */
+        lf_model *m = NULL;
+        CHECK(lf_model_create(&d, 1, isa, &m) == LF_OK, "bytes create");
+        const size_t step = lf_model_step_weight_bytes(m), bytes = lf_model_bytes(m);
+        const size_t ih = step / 2;  /* I = H: the packed layout is half input weights */
+        CHECK(bytes >= step + ih, "isa %d: %zu bytes hold packed and input-projection weights",
+              (int)isa, bytes);
+        CHECK((bytes >= 2 * step) == (!gru && isa == LF_ISA_PORTABLE),
+              "isa %d %s: %zu bytes for %zu step bytes", (int)isa, gru ? "gru" : "lstm", bytes,
+              step);
+        lf_model_free(m);
+        free((void *)d.w); free((void *)d.w_rec); free((void *)d.bias);
+    }
+}
+
 /* lf_run_rows on some rows of a larger state (and on rows of two states at once) equals
  * lf_run on a state of just those rows; the other rows stay bit for bit; bad row lists,
  * small workspaces and NaN change nothing. lf_state_copy_rows moves rows between states and
@@ -541,6 +564,8 @@ static void test_errors(void)
                        .recurrent_activation = LF_ACT_SIGMOID}, bad = w;
     lf_model *m = NULL, *m2 = NULL;
     lf_state *s = NULL, *s2 = NULL;
+    CHECK(lf_abi_version() == LF_ABI_VERSION, "abi version %d", (int)lf_abi_version());
+    CHECK(lf_model_bytes(NULL) == 0, "bytes of no model");
     CHECK(lf_model_create(NULL, 1, LF_ISA_AUTO, &m) == LF_E_NULL, "null layers");
     CHECK(lf_model_create(&w, 0, LF_ISA_AUTO, &m) == LF_E_INVALID_SIZE, "0 layers");
     bad.units = 0;
@@ -618,6 +643,7 @@ int main(void)
         test_parallel(isa);
         test_pointwise(isa);
         test_rows(isa);
+        test_model_bytes(isa);
     }
     test_errors();
     printf("%d passed, %d failed\n", passed, failed);

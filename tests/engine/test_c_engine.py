@@ -3,6 +3,7 @@ two directions of bidirectional layers run on two threads), and runs it: the C A
 own double-precision reference, error paths included, on every kernel level of this CPU."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,3 +40,23 @@ def test_c_engine_under_sanitizers(tmp_path, sanitizer):
     run = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.strip().endswith("0 failed"), run.stdout
+
+
+def abi_functions() -> set[str]:
+    """Names of the functions lstm_fast.h exports (declared with LF_API)."""
+    header = (ROOT / "csrc/include/lstm_fast.h").read_text()
+    return set(re.findall(r"^LF_API\b[^(]*?\b(lf_\w+)\(", header, flags=re.MULTILINE))
+
+
+@pytest.mark.skipif(sys.platform != "linux" or shutil.which("nm") is None,
+                    reason="needs nm on Linux")
+def test_the_extension_exports_only_the_abi_and_its_init():
+    import lstm_fast._core as core
+
+    assert core.abi_version() == core.ABI_VERSION
+    run = subprocess.run(["nm", "-D", "--defined-only", core.__file__], check=True,
+                         capture_output=True, text=True)
+    exported = {line.split()[-1] for line in run.stdout.splitlines() if line.strip()}
+    abi = abi_functions()
+    assert len(abi) > 20 and {"lf_run", "lf_abi_version", "lf_model_bytes"} <= abi
+    assert exported == abi | {"PyInit__core"}

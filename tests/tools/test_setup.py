@@ -74,3 +74,12 @@ def test_the_core_imports_no_framework():
                          timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+def test_the_build_refuses_unsupported_platforms_with_a_clear_message():
+    code = ("import platform, runpy, sys; platform.machine = lambda: 'aarch64'; "
+            "sys.argv = ['setup.py', '--version']; runpy.run_path('setup.py')")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode != 0
+    assert "builds on x86-64" in run.stderr and "aarch64" in run.stderr

@@ -1,0 +1,186 @@
+/* Weights at build time: rounding to the stored type, and a cell's packed and BLAS layouts. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "pack.h"
+
+size_t lf_weight_size(lf_weights t)
+{
+    return t == LF_WEIGHTS_F32 ? 4 : t == LF_WEIGHTS_I8 ? 1 : 2;
+}
+
+static uint16_t f32_to_f16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    const uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u)
+        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0));
+    if (ax >= 0x477ff000u)                 /* >= 65520: rounds to infinity */
+        return (uint16_t)(sign | 0x7c00u);
+    if (ax < 0x38800000u) {                /* < 2^-14: a subnormal half (or zero) */
+        float a;
+        memcpy(&a, &ax, sizeof a);
+        return (uint16_t)(sign | (uint32_t)lrintf(a * 16777216.0f));
+    }
+    uint32_t h = (((ax >> 23) - 112u) << 10) | ((ax & 0x7fffffu) >> 13);
+    const uint32_t rem = ax & 0x1fffu;
+    h += rem > 0x1000u || (rem == 0x1000u && (h & 1u));
+    return (uint16_t)(sign | h);
+}
+
+static uint16_t f32_to_bf16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    if ((x & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((x >> 16) | 0x40u);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+/* Rounds a row of n weights to type t: out gets the values as float32, codes (if non-NULL)
+ * the stored elements. */
+static void round_row(lf_weights t, const float *src, size_t n, float *out, uint16_t *codes)
+{
+    for (size_t k = 0; k < n; k++) {
+        uint16_t q = 0;
+        switch (t) {
+        case LF_WEIGHTS_F16: q = f32_to_f16(src[k]); out[k] = lf_f16_to_f32(q); break;
+        case LF_WEIGHTS_BF16: q = f32_to_bf16(src[k]); out[k] = lf_bf16_to_f32(q); break;
+        default: out[k] = src[k]; break;
+        }
+        if (codes)
+            codes[k] = q;
+    }
+}
+
+/* dst[r * ld + k] (or dst[k * ld + r] when transposed) = row r of src (rows x n) rounded. */
+lf_status lf_round_matrix(lf_weights t, const float *src, size_t rows, size_t n, float *dst,
+                          size_t ld, int transposed)
+{
+    float *tmp = malloc((n ? n : 1) * sizeof(float));
+    if (!tmp)
+        return LF_E_NO_MEMORY;
+    for (size_t r = 0; r < rows; r++) {
+        round_row(t, src + r * n, n, tmp, NULL);
+        for (size_t k = 0; k < n; k++)
+            dst[transposed ? k * ld + r : r * ld + k] = tmp[k];
+    }
+    free(tmp);
+    return LF_OK;
+}
+
+int32_t lf_gates_of(lf_layer_kind kind)
+{
+    return kind == LF_LAYER_LSTM ? 4 : kind == LF_LAYER_GRU ? 3 : 1;
+}
+
+/* Copies one cell's weights, rounded to d->weights, into the layouts its paths read: the
+ * packed tiles (the step kernels), wih_t (the BLAS input projection) and, on kernel levels
+ * with a BLAS recurrence, whh_t for an LSTM. */
+lf_status lf_build_cell(lf_cell *L, const lf_layer_desc *d, int backward,
+                        const lf_kernels *kernels, size_t *bytes)
+{
+    const float *w_ih = backward ? d->w_b : d->w, *w_hh = backward ? d->w_rec_b : d->w_rec;
+    const float *b = backward ? d->bias_b : d->bias, *b_rec = backward ? d->bias_rec_b
+                                                                        : d->bias_rec;
+    const float *w_hr = backward ? d->w_proj_b : d->w_proj;
+    const size_t I = (size_t)d->input_size, H = (size_t)d->units, G = (size_t)lf_gates_of(d->kind);
+    const size_t Hp = (size_t)lf_pad_hidden(d->units), GH = G * Hp;
+    const size_t R = w_hr ? (size_t)d->proj_size : H, Rp = (size_t)lf_pad_hidden((int32_t)R);
+    size_t n_ih, n_hh, n_packed, n_hr;
+    if (!lf_mul_size(I, GH, &n_ih) || !lf_mul_size(R, GH, &n_hh)
+        || !lf_mul_size(I + R, GH, &n_packed) || !lf_mul_size(H, Rp, &n_hr)
+        || n_packed > SIZE_MAX / sizeof(float) || n_hr > SIZE_MAX / sizeof(float))
+        return LF_E_TOO_LARGE;
+    L->kind = d->kind;
+    L->I = (int32_t)I;
+    L->H = (int32_t)H;
+    L->Hp = (int32_t)Hp;
+    L->G = (int32_t)G;
+    L->R = (int32_t)R;
+    L->Rp = (int32_t)Rp;
+    L->reset_after = (d->flags & LF_LAYER_RESET_AFTER) != 0;
+    L->act = d->activation;
+    L->ract = d->recurrent_activation;
+    L->default_acts = L->act == LF_ACT_TANH && L->ract == LF_ACT_SIGMOID;
+    const int blas_recurrence = d->kind == LF_LAYER_LSTM && kernels->lstm_pointwise;
+    const int has_bias_hn = d->kind == LF_LAYER_GRU && L->reset_after;
+    L->wih_t = lf_alloc_counted(n_ih * sizeof(float), bytes);
+    L->whh_t = blas_recurrence ? lf_alloc_counted(n_hh * sizeof(float), bytes) : NULL;
+    L->bias = lf_alloc_counted(GH * sizeof(float), bytes);
+    L->bias_hn = has_bias_hn ? lf_alloc_counted(Hp * sizeof(float), bytes) : NULL;
+    const lf_weights wt = d->weights;
+    const int32_t vw = kernels->vw;
+    L->wtype = wt;
+    if (wt == LF_WEIGHTS_F32)
+        L->packed = lf_alloc_counted(n_packed * sizeof(float), bytes);
+    else
+        L->packed_q = lf_alloc_counted(n_packed * lf_weight_size(wt), bytes);
+    float *row = malloc((I > R ? I : R) * sizeof(float));
+    uint16_t *codes = malloc((I > R ? I : R) * sizeof(uint16_t));
+    if (!L->wih_t || (blas_recurrence && !L->whh_t) || !L->bias || (has_bias_hn && !L->bias_hn)
+        || !(L->packed || L->packed_q) || !row || !codes) {
+        free(row);
+        free(codes);
+        return LF_E_NO_MEMORY;
+    }
+    const size_t K = I + R, tile = K * G * (size_t)vw;
+    for (size_t g = 0; g < G; g++) {
+        for (size_t u = 0; u < H; u++) {
+            const float *wi = w_ih + (g * H + u) * I;
+            const float *wh = w_hh + (g * H + u) * R;
+            const size_t col = g * Hp + u;
+            const size_t pk = (u / (size_t)vw) * tile + g * (size_t)vw + u % (size_t)vw;
+            round_row(wt, wi, I, row, codes);
+            for (size_t k = 0; k < I; k++) {
+                L->wih_t[k * GH + col] = row[k];
+                if (L->packed)
+                    L->packed[pk + k * G * (size_t)vw] = row[k];
+                else
+                    ((uint16_t *)L->packed_q)[pk + k * G * (size_t)vw] = codes[k];
+            }
+            round_row(wt, wh, R, row, codes);
+            for (size_t k = 0; k < R; k++) {
+                if (L->whh_t)
+                    L->whh_t[k * GH + col] = row[k];
+                if (L->packed)
+                    L->packed[pk + (I + k) * G * (size_t)vw] = row[k];
+                else
+                    ((uint16_t *)L->packed_q)[pk + (I + k) * G * (size_t)vw] = codes[k];
+            }
+            float bi = b ? b[g * H + u] : 0.0f, bh = b_rec ? b_rec[g * H + u] : 0.0f;
+            if (d->kind == LF_LAYER_GRU && g == 2 && L->reset_after) {
+                L->bias[col] = bi;
+                L->bias_hn[u] = bh;
+            } else {
+                L->bias[col] = bi + bh;
+            }
+        }
+    }
+    free(row);
+    free(codes);
+    if (w_hr) {
+        L->whr_t = lf_alloc_counted(n_hr * sizeof(float), bytes);
+        L->zero = lf_alloc_counted(Rp * sizeof(float), bytes);
+        if (!L->whr_t || !L->zero)
+            return LF_E_NO_MEMORY;
+        return lf_round_matrix(wt, w_hr, R, H, L->whr_t, Rp, 1);
+    }
+    return LF_OK;
+}
+
+void lf_free_cell(lf_cell *L)
+{
+    lf_aligned_free(L->packed_q);
+    lf_aligned_free(L->wih_t);
+    lf_aligned_free(L->whh_t);
+    lf_aligned_free(L->bias);
+    lf_aligned_free(L->bias_hn);
+    lf_aligned_free(L->packed);
+    lf_aligned_free(L->whr_t);
+    lf_aligned_free(L->zero);
+}
+

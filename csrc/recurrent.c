@@ -1,0 +1,260 @@
+/* Recurrent layers: a cell (one direction) over the steps of a block, masked steps carried,
+ * and the two-thread split (the two directions of a bidirectional layer, or two halves of an
+ * unmasked batch). Per block, one GEMM projects the inputs of all steps; then the recurrence
+ * runs step by step on the packed SIMD kernels (or, on kernel levels with a BLAS recurrence,
+ * above their packed_max_batch on BLAS + a fused pointwise pass). A single step of a packed
+ * batch skips the GEMM: the packed kernel reads x and h in one pass. Rows are time-major:
+ * row t*B + b. */
+#include <pthread.h>
+#include <string.h>
+
+#include "blas.h"
+#include "run.h"
+
+/* One recurrent step for all B rows: x projected in gates, or read by the fused kernel. */
+static void cell_step(const lf_model *m, const lf_cell *L, int32_t B, const float *x,
+                      ptrdiff_t ldx, float *gates, const float *h_prev, float *c, float *h_out,
+                      const lf_work *w, int no_blas)
+{
+    const lf_kernels *k = m->kernels;
+    const int G = L->G * L->Hp;
+    float *h_cell = L->whr_t ? w->hc : h_out;
+    if (lf_blas_recurrence(k, L, B)) {
+        lf_sgemm(B, G, L->R, h_prev, L->Rp, L->whh_t, G, gates, G, 1);
+        k->lstm_pointwise(L, B, gates, c, h_cell);
+    } else {
+        k->cell_packed(L, B, x, ldx, x ? NULL : gates, G, h_prev, c, h_cell, w->scratch);
+    }
+    if (!L->whr_t)
+        return;
+    if (B <= LF_DENSE_SMALL_ROWS || no_blas)
+        k->dense_small(L->whr_t, L->zero, L->H, L->Rp, B, h_cell, L->Hp, h_out);
+    else
+        lf_sgemm(B, L->Rp, L->H, h_cell, L->Hp, L->whr_t, L->Rp, h_out, L->Rp, 0);
+}
+
+/* DIR_NO_BLAS: read inputs in the packed kernel rather than projecting them with BLAS (for
+ * directions running on their own threads: BLAS may have threads of its own). */
+enum { DIR_REVERSE = 1, DIR_TIME_ALIGNED = 2, DIR_ZERO_OUT = 4, DIR_TRACK_LAST = 8,
+       DIR_NO_BLAS = 16 };
+
+static void run_row_range(const lf_model *m, const lf_cell *L, unsigned mode, int32_t B,
+                          int32_t b0, int32_t nb, int32_t n, const float *in,
+                          ptrdiff_t ld_in, float *xproj, float *h_state, float *c_state,
+                          const lf_work *w, float *out);
+/* A thread's part of a recurrent layer: a direction (run_cell's arguments), or rows
+ * [b0, b0 + nb) of an unmasked batch (run_row_range's). */
+typedef struct lf_dir_job {
+    const lf_model *m;
+    const lf_cell *L;
+    unsigned mode;
+    int32_t B, n;
+    const float *in;
+    ptrdiff_t ld;
+    const unsigned char *mask;
+    float *h, *c, *lastout, *out;
+    const lf_work *w;
+    int32_t b0, nb;
+    float *xproj;
+} lf_dir_job;
+
+static void *run_row_range_job(void *arg);
+
+/* Floating-point work of a layer below which a second thread costs more than it saves. */
+#define LF_PARALLEL_MIN_FLOPS 2e6
+
+/* One cell over n steps. Input rows r = t*B + b at in + r*ld_in; outputs (n*B, Rp) to out,
+ * in processing order or (DIR_TIME_ALIGNED) at their step's row. mask (n*B bytes, 0 =
+ * masked) may be NULL. Masked steps carry the state and output 0 (DIR_ZERO_OUT) or the
+ * previous output; lastout keeps the last valid output (DIR_TRACK_LAST). */
+static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t B, int32_t n,
+                     const float *in, ptrdiff_t ld_in, const unsigned char *mask,
+                     float *h_state, float *c_state, float *lastout, const lf_work *w,
+                     float *out)
+{
+    const size_t Rp = (size_t)L->Rp, Hp = (size_t)L->Hp, G = (size_t)L->G * Hp;
+    const size_t hb = Rp * sizeof(float), cb = Hp * sizeof(float);
+    const int packed = !lf_blas_recurrence(m->kernels, L, B);
+    /* Rows sorted by length: the valid rows of a step are a prefix; only they are computed,
+     * each step reading its inputs directly (no projection of padded rows). */
+    const int prefix = mask && w->perm && packed;
+    const int no_blas = (mode & DIR_NO_BLAS) && packed;
+    if (B == 1 && !mask && L->kind == LF_LAYER_LSTM && !L->whr_t
+        && L->Hp <= 4 * m->kernels->vw && L->wtype == LF_WEIGHTS_F32) {
+        /* One small row: a step is latency bound; x is read in the kernel while the weights
+         * fit in L1, else projected by one GEMM. */
+        const int read_x = n == 1 || no_blas
+                           || (size_t)(L->I + L->R) * G * sizeof(float) <= LF_L1_WEIGHTS;
+        if (!read_x)
+            lf_sgemm(n, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
+        const int rev = (mode & DIR_REVERSE) != 0;
+        const ptrdiff_t sx = rev ? -ld_in : ld_in, sp = rev ? -(ptrdiff_t)G : (ptrdiff_t)G;
+        const ptrdiff_t so = rev && (mode & DIR_TIME_ALIGNED) ? -(ptrdiff_t)Rp : (ptrdiff_t)Rp;
+        float *o = out + (so < 0 ? (size_t)(n - 1) * Rp : 0);
+        m->kernels->lstm_seq_one(L, n, read_x ? in + (rev ? (n - 1) * ld_in : 0) : NULL, sx,
+                                 read_x ? NULL : w->xproj + (rev ? (size_t)(n - 1) * G : 0), sp,
+                                 h_state, c_state, o, so);
+        memcpy(h_state, o + (n - 1) * so, hb);
+        return;
+    }
+    /* Rows are independent: with a second thread's buffers and enough work, the two halves
+     * of an unmasked batch run their whole sequences on two threads, each reading its inputs
+     * in the packed kernel (no BLAS: its threads would spin on the cores the halves use). */
+    const int32_t half = B / 2;
+    const int split = !mask && w->second && packed && half > 0 && !(mode & DIR_NO_BLAS)
+                      && 2.0 * n * B * G * (double)(L->I + L->R) >= LF_PARALLEL_MIN_FLOPS;
+    const int fused = (n == 1 && packed) || prefix || no_blas || split;
+    if (!fused)
+        lf_sgemm(n * B, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
+    if (!mask) {
+        float *xproj = fused ? NULL : w->xproj;
+        lf_dir_job job = {m, L, mode | DIR_NO_BLAS, B, n, in, ld_in, NULL, h_state, c_state,
+                          NULL, out, w->second, half, B - half, xproj};
+        pthread_t thread;
+        const int threaded = split && pthread_create(&thread, NULL, run_row_range_job, &job) == 0;
+        run_row_range(m, L, threaded ? job.mode : mode, B, 0, threaded ? half : B, n, in, ld_in,
+                 xproj, h_state, c_state, w, out);
+        if (threaded)
+            pthread_join(thread, NULL);
+        return;
+    }
+    for (int32_t p = 0; p < n; p++) {
+        const int32_t t = (mode & DIR_REVERSE) ? n - 1 - p : p;
+        const float *x = fused ? in + (ptrdiff_t)t * B * ld_in : NULL;
+        float *gates = w->xproj + (size_t)t * B * G;
+        float *h_out = out + (size_t)((mode & DIR_TIME_ALIGNED) ? t : p) * B * Rp;
+        const unsigned char *mk = mask ? mask + (size_t)t * B : NULL;
+        if (prefix) {
+            const unsigned char *end = memchr(mk, 0, (size_t)B);
+            const int32_t nb = end ? (int32_t)(end - mk) : B;
+            if (nb > 0) {
+                cell_step(m, L, nb, x, ld_in, gates, h_state, c_state, h_out, w, no_blas);
+                memcpy(h_state, h_out, (size_t)nb * hb);
+                if (mode & DIR_TRACK_LAST)
+                    memcpy(lastout, h_out, (size_t)nb * hb);
+            }
+            if (mode & DIR_ZERO_OUT)
+                memset(h_out + (size_t)nb * Rp, 0, (size_t)(B - nb) * hb);
+            else
+                memcpy(h_out + (size_t)nb * Rp, lastout + (size_t)nb * Rp,
+                       (size_t)(B - nb) * hb);
+            continue;
+        }
+        if (!memchr(mk, 0, (size_t)B)) {
+            cell_step(m, L, B, x, ld_in, gates, h_state, c_state, h_out, w, no_blas);
+            memcpy(h_state, h_out, (size_t)B * hb);
+            if (mode & DIR_TRACK_LAST)
+                memcpy(lastout, h_out, (size_t)B * hb);
+            continue;
+        }
+        if (c_state)
+            for (int32_t b = 0; b < B; b++)
+                if (!mk[b])
+                    memcpy(w->cold + b * Hp, c_state + b * Hp, cb);
+        cell_step(m, L, B, x, ld_in, gates, h_state, c_state, w->hnew, w, no_blas);
+        for (int32_t b = 0; b < B; b++) {
+            float *o = h_out + b * Rp;
+            if (mk[b]) {
+                memcpy(h_state + b * Rp, w->hnew + b * Rp, hb);
+                memcpy(o, w->hnew + b * Rp, hb);
+                if (mode & DIR_TRACK_LAST)
+                    memcpy(lastout + b * Rp, o, hb);
+            } else {
+                if (c_state)
+                    memcpy(c_state + b * Hp, w->cold + b * Hp, cb);
+                if (mode & DIR_ZERO_OUT)
+                    memset(o, 0, hb);
+                else
+                    memcpy(o, lastout + b * Rp, hb);
+            }
+        }
+    }
+}
+
+/* The steps of rows [b0, b0 + nb): inputs read by the kernel, or projected (xproj) for all
+ * rows already. */
+static void run_row_range(const lf_model *m, const lf_cell *L, unsigned mode, int32_t B,
+                          int32_t b0, int32_t nb, int32_t n, const float *in,
+                          ptrdiff_t ld_in, float *xproj, float *h_state, float *c_state,
+                          const lf_work *w, float *out)
+{
+    const size_t Rp = (size_t)L->Rp, Hp = (size_t)L->Hp, G = (size_t)L->G * Hp;
+    const int no_blas = (mode & DIR_NO_BLAS) != 0;
+    const float *h_prev = h_state + b0 * Rp;
+    float *c = c_state ? c_state + b0 * Hp : NULL;
+    for (int32_t p = 0; p < n; p++) {
+        const int32_t t = (mode & DIR_REVERSE) ? n - 1 - p : p;
+        const size_t row = (size_t)t * B + b0;
+        float *h_out = out + ((size_t)((mode & DIR_TIME_ALIGNED) ? t : p) * B + b0) * Rp;
+        cell_step(m, L, nb, xproj ? NULL : in + (ptrdiff_t)row * ld_in, ld_in,
+                  xproj ? xproj + row * G : NULL, h_prev, c, h_out, w, no_blas);
+        h_prev = h_out;
+    }
+    memcpy(h_state + b0 * Rp, h_prev, (size_t)nb * Rp * sizeof(float));
+}
+
+static void *run_row_range_job(void *arg)
+{
+    const lf_dir_job *j = arg;
+    run_row_range(j->m, j->L, j->mode, j->B, j->b0, j->nb, j->n, j->in, j->ld, j->xproj, j->h, j->c,
+             j->w, j->out);
+    return NULL;
+}
+
+static void *run_dir(void *arg)
+{
+    const lf_dir_job *j = arg;
+    run_cell(j->m, j->L, j->mode, j->B, j->n, j->in, j->ld, j->mask, j->h, j->c, j->lastout,
+             j->w, j->out);
+    return NULL;
+}
+
+/* A recurrent layer (one or two directions) over n steps. With a second thread's scratch
+ * (w->second), the backward direction runs on that thread. */
+void lf_run_recurrent(const lf_model *m, lf_state *s, const lf_layer *layer, int32_t n,
+                      const float *in, ptrdiff_t ld, const unsigned char *mask,
+                      const lf_work *w, float *out)
+{
+    const size_t B = (size_t)s->batch;
+    const int keras = !(layer->flags & LF_LAYER_ZERO_MASKED_OUTPUT);
+    unsigned base = (keras ? DIR_TRACK_LAST : 0)
+                    | (layer->dirs == 2 || !keras ? DIR_ZERO_OUT : 0);
+    lf_dir_job jobs[2];
+    for (int dir = 0; dir < layer->dirs; dir++) {
+        const lf_cell *L = &layer->cell[dir];
+        unsigned mode = base;
+        if (layer->dirs == 2)
+            mode |= DIR_TIME_ALIGNED | (dir ? DIR_REVERSE : 0);
+        else if (layer->flags & LF_LAYER_GO_BACKWARDS)
+            mode |= DIR_REVERSE;
+        jobs[dir] = (lf_dir_job){m, L, mode, (int32_t)B, n, in, ld, mask,
+                                 s->h + layer->h_off[dir] * B,
+                                 L->kind == LF_LAYER_LSTM ? s->c + layer->c_off[dir] * B : NULL,
+                                 w->lastout + layer->h_off[dir] * B,
+                                 layer->dirs == 2 ? w->dir[dir] : out, w, 0, (int32_t)B, NULL};
+    }
+    const lf_cell *L0 = &layer->cell[0];
+    const double flops = 2.0 * n * (double)B * L0->G * L0->Hp * (double)(L0->I + L0->R);
+    pthread_t thread;
+    int threaded = 0;
+    if (layer->dirs == 2 && w->second && flops >= LF_PARALLEL_MIN_FLOPS) {
+        jobs[1].w = w->second;
+        jobs[0].mode |= DIR_NO_BLAS;
+        jobs[1].mode |= DIR_NO_BLAS;
+        threaded = pthread_create(&thread, NULL, run_dir, &jobs[1]) == 0;
+        if (!threaded) {
+            jobs[1].w = w;
+            jobs[0].mode &= ~(unsigned)DIR_NO_BLAS;
+            jobs[1].mode &= ~(unsigned)DIR_NO_BLAS;
+        }
+    }
+    run_dir(&jobs[0]);
+    if (threaded)
+        pthread_join(thread, NULL);
+    else if (layer->dirs == 2)
+        run_dir(&jobs[1]);
+    if (layer->dirs == 2)
+        lf_merge_rows(layer->merge, n * (int32_t)B, layer->cell[0].R, layer->cell[0].Rp,
+                      w->dir[0], w->dir[1], out, layer->ld);
+}
+
