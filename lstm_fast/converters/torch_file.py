@@ -1,6 +1,6 @@
 """Read PyTorch checkpoints without torch and without running any code stored in them.
 
-Supported inputs (see ``/work/shared/FORMATS.md`` §1.6-1.9 for the layouts):
+Supported inputs (see ``docs/formats.md`` §1.6-1.9 for the layouts):
 
 - the default zip format of ``torch.save`` (``<prefix>/data.pkl`` + ``<prefix>/data/<key>``),
   for state dicts, training-checkpoint dicts and any nesting of dicts/lists/tuples/primitives;
