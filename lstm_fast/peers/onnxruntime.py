@@ -156,7 +156,8 @@ def _onnx_merge(g: _OnnxGraph, mode: str, y: str, axis: int) -> str:
     return g.op("Squeeze", [m, g.const("axes", np.array([axis], dtype=np.int64))])
 
 
-def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = False) -> Any:
+def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = False,
+                     step: bool = False) -> Any:
     """The spec as an ONNX graph (opset 17, layout 0 recurrent nodes).
 
     Parameters
@@ -170,13 +171,22 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
         and the outputs ``hn_k`` (and ``cn_k``), to carry the state between calls; inputs
         and outputs are then time-major ([T, N, ...]), which spares the graph two Transpose
         nodes per call (the caller's swap of two axes is free for one step or one row).
+        The stream graph is lean (no Squeeze or Identity node on the way out): the last
+        recurrent layer's ``Y`` is the output ``y`` [T, 1, N, O] when nothing follows it,
+        and when the last layer returns only its last step its ``hn_k`` is the output (the
+        graph then has no ``y``).
+    step : bool
+        With ``stream``: a graph for one step (T = 1), whose recurrent layers pass on their
+        ``Y_h`` ([1, N, H], the time-major output of one step) and compute no ``Y``; a model
+        ending in a recurrent layer has no ``y`` (its last ``hn_k`` is the output).
 
     Returns
     -------
     onnx.ModelProto
         Input ``x`` [N, T, I] float32 or ``ids`` [N, T] int64; output ``y`` [N, T, O] (or
         [N, O] when a recurrent layer returns only its last step). T and N swap places in
-        ``x``, ``ids`` and a sequence ``y`` with ``stream=True``.
+        ``x``, ``ids`` and a sequence ``y`` with ``stream=True`` (see there for when ``y`` is
+        [T, 1, N, O] or absent).
 
     Raises
     ------
@@ -260,6 +270,13 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
         inputs.append(seq_lens)
         lstm = isinstance(f, LSTMLayerSpec)
         outs = [g.name("Y"), g.name("Y_h")] + ([g.name("Y_c")] if lstm else [])
+        # a stream's layers run forwards in one direction; their outputs skip Squeeze
+        lean = stream and len(cells) == 1
+        last = L is spec.layers[-1]
+        if lean and step:
+            outs[0] = ""  # one step: Y equals Y_h, already time-major [T=1, N, H]
+        elif lean and last and L.return_sequences:
+            outs[0] = "y"  # the graph's output, [T, 1, N, H]
         if stream:
             inputs.append(f"h0_{k}")
             graph_inputs.append(helper.make_tensor_value_info(
@@ -285,7 +302,11 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
         y, y_h = outs[0], outs[1]
         mode = getattr(L, "merge_mode", "concat")
         if L.return_sequences:  # Y [T, D, N, H]
-            if len(cells) == 1:
+            if lean and step:
+                h = y_h
+            elif lean and last:
+                h = y
+            elif len(cells) == 1:
                 h = g.op("Squeeze", [y, g.const("axes", np.array([1], np.int64))])
             elif mode == "concat":
                 yt = g.op("Transpose", [y], perm=[0, 2, 1, 3])
@@ -294,7 +315,9 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
                 h = _onnx_merge(g, mode, y, 1)
         else:  # Y_h [D, N, H]
             time_major = False
-            if len(cells) == 1:
+            if lean and last:
+                h = y_h  # [1, N, H]: the caller reads the state output as y
+            elif len(cells) == 1:
                 h = g.op("Squeeze", [y_h, g.const("axes", np.array([0], np.int64))])
             elif mode == "concat":
                 yt = g.op("Transpose", [y_h], perm=[1, 0, 2])
@@ -302,16 +325,22 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
             else:
                 h = _onnx_merge(g, mode, y_h, 0)
         k += 1
-    if time_major and stream:
+    y_shape: list[Any] = ["T", "N", spec.output_size] if time_major else ["N", spec.output_size]
+    if stream and h == "y":  # the last recurrent node's Y
+        y_shape = ["T", 1, "N", spec.output_size]
+    elif stream and h.startswith("hn_"):  # the last layer's state is the output: no "y"
+        y_shape = []
+    elif stream and g.nodes and h == g.nodes[-1].output[0]:
+        g.nodes[-1].output[0] = "y"  # the last node writes the output (no Identity)
+    elif time_major and stream:
         g.op("Identity", [h], out="y")
-        y_shape: list[Any] = ["T", "N", spec.output_size]
     elif time_major:
         g.op("Transpose", [h], perm=[1, 0, 2], out="y")
         y_shape = ["N", "T", spec.output_size]
     else:
         g.op("Identity", [h], out="y")
-        y_shape = ["N", spec.output_size]
-    graph_outputs.insert(0, helper.make_tensor_value_info("y", tp.FLOAT, y_shape))
+    if y_shape:
+        graph_outputs.insert(0, helper.make_tensor_value_info("y", tp.FLOAT, y_shape))
     graph = helper.make_graph(g.nodes, "lstm_fast_peer", graph_inputs, graph_outputs,
                               initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
@@ -337,14 +366,14 @@ class OrtPeer(Peer):
         self._ort = ort
         self.version = str(ort.__version__)
         self._input = "ids" if spec.takes_ids else "x"
-        self._sessions: dict[tuple[bool, bool], Any] = {}
+        self._sessions: dict[tuple[bool, bool, bool], Any] = {}
         self._bound: tuple[Any, ...] | None = None  # predict's binding, see _predict
         self._session(lengths=False, stream=False)  # fail now if the spec is not expressible
 
-    def _session(self, *, lengths: bool, stream: bool) -> Any:
-        key = (lengths, stream)
+    def _session(self, *, lengths: bool, stream: bool, step: bool = False) -> Any:
+        key = (lengths, stream, step)
         if key not in self._sessions:
-            model = build_onnx_model(self.spec, lengths=lengths, stream=stream)
+            model = build_onnx_model(self.spec, lengths=lengths, stream=stream, step=step)
             self._sessions[key] = make_session(self._ort, model, self.threads, self.version)
         return self._sessions[key]
 
@@ -395,83 +424,147 @@ def make_session(ort: Any, model: Any, threads: int, version: str = "") -> Any:
 
 
 class _OrtStream(PeerStream):
-    """The stream graph, state fed back. Variant ``"run"``: every call feeds the state and
-    fetches the new one. Variant ``"iobind"``: the first call of each chunk shape runs plainly
-    and pre-binds two io_bindings over fixed buffers: binding k reads the state from slot k and
-    writes it to slot 1 - k (the ping-pong), so later calls copy only the input in and the
-    output out, and never re-bind."""
+    """The stream graphs (one for single steps, one for chunks), state fed back.
+
+    Variant ``"run"``: every call feeds the state and fetches the new one. Variant
+    ``"iobind"``: the state lives in two fixed buffers per state tensor (slots 0 and 1); the
+    first call of each chunk shape runs plainly and pre-binds two io_bindings over the input
+    buffer, the output buffer and the slots: binding k reads the state from slot k and writes
+    it to slot 1 - k (the ping-pong), so later calls copy only the input in and the output
+    out, and never re-bind. When the model's output is its last layer's state (one step of a
+    recurrent layer, or a layer returning only its last step), it is read from the slot just
+    written.
+    """
 
     def __init__(self, peer: OrtPeer, batch: int) -> None:
         self.batch = batch
         self._peer = peer
-        self._session = peer._session(lengths=False, stream=True)
         self._names: list[tuple[str, str]] = []  # (state input, state output)
-        self._zeros: list[np.ndarray] = []
+        zeros: list[np.ndarray] = []
         for k, L in enumerate(peer.spec.recurrent_layers):
             self._names.append((f"h0_{k}", f"hn_{k}"))
-            self._zeros.append(np.zeros((1, batch, L.output_size), np.float32))
+            zeros.append(np.zeros((1, batch, L.output_size), np.float32))
             if isinstance(L, LSTMLayerSpec):
                 self._names.append((f"c0_{k}", f"cn_{k}"))
-                self._zeros.append(np.zeros((1, batch, L.hidden_size), np.float32))
-        self._key: tuple[Any, ...] | None = None
-        self._slots: list[list[np.ndarray]] = []  # per state: the two ping-pong buffers
-        self._bindings: list[Any] = []
+                zeros.append(np.zeros((1, batch, L.hidden_size), np.float32))
+        self._inputs = [name for name, _ in self._names]
+        # the feed of plain runs: the input and (variant "run") the state
+        self._feed: dict[str, np.ndarray] = dict(zip(self._inputs, zeros, strict=True))
+        self._plans: dict[bool, tuple[Any, list[str], int]] = {}  # step -> session, fetch, y
+        # variant "iobind": per state, its two ping-pong slots; the state is in slot _current
+        self._slots = [[z, np.zeros_like(z)] for z in zeros]
         self._current = 0
+        self._bound: dict[tuple[Any, ...], _Bound] = {}
+        self._step: _Bound | None = None  # the binding of a step of the usual shape
+        self._step_shape: tuple[int, ...] = ()
+        self._sequences = peer.spec.returns_sequences
 
-    def _state(self) -> list[np.ndarray]:
-        if not self._slots:
-            return self._zeros
-        return [pair[self._current] for pair in self._slots]
-
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
-        chunk = chunk.swapaxes(0, 1)  # the stream graph is time-major
-        key = (chunk.shape, chunk.dtype)
-        if key == self._key:
-            np.copyto(self._x, chunk)
-            self._session.run_with_iobinding(self._bindings[self._current])
-            self._current ^= 1
-            return self._batch_first(self._y)
-        feed = {self._peer._input: np.ascontiguousarray(chunk)}
-        feed.update((name, value) for (name, _), value in zip(self._names, self._state(),
-                                                              strict=True))
-        y, *states = self._session.run(["y", *(out for _, out in self._names)], feed)
+    def _run(self, chunk: np.ndarray, step: bool) -> np.ndarray:
+        """``chunk`` time-major (T, B, ...); returns the output time-major (T, B, O), or
+        (B, O) for a step or a model whose output is only the last step; never a view of a
+        bound buffer."""
+        key = (step, chunk.shape, chunk.dtype)
+        bound = self._bound.get(key)
+        if bound is not None:
+            np.copyto(bound.x, chunk)
+            return bound.run(self)
+        plan = self._plans.get(step)
+        if plan is None:
+            session = self._peer._session(lengths=False, stream=True, step=step)
+            fetch = [out for _, out in self._names]
+            if "y" in [o.name for o in session.get_outputs()]:
+                fetch.append("y")
+                y_index = len(fetch) - 1
+            else:  # the output is the last recurrent layer's state
+                y_index = fetch.index([out for out in fetch if out.startswith("hn_")][-1])
+            plan = self._plans[step] = (session, fetch, y_index)
+        session, fetch, y_index = plan
+        feed = self._feed
+        chunk = feed[self._peer._input] = np.ascontiguousarray(chunk)
         if self._peer.variant == "run":
-            self._zeros = states  # the state the next call feeds
-        else:
-            self._prebind(chunk, y, states)
-            self._key = key
-        return self._batch_first(y)
+            outs = session.run(fetch, feed)
+            feed.update(zip(self._inputs, outs, strict=False))  # the state the next call feeds
+            return self._shaped(outs[y_index], chunk.shape[0], step).copy()  # not the state
+        feed.update(zip(self._inputs, [pair[self._current] for pair in self._slots],
+                        strict=True))
+        outs = session.run(fetch, feed)
+        self._current ^= 1
+        for pair, state in zip(self._slots, outs, strict=False):
+            np.copyto(pair[self._current], state)
+        bound = _Bound(self, session, chunk, outs[y_index], fetch[y_index], step)
+        self._bound[key] = bound
+        if step and chunk.shape[1:] == (self.batch, *chunk.shape[2:]):
+            self._step, self._step_shape = bound, chunk.shape[1:]
+        return self._shaped(outs[y_index], chunk.shape[0], step).copy()
 
-    @staticmethod
-    def _batch_first(y: np.ndarray) -> np.ndarray:
-        return (y.swapaxes(0, 1) if y.ndim == 3 else y).copy()  # never a view of a bound buffer
-
-    def _prebind(self, chunk: np.ndarray, y: np.ndarray, states: list[np.ndarray]) -> None:
-        value = self._peer._ort.OrtValue.ortvalue_from_numpy  # shares the array's memory
-        self._x = np.ascontiguousarray(chunk).copy()
-        self._y = np.empty_like(y)
-        self._slots = [[np.ascontiguousarray(s, np.float32).copy(), np.empty_like(s)]
-                       for s in states]
-        self._current = 0
-        x, out = value(self._x), value(self._y)
-        slots = [[value(a) for a in pair] for pair in self._slots]
-        self._bindings = []
-        for k in (0, 1):
-            binding = self._session.io_binding()
-            binding.bind_ortvalue_input(self._peer._input, x)
-            binding.bind_ortvalue_output("y", out)
-            for (name_in, name_out), pair in zip(self._names, slots, strict=True):
-                binding.bind_ortvalue_input(name_in, pair[k])
-                binding.bind_ortvalue_output(name_out, pair[1 - k])
-            self._bindings.append(binding)
+    def _shaped(self, y: np.ndarray, steps: int, step: bool) -> np.ndarray:
+        """A view of the graph's output as (T, B, O), or (B, O) for a step or a model whose
+        output is only the last step."""
+        if self._sequences and not step:
+            return y.reshape(steps, self.batch, -1)
+        return y.reshape(self.batch, -1)
 
     def step(self, x_t: np.ndarray) -> np.ndarray:
-        x_t = _as_input(self._peer.spec, x_t, 2)
-        y = self._run(x_t[:, None])
-        return y[:, 0] if y.ndim == 3 else y
+        bound = self._step
+        if (bound is not None and type(x_t) is np.ndarray and x_t.shape == self._step_shape
+                and x_t.dtype == bound.dtype):  # the usual call: no checks to redo
+            bound.x_step[...] = x_t
+            k = self._current
+            bound.session.run_with_iobinding(bound.bindings[k])
+            self._current = k ^ 1
+            return bound.outputs[k].copy()  # never a view of a bound buffer
+        return self._run(_as_input(self._peer.spec, x_t, 2)[None], step=True)
 
     def run(self, chunk: np.ndarray) -> np.ndarray:
-        return self._run(_as_input(self._peer.spec, chunk))
+        chunk = _as_input(self._peer.spec, chunk)
+        y = self._run(chunk.swapaxes(0, 1), step=False)  # the stream graphs are time-major
+        return np.ascontiguousarray(y.swapaxes(0, 1)) if y.ndim == 3 else y
+
+
+def _last_state_output(names: list[tuple[str, str]]) -> str:
+    """The name of the last recurrent layer's h output (``hn_k``)."""
+    return [out for _, out in names if out.startswith("hn_")][-1]
+
+
+class _Bound:
+    """A chunk shape's two pre-bound io_bindings (see :class:`_OrtStream`): the input buffer
+    ``x`` and, per slot the state is read from, the view of the buffer the output lands in."""
+
+    def __init__(self, stream: _OrtStream, session: Any, x: np.ndarray, y: np.ndarray,
+                 y_name: str, step: bool) -> None:
+        value = stream._peer._ort.OrtValue.ortvalue_from_numpy  # shares the array's memory
+        self.session = session
+        self.x = np.array(x)  # a fresh, writable copy
+        self.x_step = self.x[0]  # a step's (B, ...) view
+        self.dtype = self.x.dtype
+        steps = x.shape[0]
+        slots = [[value(a) for a in pair] for pair in stream._slots]
+        x_value = value(self.x)
+        y_buf = None if y_name != "y" else np.empty_like(y)
+        self.bindings = []
+        self.outputs = []  # outputs[k]: where the output is after running bindings[k]
+        for k in (0, 1):
+            binding = session.io_binding()
+            binding.bind_ortvalue_input(stream._peer._input, x_value)
+            if y_buf is not None:
+                binding.bind_ortvalue_output("y", value(y_buf))
+            for (name_in, name_out), pair in zip(stream._names, slots, strict=True):
+                binding.bind_ortvalue_input(name_in, pair[k])
+                binding.bind_ortvalue_output(name_out, pair[1 - k])
+            self.bindings.append(binding)
+            if y_buf is not None:
+                out = y_buf
+            else:
+                index = [n for _, n in stream._names].index(y_name)
+                out = stream._slots[index][1 - k]
+            self.outputs.append(stream._shaped(out, steps, step))
+        self._keep = (x_value, slots)  # the OrtValues the bindings use
+
+    def run(self, stream: _OrtStream) -> np.ndarray:
+        k = stream._current
+        self.session.run_with_iobinding(self.bindings[k])
+        stream._current = k ^ 1
+        return self.outputs[k].copy()  # never a view of a bound buffer
 
 
 PEER = OrtPeer
