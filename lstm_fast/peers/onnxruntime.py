@@ -157,7 +157,7 @@ def _onnx_merge(g: _OnnxGraph, mode: str, y: str, axis: int) -> str:
 
 
 def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = False,
-                     step: bool = False) -> Any:
+                     step: bool = False, time_major: bool = False) -> Any:
     """The spec as an ONNX graph (opset 17, layout 0 recurrent nodes).
 
     Parameters
@@ -179,14 +179,18 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
         With ``stream``: a graph for one step (T = 1), whose recurrent layers pass on their
         ``Y_h`` ([1, N, H], the time-major output of one step) and compute no ``Y``; a model
         ending in a recurrent layer has no ``y`` (its last ``hn_k`` is the output).
+    time_major : bool
+        Time-major inputs and outputs without the state (implied by ``stream``), as lean as
+        a stream's: a model ending in a one-direction recurrent layer outputs its ``Y``
+        ([T, 1, N, O]) or ``Y_h`` ([1, N, O]) as ``y``.
 
     Returns
     -------
     onnx.ModelProto
         Input ``x`` [N, T, I] float32 or ``ids`` [N, T] int64; output ``y`` [N, T, O] (or
         [N, O] when a recurrent layer returns only its last step). T and N swap places in
-        ``x``, ``ids`` and a sequence ``y`` with ``stream=True`` (see there for when ``y`` is
-        [T, 1, N, O] or absent).
+        ``x``, ``ids`` and a sequence ``y`` with ``time_major`` or ``stream`` (see there for
+        when ``y`` is [T, 1, N, O], [1, N, O] or absent).
 
     Raises
     ------
@@ -204,23 +208,25 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
             "(sequence_lens)")
     helper, tp = onnx.helper, onnx.TensorProto
     g = _OnnxGraph(onnx)
+    time_major = time_major or stream
     graph_inputs = []
     if spec.takes_ids:
         graph_inputs.append(helper.make_tensor_value_info(
-            "ids", tp.INT64, ["T", "N"] if stream else ["N", "T"]))
+            "ids", tp.INT64, ["T", "N"] if time_major else ["N", "T"]))
         emb = spec.layers[0]
-        ids_t = "ids" if stream else g.op("Transpose", ["ids"], perm=[1, 0])  # [T, N]
+        ids_t = "ids" if time_major else g.op("Transpose", ["ids"], perm=[1, 0])  # [T, N]
         h = g.op("Gather", [g.const("embedding", emb.weight), ids_t], axis=0)  # [T, N, E]
     else:
         graph_inputs.append(helper.make_tensor_value_info(
-            "x", tp.FLOAT, ["T" if stream else "N", "N" if stream else "T", spec.input_size]))
-        h = "x" if stream else g.op("Transpose", ["x"], perm=[1, 0, 2])  # [T, N, I]
+            "x", tp.FLOAT, ["T" if time_major else "N", "N" if time_major else "T",
+                            spec.input_size]))
+        h = "x" if time_major else g.op("Transpose", ["x"], perm=[1, 0, 2])  # [T, N, I]
     seq_lens = ""
     if lengths:
         graph_inputs.append(helper.make_tensor_value_info("lengths", tp.INT32, ["N"]))
         seq_lens = "lengths"
     graph_outputs = []
-    time_major = True  # False once a layer returned only its last step: h is [N, F]
+    per_step = True  # False once a layer returned only its last step: h is [N, F]
     k = 0
     for L in spec.layers:
         if isinstance(L, EmbeddingSpec):
@@ -270,8 +276,8 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
         inputs.append(seq_lens)
         lstm = isinstance(f, LSTMLayerSpec)
         outs = [g.name("Y"), g.name("Y_h")] + ([g.name("Y_c")] if lstm else [])
-        # a stream's layers run forwards in one direction; their outputs skip Squeeze
-        lean = stream and len(cells) == 1
+        # a time-major one-direction layer's outputs skip Squeeze (stream layers are such)
+        lean = time_major and len(cells) == 1
         last = L is spec.layers[-1]
         if lean and step:
             outs[0] = ""  # one step: Y equals Y_h, already time-major [T=1, N, H]
@@ -291,6 +297,8 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
                 outs[2] = f"cn_{k}"
                 graph_outputs.append(helper.make_tensor_value_info(
                     f"cn_{k}", tp.FLOAT, [1, "N", f.hidden_size]))
+        elif lean and last and not L.return_sequences:
+            outs[1] = "y"  # the graph's output, [1, N, H]
         while inputs and inputs[-1] == "":
             inputs.pop()
         attrs = _onnx_cell_attrs(cells)
@@ -314,9 +322,9 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
             else:
                 h = _onnx_merge(g, mode, y, 1)
         else:  # Y_h [D, N, H]
-            time_major = False
+            per_step = False
             if lean and last:
-                h = y_h  # [1, N, H]: the caller reads the state output as y
+                h = y_h  # [1, N, H]: "y", or the state output a stream reads as y
             elif len(cells) == 1:
                 h = g.op("Squeeze", [y_h, g.const("axes", np.array([0], np.int64))])
             elif mode == "concat":
@@ -325,16 +333,16 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
             else:
                 h = _onnx_merge(g, mode, y_h, 0)
         k += 1
-    y_shape: list[Any] = ["T", "N", spec.output_size] if time_major else ["N", spec.output_size]
-    if stream and h == "y":  # the last recurrent node's Y
-        y_shape = ["T", 1, "N", spec.output_size]
+    y_shape: list[Any] = ["T", "N", spec.output_size] if per_step else ["N", spec.output_size]
+    if time_major and h == "y":  # the last recurrent node's Y or Y_h
+        y_shape = ["T", 1, "N", spec.output_size] if per_step else [1, "N", spec.output_size]
     elif stream and h.startswith("hn_"):  # the last layer's state is the output: no "y"
         y_shape = []
-    elif stream and g.nodes and h == g.nodes[-1].output[0]:
+    elif time_major and g.nodes and h == g.nodes[-1].output[0]:
         g.nodes[-1].output[0] = "y"  # the last node writes the output (no Identity)
-    elif time_major and stream:
-        g.op("Identity", [h], out="y")
     elif time_major:
+        g.op("Identity", [h], out="y")
+    elif per_step:
         g.op("Transpose", [h], perm=[1, 0, 2], out="y")
         y_shape = ["N", "T", spec.output_size]
     else:
@@ -366,29 +374,35 @@ class OrtPeer(Peer):
         self._ort = ort
         self.version = str(ort.__version__)
         self._input = "ids" if spec.takes_ids else "x"
-        self._sessions: dict[tuple[bool, bool, bool], Any] = {}
+        self._sessions: dict[tuple[bool, ...], Any] = {}
         self._bound: tuple[Any, ...] | None = None  # predict's binding, see _predict
-        self._session(lengths=False, stream=False)  # fail now if the spec is not expressible
+        self._session(lengths=False, time_major=True)  # fail now if the spec is not expressible
 
-    def _session(self, *, lengths: bool, stream: bool, step: bool = False) -> Any:
-        key = (lengths, stream, step)
+    def _session(self, *, lengths: bool, stream: bool = False, step: bool = False,
+                 time_major: bool = False) -> Any:
+        key = (lengths, stream, step, time_major)
         if key not in self._sessions:
-            model = build_onnx_model(self.spec, lengths=lengths, stream=stream, step=step)
+            model = build_onnx_model(self.spec, lengths=lengths, stream=stream, step=step,
+                                     time_major=time_major)
             self._sessions[key] = make_session(self._ort, model, self.threads, self.version)
         return self._sessions[key]
 
     def _predict(self, x: np.ndarray, lens: np.ndarray | None) -> np.ndarray:
-        feed = {self._input: x}
+        """Runs the time-major graph: the swap of x's first two axes is free for one row (the
+        array is then bound as it is), a copy otherwise (as the Transpose node it spares)."""
+        xt = np.ascontiguousarray(x.swapaxes(0, 1))
+        feed = {self._input: xt}
         if lens is not None:
             feed["lengths"] = lens.astype(np.int32)
-        session = self._session(lengths=lens is not None, stream=False)
+        session = self._session(lengths=lens is not None, time_major=True)
         if self.variant == "run":
-            return session.run(["y"], feed)[0]
+            return np.ascontiguousarray(self._batch_first(session.run(["y"], feed)[0], x))
         bound = self._bound
         if (bound is None or bound[0] is not x or (bound[1] is None) != (lens is None)
                 or (lens is not None and not np.array_equal(bound[1], lens))):
             # the first call of each input array runs plainly and binds the array (whose
-            # memory ONNX Runtime then reads at every run) and an output buffer
+            # memory ONNX Runtime then reads at every run; a transposed copy, refreshed at
+            # every run, when it is not one row) and an output buffer
             y = session.run(["y"], feed)[0]
             value = self._ort.OrtValue.ortvalue_from_numpy
             binding = session.io_binding()
@@ -396,10 +410,21 @@ class OrtPeer(Peer):
                 binding.bind_ortvalue_input(name, value(array))
             out = np.empty_like(y)
             binding.bind_ortvalue_output("y", value(out))
-            self._bound = (x, lens, binding, out, feed)  # feed: keeps the bound arrays alive
-            return y
+            refresh = not np.shares_memory(xt, x)
+            # feed: keeps the bound arrays alive
+            self._bound = (x, lens, binding, self._batch_first(out, x), feed, refresh)
+            return np.ascontiguousarray(self._batch_first(y, x))
+        if bound[5]:
+            np.copyto(bound[4][self._input], x.swapaxes(0, 1))
         session.run_with_iobinding(bound[2])
         return bound[3].copy()  # never a view of the bound buffer
+
+    def _batch_first(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """A view of the time-major graph's output as (B, T, O), or (B, O)."""
+        B, T = x.shape[:2]
+        if self.spec.returns_sequences:
+            return y.reshape(T, B, self.spec.output_size).swapaxes(0, 1)
+        return y.reshape(B, self.spec.output_size)
 
     def stream(self, batch: int) -> PeerStream:
         return _OrtStream(self, self._check_streamable(batch))
@@ -500,9 +525,10 @@ class _OrtStream(PeerStream):
     def _shaped(self, y: np.ndarray, steps: int, step: bool) -> np.ndarray:
         """A view of the graph's output as (T, B, O), or (B, O) for a step or a model whose
         output is only the last step."""
+        size = self._peer.spec.output_size
         if self._sequences and not step:
-            return y.reshape(steps, self.batch, -1)
-        return y.reshape(self.batch, -1)
+            return y.reshape(steps, self.batch, size)
+        return y.reshape(self.batch, size)
 
     def step(self, x_t: np.ndarray) -> np.ndarray:
         bound = self._step

@@ -223,9 +223,11 @@ class TorchPeer(Peer):
         torch = self._torch
         if lens is not None and lens.size and lens.min() < 1:
             raise FrameworkUnavailable("torch: packed sequences need every length >= 1")
+        lengths = None if lens is None else torch.from_numpy(lens)
+        if self._inside:  # in a session already: spare the context's cost per call
+            return self._forward(self._tensor(x), lengths, None).numpy()
         with self.session():
-            return self._forward(self._tensor(x), None if lens is None
-                                 else torch.from_numpy(lens), None).numpy()
+            return self._forward(self._tensor(x), lengths, None).numpy()
 
     def stream(self, batch: int) -> PeerStream:
         return _TorchStream(self, self._check_streamable(batch))
