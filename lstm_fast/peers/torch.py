@@ -290,8 +290,9 @@ class _TorchStream(PeerStream):
             fns.append(torch.clone)  # the output must not be the input buffer
         return fns
 
-    def _recurrent_function(self, L: LayerSpec, mod: Any, k: int) -> Any:
+    def _recurrent_function(self, L: LayerSpec, module: Any, k: int) -> Any:
         states = self._states
+        mod = module.forward  # the module has no hooks: spare __call__'s dispatch
         if L.return_sequences:
             def run(h: Any) -> Any:
                 out, states[k] = mod(h, states[k])
