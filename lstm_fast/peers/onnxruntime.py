@@ -481,7 +481,9 @@ class _OrtStream(PeerStream):
         self._current = 0
         self._bound: dict[tuple[Any, ...], _Bound] = {}
         self._step: _Bound | None = None  # the binding of a step of the usual shape
-        self._step_shape: tuple[int, ...] = ()
+        self._step_shape: tuple[int, ...] = ()  # set by the first step: (B, I) or (B,)
+        self._step_dtype = np.dtype(np.float32)
+        self._plain = peer.variant == "run"
         self._sequences = peer.spec.returns_sequences
 
     def _run(self, chunk: np.ndarray, step: bool) -> np.ndarray:
@@ -504,6 +506,9 @@ class _OrtStream(PeerStream):
                 y_index = fetch.index([out for out in fetch if out.startswith("hn_")][-1])
             plan = self._plans[step] = (session, fetch, y_index)
         session, fetch, y_index = plan
+        if step and chunk.shape[1] == self.batch and not self._step_shape:
+            # later steps of this shape and dtype take step()'s short path
+            self._step_shape, self._step_dtype = chunk.shape[1:], chunk.dtype
         feed = self._feed
         chunk = feed[self._peer._input] = np.ascontiguousarray(chunk)
         if self._peer.variant == "run":
@@ -518,8 +523,8 @@ class _OrtStream(PeerStream):
             np.copyto(pair[self._current], state)
         bound = _Bound(self, session, chunk, outs[y_index], fetch[y_index], step)
         self._bound[key] = bound
-        if step and chunk.shape[1:] == (self.batch, *chunk.shape[2:]):
-            self._step, self._step_shape = bound, chunk.shape[1:]
+        if step and chunk.shape[1:] == self._step_shape and chunk.dtype == self._step_dtype:
+            self._step = bound
         return self._shaped(outs[y_index], chunk.shape[0], step).copy()
 
     def _shaped(self, y: np.ndarray, steps: int, step: bool) -> np.ndarray:
@@ -531,14 +536,23 @@ class _OrtStream(PeerStream):
         return y.reshape(self.batch, size)
 
     def step(self, x_t: np.ndarray) -> np.ndarray:
-        bound = self._step
-        if (bound is not None and type(x_t) is np.ndarray and x_t.shape == self._step_shape
-                and x_t.dtype == bound.dtype):  # the usual call: no checks to redo
-            bound.x_step[...] = x_t
-            k = self._current
-            bound.session.run_with_iobinding(bound.bindings[k])
-            self._current = k ^ 1
-            return bound.outputs[k].copy()  # never a view of a bound buffer
+        if (type(x_t) is np.ndarray and x_t.shape == self._step_shape
+                and x_t.dtype == self._step_dtype):  # the usual call: no checks to redo
+            bound = self._step
+            if bound is not None:  # variant "iobind"
+                bound.x_step[...] = x_t
+                k = self._current
+                run, binding, out = bound.calls[k]
+                run(binding, None)
+                self._current = k ^ 1
+                return out.copy()  # never a view of a bound buffer
+            if self._plain:  # variant "run"
+                session, fetch, y_index = self._plans[True]
+                feed = self._feed
+                feed[self._peer._input] = x_t[None]
+                outs = session.run(fetch, feed)
+                feed.update(zip(self._inputs, outs, strict=False))  # the next call's state
+                return self._shaped(outs[y_index], 1, True).copy()  # not the state
         return self._run(_as_input(self._peer.spec, x_t, 2)[None], step=True)
 
     def run(self, chunk: np.ndarray) -> np.ndarray:
@@ -585,12 +599,22 @@ class _Bound:
                 out = stream._slots[index][1 - k]
             self.outputs.append(stream._shaped(out, steps, step))
         self._keep = (x_value, slots)  # the OrtValues the bindings use
+        # calls[k]: run(binding, None) runs bindings[k]; the session's C++ object is called
+        # directly when this onnxruntime exposes it (its Python method only forwards there)
+        inner = getattr(session, "_sess", None)
+        if inner is not None and all(hasattr(b, "_iobinding") for b in self.bindings):
+            self.calls = [(inner.run_with_iobinding, b._iobinding, out)
+                          for b, out in zip(self.bindings, self.outputs, strict=True)]
+        else:
+            self.calls = [(session.run_with_iobinding, b, out)
+                          for b, out in zip(self.bindings, self.outputs, strict=True)]
 
     def run(self, stream: _OrtStream) -> np.ndarray:
         k = stream._current
-        self.session.run_with_iobinding(self.bindings[k])
+        run, binding, out = self.calls[k]
+        run(binding, None)
         stream._current = k ^ 1
-        return self.outputs[k].copy()  # never a view of a bound buffer
+        return out.copy()  # never a view of a bound buffer
 
 
 PEER = OrtPeer
