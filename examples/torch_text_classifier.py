@@ -7,7 +7,7 @@ End to end, in a few seconds on a CPU:
 2. train ``nn.Embedding -> nn.LSTM(batch_first=True) -> nn.Linear`` on the final hidden state
    ``h_n[-1]`` of packed sequences (``pack_padded_sequence``), the usual torch classifier;
 3. ``torch.save(model.state_dict(), ...)``;
-4. convert the state dict with the CLI: ``lstm-fast convert ... --head last`` (the Linear
+4. convert the state dict with the CLI: ``lstm-fast convert ... --return-last`` (the Linear
    reads the last *valid* step, i.e. ``h_n[-1]``);
 5. load it with ``lstm_fast.load`` and run ``predict(ids, lengths=lengths)`` on the padded
    held-out batch: compare the logits with torch's and the accuracy;
@@ -145,10 +145,10 @@ def run(workdir: Path, epochs: int, calls: int) -> int:
     torch.save(model.state_dict(), ckpt)
     print(f"  {ckpt}: keys {list(model.state_dict())}")
 
-    print("== 4. convert with the CLI (--head last: the Linear reads h_n[-1])")
+    print("== 4. convert with the CLI (--return-last: the Linear reads h_n[-1])")
     out = workdir / "text_classifier.lfm"
     cmd = [sys.executable, "-m", "lstm_fast", "convert", str(ckpt), "-o", str(out),
-           "--head", "last"]
+           "--return-last"]
     print("  $ " + " ".join(["lstm-fast", *cmd[3:]]))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     for line in (proc.stdout + proc.stderr).splitlines():

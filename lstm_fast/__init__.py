@@ -20,7 +20,6 @@ from ._version import __version__ as __version__
 _blas_lib = _blas.load()
 
 from . import _core  # noqa: E402
-from .converters.torch import from_torch  # noqa: E402
 from .errors import (  # noqa: E402
     ArgumentError,
     ArgumentTypeError,
@@ -40,6 +39,7 @@ from .errors import (  # noqa: E402
     UnsupportedModelError,
     WeightsError,
 )
+from .frameworks import from_keras, from_torch  # noqa: E402
 from .model import Model, Stream  # noqa: E402
 from .pool import StreamPool  # noqa: E402
 from .spec import (  # noqa: E402
@@ -90,13 +90,6 @@ def load(path: str | os.PathLike[str], *, isa: str | None = None) -> Model:
     spec = load_spec(path)
     with file_errors(os.fspath(path), "model"):
         return Model(spec, isa=isa)
-
-
-def from_keras(model: object, *, isa: str | None = None) -> Model:
-    """Convert a live Keras model (see :func:`lstm_fast.converters.keras.from_keras`)."""
-    from .converters.keras import from_keras as convert
-
-    return convert(model, isa=isa)
 
 
 #: Largest thread count :func:`set_num_threads` accepts.

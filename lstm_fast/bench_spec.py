@@ -11,7 +11,8 @@ Kinds and their keys:
     ``I`` input size (required for the first layer, else taken from the previous layer and
     checked when given), ``H`` hidden size (required), ``L`` stacked layers (1),
     ``act`` activation (``tanh``; ``relu`` for an Elman RNN), ``P`` LSTM projection size
-    (PyTorch's ``proj_size``), ``last=1`` the top layer returns only its last step,
+    (PyTorch's ``proj_size``), ``return_last=1`` the top layer returns only its last step
+    (``last=1`` is the older spelling),
     ``merge`` (Bidirectional: ``concat``, ``sum``, ``ave`` or ``mul``), ``bias=0`` no biases.
 ``dense``
     ``O`` output size (required), ``act`` (``linear``; also ``softmax`` ...), ``bias=0``,
@@ -20,48 +21,47 @@ Kinds and their keys:
     ``V`` vocabulary, ``D`` dimension (both required); only as the first layer (the model
     then takes integer ids).
 
-Examples: ``lstm:I=128,H=256,L=2``, ``emb:V=10000,D=128/bilstm:H=256,L=2,last=1/dense:O=2``.
+Examples: ``lstm:I=128,H=256,L=2``,
+``emb:V=10000,D=128/bilstm:H=256,L=2,return_last=1/dense:O=2``.
 
-Weights are random: uniform in ``[-1/sqrt(H), 1/sqrt(H)]`` for recurrent layers (PyTorch's
-initialisation), ``[-1/sqrt(in), 1/sqrt(in)]`` for Dense, standard normal for Embedding,
-drawn from ``numpy.random.default_rng(seed)``.
+Weights are random, one array for every tensor the layer kind declares
+(:class:`lstm_fast.spec.Tensor`; ``bias=0`` leaves out the bias ones), in declaration order:
+PyTorch's initialisation, uniform in ``[-1/sqrt(n), 1/sqrt(n)]`` with n the kind's
+``INIT_SIZE`` (H for recurrent layers, the input size for Dense), standard normal for
+Embedding, drawn from ``numpy.random.default_rng(seed)``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from .errors import LstmFastError
+from .errors import SpecSyntaxError
 from .spec import (
     CELL_ACTIVATIONS,
     DENSE_ACTIVATIONS,
+    LAYER_KINDS,
     MERGE_MODES,
     BidirectionalSpec,
-    DenseSpec,
-    EmbeddingSpec,
-    GRULayerSpec,
     LayerSpec,
-    LSTMLayerSpec,
     ModelSpec,
-    SimpleRNNLayerSpec,
 )
 
-__all__ = ["MAX_PARAMETERS", "parse_spec"]
+__all__ = ["MAX_PARAMETERS", "SpecSyntaxError", "parse_spec"]
 
 _RECURRENT = ("lstm", "gru", "rnn")
 KINDS = (*_RECURRENT, "bilstm", "bigru", "birnn", "dense", "emb")
 _ALIASES = {"embedding": "emb", "linear": "dense", "simplernn": "rnn"}
+#: Keys under their older spelling.
+_KEY_ALIASES = {"last": "return_last"}
 _KEYS = {
-    "recurrent": {"i", "h", "l", "act", "p", "last", "merge", "bias"},
+    "recurrent": {"i", "h", "l", "act", "p", "return_last", "merge", "bias"},
     "dense": {"i", "o", "act", "bias"},
     "emb": {"v", "d"},
 }
 #: Larger synthetic models are refused (4 bytes each: 4 GB of weights).
 MAX_PARAMETERS = 1_000_000_000
-
-
-class SpecSyntaxError(LstmFastError, ValueError):
-    """A ``--spec`` text that cannot be parsed or describes an invalid model."""
 
 
 def _fail(message: str) -> SpecSyntaxError:
@@ -84,6 +84,7 @@ def _split_layers(text: str) -> list[tuple[str, dict[str, str]]]:
         for item in filter(None, (s.strip() for s in rest.split(","))):
             key, eq, value = item.partition("=")
             key = key.strip().lower()
+            key = _KEY_ALIASES.get(key, key)
             if not eq or not key or not value.strip():
                 raise _fail(f"expected key=value, got {item!r} in {part!r}")
             if key in opts:
@@ -132,48 +133,52 @@ def _choice(opts: dict[str, str], key: str, part: str, default: str,
     return value
 
 
-def _params(kind: str, opts: dict[str, str], size_in: int, part: str) -> int:
-    """Parameter count of one --spec layer (checked before any weight is drawn)."""
+def _sizes(kind: str, opts: dict[str, str], size_in: int, part: str) -> dict[str, int]:
+    """The declared sizes of one cell or layer of a --spec layer."""
     if kind == "emb":
-        return _int(opts, "v", part) * _int(opts, "d", part)
+        return {"vocab_size": _int(opts, "v", part), "output_size": _int(opts, "d", part)}
     if kind == "dense":
-        return (size_in + 1) * _int(opts, "o", part)
-    cell = kind.removeprefix("bi")
-    h, n = _int(opts, "h", part), _int(opts, "l", part, 1)
-    p = _int(opts, "p", part, h) if cell == "lstm" else h
-    gates = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * h
+        return {"input_size": size_in, "output_size": _int(opts, "o", part)}
+    cell = LAYER_KINDS[kind.removeprefix("bi")]
+    h = _int(opts, "h", part)
+    p = _int(opts, "p", part, h) if cell.kind == "lstm" else h
+    return {"gates": cell.gates, "input_size": size_in,  # type: ignore[attr-defined]
+            "hidden_size": h, "output_size": p}
+
+
+def _params(kind: str, opts: dict[str, str], size_in: int, part: str) -> int:
+    """Parameter count of one --spec layer (checked before any weight is drawn): the declared
+    tensors of each cell, every stacked cell counted with the larger input size."""
+    cls = LAYER_KINDS[{"emb": "embedding"}.get(kind, kind.removeprefix("bi"))]
+    if kind in ("emb", "dense"):
+        sizes = _sizes(kind, opts, size_in, part)
+        return sum(int(np.prod(t.shape_for(sizes))) for t in cls.TENSORS)
     dirs = 2 if kind.startswith("bi") else 1
-    return dirs * n * (gates * (max(size_in, dirs * p) + p + 2) + (p * h if p != h else 0))
+    p = _sizes(kind, opts, size_in, part)["output_size"]
+    sizes = _sizes(kind, opts, max(size_in, dirs * p), part)
+    per_cell = sum(int(np.prod(t.shape_for(sizes))) for t in cls.TENSORS)
+    return dirs * _int(opts, "l", part, 1) * per_cell
 
 
 class _Draw:
     def __init__(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
 
-    def uniform(self, bound: float, *shape: int) -> np.ndarray:
+    def __call__(self, bound: float | None, shape: tuple[int, ...]) -> np.ndarray:
+        """Standard normal values (``bound`` None), else uniform in [-bound, bound]."""
+        if bound is None:
+            return self.rng.standard_normal(shape, dtype=np.float32)
         a = self.rng.random(shape, dtype=np.float32)
         a *= np.float32(2 * bound)
         a -= np.float32(bound)
         return a
 
 
-def _cell(cell: str, size_in: int, h: int, p: int | None, act: str, bias: bool,
-          last: bool, draw: _Draw) -> LSTMLayerSpec | GRULayerSpec | SimpleRNNLayerSpec:
-    b = 1.0 / np.sqrt(h)
-    if cell == "lstm":
-        out = p or h
-        return LSTMLayerSpec(w_ih=draw.uniform(b, 4 * h, size_in), w_hh=draw.uniform(b, 4 * h, out),
-                             bias=draw.uniform(b, 4 * h) if bias else None, activation=act,
-                             w_hr=draw.uniform(b, out, h) if p else None,
-                             return_sequences=not last)
-    if cell == "gru":
-        return GRULayerSpec(w_ih=draw.uniform(b, 3 * h, size_in), w_hh=draw.uniform(b, 3 * h, h),
-                            b_ih=draw.uniform(b, 3 * h) if bias else None,
-                            b_hh=draw.uniform(b, 3 * h) if bias else None, activation=act,
-                            return_sequences=not last)
-    return SimpleRNNLayerSpec(w_ih=draw.uniform(b, h, size_in), w_hh=draw.uniform(b, h, h),
-                              bias=draw.uniform(b, h) if bias else None, activation=act,
-                              return_sequences=not last)
+def _skip(cls: Any, bias: bool, projection: bool) -> tuple[str, ...]:
+    """The optional tensors left out: the bias ones without biases, the others (LSTM's
+    projection) unless asked for."""
+    return tuple(t.name for t in cls.TENSORS if t.optional
+                 and not (bias if t.role == "bias" else projection))
 
 
 def parse_spec(text: str, seed: int = 0) -> ModelSpec:
@@ -232,19 +237,19 @@ def parse_spec(text: str, seed: int = 0) -> ModelSpec:
     for k, (kind, opts) in enumerate(layers):
         part = f"layer {k} ({kind})"
         if kind == "emb":
-            v, d = _int(opts, "v", part), _int(opts, "d", part)
-            out.append(EmbeddingSpec(weight=draw.rng.standard_normal((v, d), dtype=np.float32)))
-            size_in = d
+            emb = LAYER_KINDS["embedding"].random(_sizes(kind, opts, 0, part), draw)
+            out.append(emb)
+            size_in = emb.output_size
             continue
         size_in = size_in if size_in is not None else _int(opts, "i", part)
         bias = _flag(opts, "bias", part, True)
         if kind == "dense":
-            o = _int(opts, "o", part)
-            b = 1.0 / np.sqrt(size_in)
+            cls = LAYER_KINDS["dense"]
             act = _choice(opts, "act", part, "linear", DENSE_ACTIVATIONS)
-            out.append(DenseSpec(weight=draw.uniform(b, o, size_in),
-                                 bias=draw.uniform(b, o) if bias else None, activation=act))
-            size_in = o
+            dense = cls.random(_sizes(kind, opts, size_in, part), draw,
+                               _skip(cls, bias, False), activation=act)
+            out.append(dense)
+            size_in = dense.output_size
             continue
         cell = kind.removeprefix("bi")
         h, n = _int(opts, "h", part), _int(opts, "l", part, 1)
@@ -255,19 +260,23 @@ def parse_spec(text: str, seed: int = 0) -> ModelSpec:
             p = None
         act = _choice(opts, "act", part, "tanh", ("tanh", "relu") if cell == "rnn"
                       else CELL_ACTIVATIONS)
-        last = _flag(opts, "last", part, False)
+        last = _flag(opts, "return_last", part, False)
         bi = kind.startswith("bi")
         if "merge" in opts and not bi:
             raise _fail(f"{part}: merge= is for bidirectional layers only")
         merge = _choice(opts, "merge", part, "concat", MERGE_MODES)
+        cls = LAYER_KINDS[cell]
+        skip = _skip(cls, bias, p is not None)
         for j in range(n):
-            top_last = last and j == n - 1
+            sizes = {"gates": cls.gates, "input_size": size_in,  # type: ignore[attr-defined]
+                     "hidden_size": h, "output_size": p or h}
+            options = {"activation": act, "return_last": last and j == n - 1}
             if bi:
-                fwd = _cell(cell, size_in, h, p, act, bias, top_last, draw)
-                bwd = _cell(cell, size_in, h, p, act, bias, top_last, draw)
+                fwd = cls.random(sizes, draw, skip, **options)
+                bwd = cls.random(sizes, draw, skip, **options)
                 layer: LayerSpec = BidirectionalSpec(forward=fwd, backward=bwd, merge_mode=merge)
             else:
-                layer = _cell(cell, size_in, h, p, act, bias, top_last, draw)
+                layer = cls.random(sizes, draw, skip, **options)
             out.append(layer)
             size_in = layer.output_size
     try:

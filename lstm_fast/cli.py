@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from .converters.source import identify
 from .errors import LstmFastError
 from .source_options import add_source_options as _add_source_options
 from .source_options import convert_source as _convert_source
-from .source_options import detect_framework
 from .source_options import torch_options as _torch_options
 
-__all__ = ["detect_framework", "main"]
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -173,20 +173,20 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .format import load_spec
+    from .format import format_version, load_spec
     from .quantize import weight_bytes
 
     spec = load_spec(args.model)
-    quantized = spec.weights_dtype != "fp32" or spec.quant_error is not None
     info = {"file": args.model, "bytes": os.path.getsize(args.model),
-            "format_version": 2 if quantized else 1, "dtype": spec.weights_dtype,
+            "format_version": format_version(spec), "dtype": spec.weights_dtype,
             "weight_bytes": weight_bytes(spec), "quant_error": spec.quant_error,
             "parameters": spec.num_parameters(), "input": _input_text(spec),
             "output": _output_text(spec), "mask_semantics": spec.mask_semantics,
             "stateful": spec.stateful, "metadata": spec.metadata}
     if args.json:
         info["layers"] = [{"kind": L.kind, "input_size": L.input_size,
-                           "output_size": L.output_size} for L in spec.layers]
+                           "output_size": L.output_size, "options": L.options()}
+                          for L in spec.layers]
         print(json.dumps(info, indent=2))
         return 0
     print(spec.summary())
@@ -250,7 +250,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from .sample_input import random_input
 
     model = load(args.model)
-    kind = args.framework or detect_framework(args.against)
+    kind = args.framework or identify(args.against).framework
     x = (_load_input(args.input) if args.input
          else random_input(model.spec, max(1, args.batch), max(1, args.steps)))
     lengths = _load_lengths(args.lengths)

@@ -87,3 +87,16 @@ class PoolFullError(LstmFastError, RuntimeError):
 class FrameworkUnavailable(LstmFastError):
     """Another framework (torch, ONNX Runtime, Keras) is not installed, or cannot run this model
     or file; the message says what is missing."""
+
+
+class SpecSyntaxError(LstmFastError, ValueError):
+    """A ``lstm-fast bench --spec`` text that cannot be parsed or describes an invalid model."""
+
+
+class ForbiddenGlobal(Exception):  # noqa: N818 - internal: caught by the torch file reader
+    """A pickle in a torch file names a global outside the allow-list (turned into a
+    :class:`ModelFileError` by :mod:`lstm_fast.converters.torch_file`)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name

@@ -11,9 +11,11 @@ memory-mapped rather than copied. The header's ``__metadata__`` carries:
     :data:`FORMAT_VERSION`. A file from a newer version raises :class:`FormatVersionError`.
 ``model``
     JSON: ``{"spec_version", "mask_semantics", "stateful", "metadata", "layers": [...]}``; each
-    layer is its kind, its options, and the names of its tensors (``layers.<k>.<name>``).
-    Version 2 adds ``weights_dtype`` (``"fp16"``/``"bf16"``: the weight matrices of
-    :data:`lstm_fast.quantize.WEIGHT_FIELDS` are stored as F16/BF16 tensors, half the bytes)
+    layer is its kind, its options and the names of its tensors (``layers.<k>.<name>``), as
+    the kind's :class:`~lstm_fast.spec.Tensor` and :class:`~lstm_fast.spec.Option`
+    declarations list them (``return_last`` is kept as ``return_sequences`` = not it, the key
+    older lstm_fast reads). Version 2 adds ``weights_dtype`` (``"fp16"``/``"bf16"``: the
+    ``quantizable`` tensors are stored as F16/BF16, half the bytes)
     and ``quant_error`` (the error bound ``Model.quantize`` measured). Float32 models are still
     written as version 1, so older lstm_fast reads them; version 1 files load as before.
 
@@ -34,20 +36,13 @@ import numpy as np
 from . import safetensors
 from ._untrusted import loads_json, short
 from .errors import FormatVersionError, LstmFastError, ModelFileError
-from .quantize import WEIGHT_FIELDS, widen
+from .quantize import narrow, widen
 from .spec import (
+    LAYER_KINDS,
     SPEC_VERSION,
     WEIGHT_DTYPES,
-    AffineSpec,
     BidirectionalSpec,
-    DenseSpec,
-    EmbeddingSpec,
-    GRULayerSpec,
-    LSTMLayerSpec,
-    MaskingSpec,
     ModelSpec,
-    NormalizeSpec,
-    SimpleRNNLayerSpec,
 )
 
 FORMAT = "lstm_fast.model"
@@ -55,20 +50,17 @@ FORMAT_VERSION = 2
 #: Nesting limit of the model description JSON (ours nests 6 levels).
 MAX_MODEL_DEPTH = 16
 
-# Per kind: the spec class, its tensor fields, and its option fields with their types.
-_CELL_OPTIONS = {"activation": str, "return_sequences": bool, "go_backwards": bool}
-_KINDS: dict[str, tuple[type, tuple[str, ...], dict[str, type]]] = {
-    "lstm": (LSTMLayerSpec, ("w_ih", "w_hh", "bias", "w_hr"),
-             {**_CELL_OPTIONS, "recurrent_activation": str}),
-    "gru": (GRULayerSpec, ("w_ih", "w_hh", "b_ih", "b_hh"),
-            {**_CELL_OPTIONS, "recurrent_activation": str, "reset_after": bool}),
-    "rnn": (SimpleRNNLayerSpec, ("w_ih", "w_hh", "bias"), dict(_CELL_OPTIONS)),
-    "dense": (DenseSpec, ("weight", "bias"), {"activation": str}),
-    "embedding": (EmbeddingSpec, ("weight",), {"mask_zero": bool}),
-    "masking": (MaskingSpec, (), {"size": int, "mask_value": float}),
-    "affine": (AffineSpec, ("scale", "shift"), {"size": int, "activation": str}),
-    "normalize": (NormalizeSpec, (), {"size": int, "epsilon": float}),
-}
+#: Options the file keeps under their older name, so that the previous lstm_fast reads the
+#: files we write: spec name -> (file key, the file value of a spec value; its own inverse).
+_FILE_KEYS = {"return_last": ("return_sequences", lambda v: not v)}
+
+
+def _file_option(name: str, value: Any) -> tuple[str, Any]:
+    """The key and value an option is written under."""
+    if name in _FILE_KEYS:
+        key, convert = _FILE_KEYS[name]
+        return key, convert(value)
+    return name, value
 
 
 def save_spec(spec: ModelSpec, path: str | os.PathLike[str]) -> None:
@@ -94,8 +86,6 @@ def spec_from_bytes(buf: Any, name: str = "<bytes>") -> ModelSpec:
 def _container(spec: ModelSpec
                ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, str]]:
     """The tensors, metadata and stored dtypes (narrow weights) of ``spec``'s model file."""
-    from .quantize import narrow
-
     tensors: dict[str, np.ndarray] = {}
     stored: dict[str, str] = {}
     wdt = spec.weights_dtype
@@ -105,18 +95,17 @@ def _container(spec: ModelSpec
             return {"kind": "bidirectional", "merge_mode": L.merge_mode,
                     "forward": entry_of(L.forward, prefix + "forward."),
                     "backward": entry_of(L.backward, prefix + "backward.")}
-        _, array_fields, option_fields = _KINDS[L.kind]
         entry: dict[str, Any] = {"kind": L.kind}
-        entry.update({name: getattr(L, name) for name in option_fields})
+        entry.update(_file_option(opt.name, getattr(L, opt.name)) for opt in L.OPTIONS)
         names = {}
-        for name in array_fields:
-            arr = getattr(L, name)
+        for t in L.TENSORS:
+            arr = getattr(L, t.name)
             if arr is not None:
-                names[name] = prefix + name
-                if wdt != "fp32" and name in WEIGHT_FIELDS.get(L.kind, ()):
+                names[t.name] = prefix + t.name
+                if wdt != "fp32" and t.quantizable:
                     arr = narrow(arr, wdt)
-                    stored[names[name]] = "F16" if wdt == "fp16" else "BF16"
-                tensors[names[name]] = arr
+                    stored[names[t.name]] = "F16" if wdt == "fp16" else "BF16"
+                tensors[names[t.name]] = arr
         entry["tensors"] = names
         return entry
 
@@ -125,13 +114,18 @@ def _container(spec: ModelSpec
              "stateful": spec.stateful, "metadata": spec.metadata, "layers": layers}
     if spec.state_layout != "stacked":
         model["state_layout"] = spec.state_layout
-    version = 1
-    if wdt != "fp32" or spec.quant_error is not None:
+    version = format_version(spec)
+    if version >= 2:
         model["weights_dtype"] = wdt
         model["quant_error"] = spec.quant_error
-        version = 2
     meta = {"format": FORMAT, "format_version": str(version), "model": json.dumps(model)}
     return tensors, meta, stored
+
+
+def format_version(spec: ModelSpec) -> int:
+    """The format version ``spec``'s file is written with: 1 for a float32 model (so older
+    lstm_fast reads it), 2 with narrow weights or a recorded quantization error."""
+    return 2 if spec.weights_dtype != "fp32" or spec.quant_error is not None else 1
 
 
 def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
@@ -220,27 +214,29 @@ def _layer_from_json(entry: Any, k: str, tensors: dict[str, np.ndarray], used: s
         except LstmFastError as e:
             raise ModelFileError(f"{path}: layer {k} (bidirectional): {e}") from None
     kind = entry.get("kind") if isinstance(entry, dict) else None
-    if not isinstance(kind, str) or kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in LAYER_KINDS:
         raise ModelFileError(f"{path}: layer {k} has an unknown kind {str(kind)[:40]!r}")
-    cls, array_fields, option_fields = _KINDS[entry["kind"]]
+    cls = LAYER_KINDS[kind]
     kwargs: dict[str, Any] = {}
-    for name, typ in option_fields.items():
-        value = entry.get(name)
+    for opt in cls.OPTIONS:
+        key, _ = _file_option(opt.name, opt.default)
+        value, typ = entry.get(key), opt.type
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(value) is not typ:
-            raise ModelFileError(f"{path}: layer {k} ({entry['kind']}): option {name!r} "
+            raise ModelFileError(f"{path}: layer {k} ({kind}): option {key!r} "
                                  f"must be {typ.__name__}, got {reprlib.repr(value)}")
-        kwargs[name] = value
+        kwargs[opt.name] = _FILE_KEYS[opt.name][1](value) if opt.name in _FILE_KEYS else value
+    quantizable = {t.name for t in cls.TENSORS if t.quantizable}
     names = entry.get("tensors")
-    if not isinstance(names, dict) or not set(names) <= set(array_fields):
+    if not isinstance(names, dict) or not set(names) <= {t.name for t in cls.TENSORS}:
         raise ModelFileError(f"{path}: layer {k}: invalid tensor list {reprlib.repr(names)}")
     for name, key in names.items():
         if not isinstance(key, str) or key not in tensors:
             raise ModelFileError(f"{path}: layer {k}: tensor {reprlib.repr(key)} is missing")
         arr = tensors[key]
         # narrow weights: F16 for fp16; BF16 arrives widened to float32 by the reader
-        if wdt == "fp16" and name in WEIGHT_FIELDS.get(entry["kind"], ()):
+        if wdt == "fp16" and name in quantizable:
             if arr.dtype != np.float16:
                 raise ModelFileError(f"{path}: tensor {key!r} must be F16, got {arr.dtype}")
             arr = widen(arr, wdt)
@@ -252,4 +248,4 @@ def _layer_from_json(entry: Any, k: str, tensors: dict[str, np.ndarray], used: s
     try:
         return cls(**kwargs)
     except LstmFastError as e:
-        raise ModelFileError(f"{path}: layer {k} ({entry['kind']}): {e}") from None
+        raise ModelFileError(f"{path}: layer {k} ({kind}): {e}") from None

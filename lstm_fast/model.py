@@ -18,20 +18,7 @@ from .errors import (
     UnsupportedModelError,
     WeightsError,
 )
-from .spec import (
-    AffineSpec,
-    BidirectionalSpec,
-    CellSpec,
-    DenseSpec,
-    EmbeddingSpec,
-    GRULayerSpec,
-    LayerSpec,
-    LSTMLayerSpec,
-    MaskingSpec,
-    ModelSpec,
-    NormalizeSpec,
-    SimpleRNNLayerSpec,
-)
+from .spec import CELL_KINDS, LAYER_KINDS, BidirectionalSpec, LSTMLayerSpec, ModelSpec
 
 #: A recurrent state, one entry per cell in ModelSpec.cells order (each direction of each
 #: recurrent layer): ``(h, c)`` stacked to (N, B, ·) when every cell is an LSTM of one size
@@ -393,64 +380,48 @@ def _model_from_bytes(data: Any) -> Model:
     return Model.from_bytes(data)
 
 
-def _cell_arrays(L: CellSpec, suffix: str = "") -> dict[str, Any]:
-    """A cell's arrays under the C descriptor's field names (suffix "_b": backward)."""
-    if isinstance(L, GRULayerSpec):
-        out = {"w": L.w_ih, "w_rec": L.w_hh, "bias": L.b_ih, "bias_rec": L.b_hh}
-    elif isinstance(L, LSTMLayerSpec):
-        out = {"w": L.w_ih, "w_rec": L.w_hh, "bias": L.bias, "w_proj": L.w_hr}
-    else:
-        out = {"w": L.w_ih, "w_rec": L.w_hh, "bias": L.bias}
-    return {k + suffix: v for k, v in out.items()}
+def _tensors(L: Any, suffix: str = "") -> dict[str, Any]:
+    """A layer's declared tensors under the C descriptor's names (None when absent; suffix
+    "_b": a Bidirectional's backward cell)."""
+    return {t.bridge + suffix: getattr(L, t.name) for t in L.TENSORS}
 
 
-def _cell_dict(L: CellSpec, spec: ModelSpec, outer: LayerSpec) -> dict[str, Any]:
-    flags = [name for name, on in (
-        ("return_last", not outer.return_sequences), ("go_backwards", outer.go_backwards),
-        ("zero_masked_output", spec.mask_semantics == "torch"),
-        ("bidirectional", outer.kind == "bidirectional"),
-        ("reset_after", getattr(L, "reset_after", False))) if on]
-    d = dict(kind=L.kind, input_size=L.input_size, units=L.hidden_size, flags=flags,
-             activation=L.activation,
-             recurrent_activation=getattr(L, "recurrent_activation", "sigmoid"),
-             **_cell_arrays(L))
-    if getattr(L, "w_hr", None) is not None:
-        d["proj_size"] = L.output_size
+def _layer_dict(L: Any, spec: ModelSpec) -> dict[str, Any]:
+    """One layer as the dict the Cython layer builds its C descriptor from: its kind, the two
+    sizes of :meth:`~lstm_fast.spec.LSTMLayerSpec.engine_sizes`, its declared tensors and options
+    (flags for the ``bridge="flag"`` ones), walked from the kind's declarations."""
+    outer = L
+    if isinstance(L, BidirectionalSpec):
+        L = L.forward  # the backward cell's tensors follow with the suffix "_b"
+    d: dict[str, Any] = dict(kind=L.kind, **L.engine_sizes())
+    flags = []
+    for opt in L.OPTIONS:
+        if opt.bridge == "flag":
+            if getattr(L, opt.name):
+                flags.append(opt.name)
+        elif opt.bridge == "value":
+            d[opt.name] = getattr(L, opt.name)
+    if L.kind in CELL_KINDS:
+        d.setdefault("recurrent_activation", "sigmoid")
+        flags += [name for name, on in (
+            ("zero_masked_output", spec.mask_semantics == "torch"),
+            ("bidirectional", outer.kind == "bidirectional")) if on]
+    if any(o.bridge == "flag" for o in L.OPTIONS):  # cells and Embedding: a list, maybe empty
+        d["flags"] = flags
+    d.update(_tensors(L))
     if isinstance(outer, BidirectionalSpec):
-        d.update(_cell_arrays(outer.backward, "_b"), merge=outer.merge_mode)
+        d.update(_tensors(outer.backward, "_b"), merge=outer.merge_mode)
+    if spec.weights_dtype != "fp32" and any(t.quantizable for t in L.TENSORS):
+        d["weights"] = spec.weights_dtype  # the engine stores the (on-grid) matrices narrow
     return d
 
 
 def _layer_dicts(spec: ModelSpec) -> list[dict[str, Any]]:
     """The spec's layers as the plain dicts the Cython layer builds the C model from."""
-    out: list[dict[str, Any]] = []
     for L in spec.layers:
-        if isinstance(L, BidirectionalSpec):
-            out.append(_cell_dict(L.forward, spec, L))
-        elif isinstance(L, (LSTMLayerSpec, GRULayerSpec, SimpleRNNLayerSpec)):
-            out.append(_cell_dict(L, spec, L))
-        elif isinstance(L, DenseSpec):
-            out.append(dict(kind="dense", input_size=L.input_size, units=L.output_size,
-                            w=L.weight, bias=L.bias, activation=L.activation))
-        elif isinstance(L, EmbeddingSpec):
-            out.append(dict(kind="embedding", input_size=L.vocab_size, units=L.output_size,
-                            w=L.weight, flags=["mask_zero"] if L.mask_zero else []))
-        elif isinstance(L, AffineSpec):
-            out.append(dict(kind="affine", input_size=L.size, units=L.size, w=L.scale,
-                            bias=L.shift, activation=L.activation))
-        elif isinstance(L, NormalizeSpec):
-            out.append(dict(kind="normalize", input_size=L.size, units=L.size,
-                            epsilon=L.epsilon))
-        elif isinstance(L, MaskingSpec):
-            out.append(dict(kind="masking", input_size=L.size, units=L.size,
-                            mask_value=L.mask_value))
-        else:
+        if L.kind not in LAYER_KINDS and L.kind != "bidirectional":
             raise UnsupportedModelError(f"layer kind {L.kind!r} is not supported")
-    if spec.weights_dtype != "fp32":  # the engine stores the (on-grid) weight matrices narrow
-        for d in out:
-            if d["kind"] in ("lstm", "gru", "rnn", "dense", "embedding"):
-                d["weights"] = spec.weights_dtype
-    return out
+    return [_layer_dict(L, spec) for L in spec.layers]
 
 
 def _state_form(model: Model) -> str:

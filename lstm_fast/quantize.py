@@ -5,7 +5,8 @@ on the narrow type's grid (``weights_dtype`` says which); the engine stores them
 packed step layout (rounding an on-grid value is exact, so Python and C hold the same numbers)
 and the model file stores them narrow (:func:`narrow` / :func:`widen`).
 
-Quantized: every weight matrix (``w_ih``, ``w_hh`` and ``w_hr`` of LSTM, GRU and RNN cells of
+Quantized: every weight matrix, i.e. every tensor a layer kind declares ``quantizable``
+(:class:`lstm_fast.spec.Tensor`: ``w_ih``, ``w_hh`` and ``w_hr`` of LSTM, GRU and RNN cells of
 both directions, Dense ``weight``, Embedding ``weight``). Biases, Affine scales/shifts, the
 state and all gate math stay float32.
 """
@@ -18,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from .errors import WeightsError
-from .spec import WEIGHT_DTYPES, BidirectionalSpec, ModelSpec
+from .spec import LAYER_KINDS, WEIGHT_DTYPES, BidirectionalSpec, ModelSpec
 
-#: Per layer kind, its weight-matrix fields (the ones that are quantized).
-WEIGHT_FIELDS = {"lstm": ("w_ih", "w_hh", "w_hr"), "gru": ("w_ih", "w_hh"),
-                 "rnn": ("w_ih", "w_hh"), "dense": ("weight",), "embedding": ("weight",)}
+#: Per layer kind, its weight-matrix fields (the ones that are quantized), read from the
+#: kinds' declarations.
+WEIGHT_FIELDS = {kind: fields for kind, cls in LAYER_KINDS.items()
+                 if (fields := tuple(t.name for t in cls.TENSORS if t.quantizable))}
 _ITEMSIZE = {"fp32": 4, "fp16": 2, "bf16": 2}
 _FP16_MAX = 65504.0
 

@@ -1,13 +1,15 @@
 """Where a model comes from when it is a Keras or PyTorch checkpoint: the ``--from``/``--prefix``/
-``--key``/... options shared by ``lstm-fast convert``, ``verify`` and ``bench``, the sniffing of a
-file's framework, and the conversion those options ask for."""
+``--key``/... options shared by ``lstm-fast convert``, ``verify`` and ``bench``, and the
+conversion those options ask for."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-__all__ = ["add_source_options", "convert_source", "detect_framework", "torch_options"]
+from .converters.source import identify
+
+__all__ = ["add_source_options", "convert_source", "torch_options"]
 
 
 def add_source_options(p: Any) -> None:
@@ -30,9 +32,12 @@ def add_source_options(p: Any) -> None:
                         "repeatable")
     p.add_argument("--key", help="torch: entry of a training checkpoint holding the state dict "
                                  "(e.g. 'model_state_dict'; default: detected)")
-    p.add_argument("--head", choices=("sequence", "last"),
-                   help="torch: apply Linear layers at every step (default) or to the last "
-                        "(valid) step only, as a classifier on h_n[-1] does")
+    p.add_argument("--return-last", dest="head", action="store_const", const="last",
+                   help="torch: the recurrent layers return only their last (valid) step, so "
+                        "the Linear layers apply to it, as a classifier on h_n[-1] does "
+                        "(default: every step)")
+    # the older spelling of --return-last (--head last / --head sequence), still accepted
+    p.add_argument("--head", choices=("sequence", "last"), help=argparse.SUPPRESS)
     p.add_argument("--activations", help="torch: comma-separated activations, one per Linear "
                                          "layer after the recurrent module, or one more to "
                                          "apply the first to the recurrent output (default: "
@@ -44,28 +49,6 @@ def add_source_options(p: Any) -> None:
                         "record it; default tanh)")
     p.add_argument("--config", help="keras: architecture JSON (model.to_json()) for a "
                                     "save_weights .h5 file")
-
-
-def detect_framework(path: str) -> str:
-    """'torch' or 'keras' from a checkpoint's first bytes (and, for zips, its entries)."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head.startswith(b"\x89HDF"):
-        return "keras"
-    if head.startswith(b"PK"):
-        import zipfile
-
-        try:
-            with zipfile.ZipFile(path) as z:
-                names = z.namelist()
-        except Exception:  # noqa: BLE001 - a damaged zip: the reader says what is wrong
-            return "keras" if path.endswith(".keras") else "torch"
-        if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
-            return "keras"
-        return "torch"
-    if path.endswith((".keras", ".h5", ".hdf5")):
-        return "keras"
-    return "torch"
 
 
 _TORCH_DEFAULTS = {"prefix": None, "key": None, "ignore": [], "head": "sequence",
@@ -96,7 +79,7 @@ def convert_source(args: argparse.Namespace, path: str) -> tuple[Any, str]:
     kind : str
         ``"torch"`` or ``"keras"``.
     """
-    kind = args.framework or detect_framework(path)
+    kind = args.framework or identify(path).framework
     if kind == "keras":
         from .converters.keras import spec_from_keras_file
 

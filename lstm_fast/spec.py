@@ -22,7 +22,10 @@ the state is carried and the output is 0).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -75,13 +78,241 @@ def _positive_int(value: object, name: str) -> int:
     return int(value)
 
 
+# --- The declarations: what each layer kind holds, written once ------------------------------
+
 @dataclass(frozen=True)
-class LSTMLayerSpec:
+class Tensor:
+    """One tensor a layer kind holds (float32, C order).
+
+    Parameters
+    ----------
+    name : str
+        The spec attribute, and the tensor's name in the model file.
+    shape : tuple of str
+        The shape rule: one entry per dimension, a size name of the layer's :meth:`sizes`
+        (``"input_size"``, ``"hidden_size"``, ...) or a product of them (``"gates*hidden_size"``).
+    bridge : str
+        The key the C engine reads this tensor under (the layer dicts of
+        :func:`lstm_fast.model.Model`); a Bidirectional's backward cell adds ``_b``.
+    optional : bool
+        The tensor may be None (a bias-free layer, no projection, ...).
+    quantizable : bool
+        A weight matrix: stored as fp16/bf16 in a quantized model (:mod:`lstm_fast.quantize`).
+        Biases, scales and shifts stay float32.
+    role : {"weight", "bias", "vector"}
+        ``"bias"`` tensors are left out of bias-free layers (the summary's "no bias",
+        ``bias=0`` of ``lstm-fast bench --spec``).
+    """
+
+    name: str
+    shape: tuple[str, ...]
+    bridge: str
+    optional: bool = False
+    quantizable: bool = False
+    role: str = "weight"
+
+    def shape_for(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        """The shape this rule gives for the layer ``sizes``."""
+        out = []
+        for rule in self.shape:
+            n = 1
+            for sym in rule.split("*"):
+                n *= int(sym) if sym.isdigit() else int(sizes[sym])
+            out.append(n)
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a layer kind.
+
+    Parameters
+    ----------
+    name : str
+        The spec attribute (and the model file's key, except where :mod:`lstm_fast.format`
+        keeps an older key).
+    type : type
+        ``bool``, ``int``, ``float`` or ``str``.
+    default : object
+        The value when not given (``None``: required).
+    allowed : tuple of str, optional
+        The values a ``str`` option may take.
+    bridge : {"value", "flag", ""}
+        How the C engine receives it: under its own name, as a flag when true, or not at all
+        (a size the engine gets as ``input_size``/``units``).
+    """
+
+    name: str
+    type: type
+    default: object = None
+    allowed: tuple[str, ...] | None = None
+    bridge: str = "value"
+
+
+def _checked_option(opt: Option, value: Any, label: str) -> Any:
+    """``value`` converted to ``opt``'s type and checked against its allowed values."""
+    if opt.type is bool:
+        return bool(value)
+    if opt.type is int:
+        return _positive_int(value, f"{label} {opt.name}")
+    if opt.type is float:
+        return float(value)
+    if opt.allowed is not None:
+        _check_activation(value, opt.allowed, opt.name if not label else f"{label} {opt.name}")
+    return value
+
+
+class _Declared:
+    """A layer kind described by its :data:`TENSORS` and :data:`OPTIONS`.
+
+    Subclasses set ``kind``, ``TENSORS``, ``OPTIONS``, ``BRIDGE_SIZES`` (the two size names
+    the engine receives as ``input_size`` and ``units``), ``INIT_SIZE`` (the size whose
+    ``1/sqrt`` bounds PyTorch's uniform initialisation; None: standard normal) and
+    :meth:`sizes`.
+    """
+
+    kind: ClassVar[str]
+    TENSORS: ClassVar[tuple[Tensor, ...]] = ()
+    OPTIONS: ClassVar[tuple[Option, ...]] = ()
+    BRIDGE_SIZES: ClassVar[tuple[str, str]]
+    INIT_SIZE: ClassVar[str | None] = None
+    #: Prefix of option names in error messages ("Dense activation ..."); "" for cells.
+    _LABEL: ClassVar[str] = ""
+
+    def sizes(self) -> dict[str, int]:
+        """The layer's sizes by name (the symbols of the shape rules)."""
+        raise NotImplementedError
+
+    def engine_sizes(self) -> dict[str, int]:
+        """The sizes the C engine receives: ``input_size`` and ``units`` (the two sizes named
+        by ``BRIDGE_SIZES``)."""
+        sizes = self.sizes()
+        return {"input_size": sizes[self.BRIDGE_SIZES[0]], "units": sizes[self.BRIDGE_SIZES[1]]}
+
+    def _take_declared(self, names: dict[str, str] | None = None) -> None:
+        """Convert every declared tensor to read-only float32 and check every option."""
+        for t in self.TENSORS:
+            value = getattr(self, t.name)
+            if value is None:
+                if not t.optional:
+                    raise WeightsError(f"{self.kind}: {t.name} is required")
+                continue
+            label = (names or {}).get(t.name, t.name)
+            object.__setattr__(self, t.name, _float32_array(value, label, len(t.shape)))
+        for opt in self.OPTIONS:
+            object.__setattr__(self, opt.name,
+                               _checked_option(opt, getattr(self, opt.name), self._LABEL))
+
+    def _check_declared_shapes(self) -> None:
+        """Every present tensor has the shape its rule gives (after the kind's own checks,
+        which word the usual mistakes)."""
+        sizes = self.sizes()
+        for t in self.TENSORS:
+            arr = getattr(self, t.name)
+            if arr is not None and arr.shape != t.shape_for(sizes):
+                raise WeightsError(f"{self.kind} {t.name} must be ({', '.join(t.shape)}) = "
+                                   f"{t.shape_for(sizes)}, got {arr.shape}")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The present tensors by declared name."""
+        return {t.name: getattr(self, t.name) for t in self.TENSORS
+                if getattr(self, t.name) is not None}
+
+    def options(self) -> dict[str, Any]:
+        """The options by declared name."""
+        return {opt.name: getattr(self, opt.name) for opt in self.OPTIONS}
+
+    @classmethod
+    def random(cls, sizes: Mapping[str, int], draw: Callable[[float | None, tuple[int, ...]],
+                                                             np.ndarray],
+               skip: tuple[str, ...] = (), **options: Any) -> Any:
+        """A layer of this kind with every declared tensor drawn by ``draw(bound, shape)``
+        (``bound`` is ``1/sqrt(sizes[INIT_SIZE])``, or None when ``INIT_SIZE`` is None), in
+        declaration order, except the optional ones named in ``skip``."""
+        bound = None if cls.INIT_SIZE is None else 1.0 / np.sqrt(sizes[cls.INIT_SIZE])
+        arrays = {t.name: (None if t.optional and t.name in skip
+                           else draw(bound, t.shape_for(sizes))) for t in cls.TENSORS}
+        return cls(**arrays, **options)  # type: ignore[call-arg]
+
+
+def _accepts_return_sequences(cls: type) -> type:
+    """Let a recurrent spec still be built with ``return_sequences=`` (the name before
+    ``return_last``): ``return_sequences=False`` is ``return_last=True``."""
+    init = cls.__init__  # type: ignore[misc]
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, return_sequences: bool | None = None,
+                 **kwargs: Any) -> None:
+        if return_sequences is not None:
+            if "return_last" in kwargs:
+                raise TypeError("give return_last or return_sequences, not both")
+            kwargs["return_last"] = not return_sequences
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    return cls
+
+
+class _Recurrent(_Declared):
+    """What every recurrent cell kind shares: gates, sizes and the step-order options."""
+
+    gates: ClassVar[int]
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    return_last: bool
+    BRIDGE_SIZES = ("input_size", "hidden_size")
+    INIT_SIZE = "hidden_size"
+
+    @property
+    def return_sequences(self) -> bool:
+        """``not return_last`` (the name before ``return_last``; Keras's option)."""
+        return not self.return_last
+
+    @property
+    def input_size(self) -> int:
+        return int(self.w_ih.shape[1])
+
+    @property
+    def hidden_size(self) -> int:
+        """H: units of the cell state (c for an LSTM, h for others)."""
+        return int(self.w_hh.shape[0]) // self.gates
+
+    @property
+    def output_size(self) -> int:
+        """Features of h and of the output."""
+        return int(self.w_hh.shape[1])
+
+    @property
+    def state_sizes(self) -> tuple[int, int]:
+        """(size of h, size of c; 0 when the cell has no c)."""
+        return self.output_size, 0
+
+    def sizes(self) -> dict[str, int]:
+        return {"gates": self.gates, "input_size": self.input_size,
+                "hidden_size": self.hidden_size, "output_size": self.output_size}
+
+
+def _cell_options(recurrent_activation: bool = True) -> tuple[Option, ...]:
+    """The options of a recurrent cell kind (the cell's activations, then the step order)."""
+    acts = (Option("activation", str, "tanh", CELL_ACTIVATIONS),)
+    if recurrent_activation:
+        acts += (Option("recurrent_activation", str, "sigmoid", CELL_ACTIVATIONS),)
+    return acts
+
+
+_STEP_OPTIONS = (Option("return_last", bool, False, bridge="flag"),
+                 Option("go_backwards", bool, False, bridge="flag"))
+
+
+@_accepts_return_sequences
+@dataclass(frozen=True)
+class LSTMLayerSpec(_Recurrent):
     """One unidirectional LSTM layer (see the module docstring for the convention).
 
-    ``bias=None`` means no bias. ``return_sequences=False`` outputs only the last step (the last
-    *valid* step under a mask) and must be the last recurrent layer. ``go_backwards`` processes
-    the steps of each call from last to first and emits outputs in that processing order (Keras).
+    ``bias=None`` means no bias. ``return_last=True`` outputs only the last step (the last
+    *valid* step under a mask) and must be the last recurrent layer (``return_sequences=False``
+    is accepted as its older spelling). ``go_backwards`` processes the steps of each call from
+    last to first and emits outputs in that processing order (Keras).
     ``w_hr`` (P, H) is PyTorch's projection (``proj_size=P``): ``h = w_hr @ (o * act(c))``, so
     ``h`` and the output have P features, ``w_hh`` is (4H, P) and ``c`` keeps H.
     """
@@ -91,20 +322,27 @@ class LSTMLayerSpec:
     bias: np.ndarray | None = None
     activation: str = "tanh"
     recurrent_activation: str = "sigmoid"
-    return_sequences: bool = True
+    return_last: bool = False
     go_backwards: bool = False
     w_hr: np.ndarray | None = None
 
     kind = "lstm"
+    gates = 4
+    TENSORS = (
+        Tensor("w_ih", ("gates*hidden_size", "input_size"), "w", quantizable=True),
+        Tensor("w_hh", ("gates*hidden_size", "output_size"), "w_rec", quantizable=True),
+        Tensor("bias", ("gates*hidden_size",), "bias", optional=True, role="bias"),
+        Tensor("w_hr", ("output_size", "hidden_size"), "w_proj", optional=True,
+               quantizable=True),
+    )
+    OPTIONS = (*_cell_options(), *_STEP_OPTIONS)
 
     def __post_init__(self) -> None:
-        w_ih = _float32_array(self.w_ih, "w_ih", 2)
-        w_hh = _float32_array(self.w_hh, "w_hh", 2)
-        w_hr = self.w_hr
+        self._take_declared()
+        w_ih, w_hh, w_hr = self.w_ih, self.w_hh, self.w_hr
         four_h = w_hh.shape[0]
         hidden = four_h // 4
         if w_hr is not None:
-            w_hr = _float32_array(w_hr, "w_hr", 2)
             if w_hr.shape[1] != hidden or not 1 <= w_hr.shape[0]:
                 raise WeightsError(f"w_hr must be (P, H) = (P, {hidden}), got {w_hr.shape}")
             if w_hh.shape != (four_h, w_hr.shape[0]) or four_h % 4:
@@ -114,95 +352,37 @@ class LSTMLayerSpec:
             raise WeightsError(f"w_hh must be (4H, H), got {w_hh.shape}")
         if w_ih.shape[0] != four_h or w_ih.shape[1] < 1:
             raise WeightsError(f"w_ih must be (4H, I) = ({four_h}, I), got {w_ih.shape}")
-        bias = self.bias
-        if bias is not None:
-            bias = _float32_array(bias, "bias", 1)
-            if bias.shape != (four_h,):
-                raise WeightsError(f"bias must be ({four_h},), got {bias.shape}")
-        _check_activation(self.activation, CELL_ACTIVATIONS, "activation")
-        _check_activation(self.recurrent_activation, CELL_ACTIVATIONS, "recurrent_activation")
-        object.__setattr__(self, "w_ih", w_ih)
-        object.__setattr__(self, "w_hh", w_hh)
-        object.__setattr__(self, "bias", bias)
-        object.__setattr__(self, "w_hr", w_hr)
-        object.__setattr__(self, "return_sequences", bool(self.return_sequences))
-        object.__setattr__(self, "go_backwards", bool(self.go_backwards))
-
-    @property
-    def input_size(self) -> int:
-        return int(self.w_ih.shape[1])
-
-    @property
-    def hidden_size(self) -> int:
-        """H: units of the cell state c."""
-        return int(self.w_hh.shape[0]) // 4
-
-    @property
-    def output_size(self) -> int:
-        """Features of h and of the output: P with a projection, else H."""
-        return int(self.w_hh.shape[1])
+        if self.bias is not None and self.bias.shape != (four_h,):
+            raise WeightsError(f"bias must be ({four_h},), got {self.bias.shape}")
+        self._check_declared_shapes()
 
     @property
     def state_sizes(self) -> tuple[int, int]:
         """(size of h, size of c)."""
         return self.output_size, self.hidden_size
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return _present(w_ih=self.w_ih, w_hh=self.w_hh, bias=self.bias, w_hr=self.w_hr)
+    def engine_sizes(self) -> dict[str, int]:
+        """As for every kind, plus ``proj_size`` (P) with a projection."""
+        out = super().engine_sizes()
+        if self.w_hr is not None:
+            out["proj_size"] = self.output_size
+        return out
 
 
-def _present(**arrays: np.ndarray | None) -> dict[str, np.ndarray]:
-    return {k: v for k, v in arrays.items() if v is not None}
-
-
-def _recurrent_common(spec: object, gates: int, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Checks w_ih (G*H, I) and w_hh (G*H, H) and the activations; returns them as float32."""
-    w_ih = _float32_array(spec.w_ih, "w_ih", 2)  # type: ignore[attr-defined]
-    w_hh = _float32_array(spec.w_hh, "w_hh", 2)  # type: ignore[attr-defined]
+def _recurrent_common(spec: _Recurrent, name: str) -> None:
+    """Checks w_ih (G*H, I) and w_hh (G*H, H) after :meth:`_Declared._take_declared`."""
+    gates, w_ih, w_hh = spec.gates, spec.w_ih, spec.w_hh
     gh, hidden = w_hh.shape
     if gh != gates * hidden or hidden < 1:
         raise WeightsError(f"{name} w_hh must be ({gates}H, H), got {w_hh.shape}")
     if w_ih.shape[0] != gh or w_ih.shape[1] < 1:
         raise WeightsError(f"{name} w_ih must be ({gates}H, I) = ({gh}, I), got {w_ih.shape}")
-    _check_activation(spec.activation, CELL_ACTIVATIONS, "activation")  # type: ignore[attr-defined]
-    object.__setattr__(spec, "return_sequences", bool(spec.return_sequences))  # type: ignore[attr-defined]
-    object.__setattr__(spec, "go_backwards", bool(spec.go_backwards))  # type: ignore[attr-defined]
-    return w_ih, w_hh
+    spec._check_declared_shapes()
 
 
-def _bias(value: object, name: str, size: int) -> np.ndarray | None:
-    if value is None:
-        return None
-    bias = _float32_array(value, name, 1)
-    if bias.shape != (size,):
-        raise WeightsError(f"{name} must be ({size},), got {bias.shape}")
-    return bias
-
-
-class _HiddenStateCell:
-    """Sizes of a cell whose only state is h (GRU, simple RNN): w_ih (G*H, I), w_hh (G*H, H)."""
-
-    w_ih: np.ndarray
-    w_hh: np.ndarray
-
-    @property
-    def input_size(self) -> int:
-        return int(self.w_ih.shape[1])
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.w_hh.shape[1])
-
-    output_size = hidden_size
-
-    @property
-    def state_sizes(self) -> tuple[int, int]:
-        """(size of h, size of c = 0)."""
-        return self.hidden_size, 0
-
-
+@_accepts_return_sequences
 @dataclass(frozen=True)
-class GRULayerSpec(_HiddenStateCell):
+class GRULayerSpec(_Recurrent):
     """One unidirectional GRU layer; gate row blocks ``[r, z, n]`` (PyTorch's order)::
 
         r = ract(W_ir x + b_ir + W_hr h + b_hr)      z = ract(W_iz x + b_iz + W_hz h + b_hz)
@@ -220,26 +400,28 @@ class GRULayerSpec(_HiddenStateCell):
     reset_after: bool = True
     activation: str = "tanh"
     recurrent_activation: str = "sigmoid"
-    return_sequences: bool = True
+    return_last: bool = False
     go_backwards: bool = False
 
     kind = "gru"
+    gates = 3
+    TENSORS = (
+        Tensor("w_ih", ("gates*hidden_size", "input_size"), "w", quantizable=True),
+        Tensor("w_hh", ("gates*hidden_size", "hidden_size"), "w_rec", quantizable=True),
+        Tensor("b_ih", ("gates*hidden_size",), "bias", optional=True, role="bias"),
+        Tensor("b_hh", ("gates*hidden_size",), "bias_rec", optional=True, role="bias"),
+    )
+    OPTIONS = (*_cell_options(), Option("reset_after", bool, True, bridge="flag"),
+               *_STEP_OPTIONS)
 
     def __post_init__(self) -> None:
-        w_ih, w_hh = _recurrent_common(self, 3, "GRU")
-        _check_activation(self.recurrent_activation, CELL_ACTIVATIONS, "recurrent_activation")
-        object.__setattr__(self, "w_ih", w_ih)
-        object.__setattr__(self, "w_hh", w_hh)
-        object.__setattr__(self, "b_ih", _bias(self.b_ih, "b_ih", w_hh.shape[0]))
-        object.__setattr__(self, "b_hh", _bias(self.b_hh, "b_hh", w_hh.shape[0]))
-        object.__setattr__(self, "reset_after", bool(self.reset_after))
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return _present(w_ih=self.w_ih, w_hh=self.w_hh, b_ih=self.b_ih, b_hh=self.b_hh)
+        self._take_declared()
+        _recurrent_common(self, "GRU")
 
 
+@_accepts_return_sequences
 @dataclass(frozen=True)
-class SimpleRNNLayerSpec(_HiddenStateCell):
+class SimpleRNNLayerSpec(_Recurrent):
     """``h' = act(w_ih @ x + w_hh @ h + bias)``; w_ih (H, I), w_hh (H, H), bias (H,) or None
     (PyTorch ``nn.RNN``'s two biases folded). Options as in :class:`LSTMLayerSpec`."""
 
@@ -247,19 +429,21 @@ class SimpleRNNLayerSpec(_HiddenStateCell):
     w_hh: np.ndarray
     bias: np.ndarray | None = None
     activation: str = "tanh"
-    return_sequences: bool = True
+    return_last: bool = False
     go_backwards: bool = False
 
     kind = "rnn"
+    gates = 1
+    TENSORS = (
+        Tensor("w_ih", ("hidden_size", "input_size"), "w", quantizable=True),
+        Tensor("w_hh", ("hidden_size", "hidden_size"), "w_rec", quantizable=True),
+        Tensor("bias", ("hidden_size",), "bias", optional=True, role="bias"),
+    )
+    OPTIONS = (*_cell_options(recurrent_activation=False), *_STEP_OPTIONS)
 
     def __post_init__(self) -> None:
-        w_ih, w_hh = _recurrent_common(self, 1, "SimpleRNN")
-        object.__setattr__(self, "w_ih", w_ih)
-        object.__setattr__(self, "w_hh", w_hh)
-        object.__setattr__(self, "bias", _bias(self.bias, "bias", w_hh.shape[0]))
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return _present(w_ih=self.w_ih, w_hh=self.w_hh, bias=self.bias)
+        self._take_declared()
+        _recurrent_common(self, "SimpleRNN")
 
 
 MERGE_MODES = ("concat", "sum", "ave", "mul")
@@ -272,9 +456,9 @@ class BidirectionalSpec:
     outputs are put back in time order. Outputs are merged: ``concat`` ([fwd, bwd], PyTorch's
     layout), ``sum``, ``ave`` or ``mul`` (Keras). Masked steps output 0 (Keras forces this
     inside Bidirectional; PyTorch packed sequences do it too). With
-    ``return_sequences=False`` the merged pair is each direction's last output.
+    ``return_last=True`` the merged pair is each direction's last output.
 
-    Both inner layers have ``go_backwards=False`` and the same ``return_sequences``.
+    Both inner layers have ``go_backwards=False`` and the same ``return_last``.
     """
 
     forward: LSTMLayerSpec | GRULayerSpec | SimpleRNNLayerSpec
@@ -282,6 +466,7 @@ class BidirectionalSpec:
     merge_mode: str = "concat"
 
     kind = "bidirectional"
+    OPTIONS: ClassVar[tuple[Option, ...]] = (Option("merge_mode", str, "concat", MERGE_MODES),)
 
     def __post_init__(self) -> None:
         f, b = self.forward, self.backward
@@ -291,8 +476,8 @@ class BidirectionalSpec:
         if f.go_backwards or b.go_backwards:
             raise WeightsError("the inner layers of a Bidirectional must have "
                                "go_backwards=False (the wrapper reverses the backward one)")
-        if f.return_sequences != b.return_sequences:
-            raise WeightsError("both directions must agree on return_sequences")
+        if f.return_last != b.return_last:
+            raise WeightsError("both directions must agree on return_last")
         if (f.input_size, f.output_size, f.hidden_size) != (b.input_size, b.output_size,
                                                             b.hidden_size):
             raise WeightsError("both directions must have the same sizes")
@@ -301,8 +486,13 @@ class BidirectionalSpec:
                                f"{self.merge_mode!r}")
 
     @property
+    def return_last(self) -> bool:
+        return self.forward.return_last
+
+    @property
     def return_sequences(self) -> bool:
-        return self.forward.return_sequences
+        """``not return_last`` (the name before ``return_last``)."""
+        return not self.return_last
 
     go_backwards = False
 
@@ -322,9 +512,12 @@ class BidirectionalSpec:
         return {**{f"forward.{k}": v for k, v in self.forward.arrays().items()},
                 **{f"backward.{k}": v for k, v in self.backward.arrays().items()}}
 
+    def options(self) -> dict[str, Any]:
+        return {"merge_mode": self.merge_mode}
+
 
 @dataclass(frozen=True)
-class DenseSpec:
+class DenseSpec(_Declared):
     """``y = activation(weight @ x + bias)`` on every step; weight is (out, in)."""
 
     weight: np.ndarray
@@ -332,20 +525,25 @@ class DenseSpec:
     activation: str = "linear"
 
     kind = "dense"
+    TENSORS = (
+        Tensor("weight", ("output_size", "input_size"), "w", quantizable=True),
+        Tensor("bias", ("output_size",), "bias", optional=True, role="bias"),
+    )
+    OPTIONS = (Option("activation", str, "linear", DENSE_ACTIVATIONS),)
+    BRIDGE_SIZES = ("input_size", "output_size")
+    INIT_SIZE = "input_size"
+    _LABEL = "Dense"
 
     def __post_init__(self) -> None:
-        weight = _float32_array(self.weight, "weight", 2)
+        self._take_declared({"weight": "weight", "bias": "bias"})
+        weight = self.weight
         if min(weight.shape) < 1:
             raise WeightsError(f"Dense weight must be (out, in) with both >= 1, got "
                                f"{weight.shape}")
-        bias = self.bias
-        if bias is not None:
-            bias = _float32_array(bias, "bias", 1)
-            if bias.shape != (weight.shape[0],):
-                raise WeightsError(f"Dense bias must be ({weight.shape[0]},), got {bias.shape}")
-        _check_activation(self.activation, DENSE_ACTIVATIONS, "Dense activation")
-        object.__setattr__(self, "weight", weight)
-        object.__setattr__(self, "bias", bias)
+        if self.bias is not None and self.bias.shape != (weight.shape[0],):
+            raise WeightsError(f"Dense bias must be ({weight.shape[0]},), got "
+                               f"{self.bias.shape}")
+        self._check_declared_shapes()
 
     @property
     def input_size(self) -> int:
@@ -355,15 +553,12 @@ class DenseSpec:
     def output_size(self) -> int:
         return int(self.weight.shape[0])
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        out = {"weight": self.weight}
-        if self.bias is not None:
-            out["bias"] = self.bias
-        return out
+    def sizes(self) -> dict[str, int]:
+        return {"input_size": self.input_size, "output_size": self.output_size}
 
 
 @dataclass(frozen=True)
-class EmbeddingSpec:
+class EmbeddingSpec(_Declared):
     """Row lookup ``weight[ids]``; weight is (vocabulary, dim). Must be the first layer.
 
     ``mask_zero`` masks the steps whose id is 0 (Keras ``Embedding(mask_zero=True)``).
@@ -373,13 +568,16 @@ class EmbeddingSpec:
     mask_zero: bool = False
 
     kind = "embedding"
+    TENSORS = (Tensor("weight", ("vocab_size", "output_size"), "w", quantizable=True),)
+    OPTIONS = (Option("mask_zero", bool, False, bridge="flag"),)
+    BRIDGE_SIZES = ("vocab_size", "output_size")
+    INIT_SIZE = None
 
     def __post_init__(self) -> None:
-        weight = _float32_array(self.weight, "embedding weight", 2)
-        if min(weight.shape) < 1:
-            raise WeightsError(f"Embedding weight must be (vocabulary, dim), got {weight.shape}")
-        object.__setattr__(self, "weight", weight)
-        object.__setattr__(self, "mask_zero", bool(self.mask_zero))
+        self._take_declared({"weight": "embedding weight"})
+        if min(self.weight.shape) < 1:
+            raise WeightsError(f"Embedding weight must be (vocabulary, dim), got "
+                               f"{self.weight.shape}")
 
     @property
     def vocab_size(self) -> int:
@@ -393,14 +591,15 @@ class EmbeddingSpec:
     def output_size(self) -> int:
         return int(self.weight.shape[1])
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {"weight": self.weight}
+    def sizes(self) -> dict[str, int]:
+        return {"vocab_size": self.vocab_size, "output_size": self.output_size}
 
 
-class _SameSize:
+class _SameSize(_Declared):
     """Sizes of a layer that keeps its ``size`` features (masking, affine, normalize)."""
 
     size: int
+    BRIDGE_SIZES = ("size", "size")
 
     @property
     def input_size(self) -> int:
@@ -409,6 +608,12 @@ class _SameSize:
     @property
     def output_size(self) -> int:
         return self.size
+
+    def sizes(self) -> dict[str, int]:
+        return {"size": self.size}
+
+
+_SIZE = Option("size", int, None, bridge="")
 
 
 @dataclass(frozen=True)
@@ -420,16 +625,13 @@ class MaskingSpec(_SameSize):
     mask_value: float = 0.0
 
     kind = "masking"
+    OPTIONS = (_SIZE, Option("mask_value", float, 0.0))
+    _LABEL = "Masking"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "size", _positive_int(self.size, "Masking size"))
-        value = float(self.mask_value)
-        if not np.isfinite(value):
-            raise WeightsError(f"mask_value must be finite, got {value}")
-        object.__setattr__(self, "mask_value", value)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {}
+        self._take_declared()
+        if not np.isfinite(self.mask_value):
+            raise WeightsError(f"mask_value must be finite, got {self.mask_value}")
 
 
 @dataclass(frozen=True)
@@ -449,21 +651,17 @@ class AffineSpec(_SameSize):
     activation: str = "linear"
 
     kind = "affine"
+    TENSORS = (Tensor("scale", ("size",), "w", optional=True, role="vector"),
+               Tensor("shift", ("size",), "bias", optional=True, role="vector"))
+    OPTIONS = (_SIZE, Option("activation", str, "linear", DENSE_ACTIVATIONS))
+    _LABEL = "Affine"
 
     def __post_init__(self) -> None:
-        size = _positive_int(self.size, "Affine size")
-        object.__setattr__(self, "size", size)
+        self._take_declared({"scale": "affine scale", "shift": "affine shift"})
         for name in ("scale", "shift"):
-            value = getattr(self, name)
-            if value is not None:
-                arr = _float32_array(value, f"affine {name}", 1)
-                if arr.shape != (size,):
-                    raise WeightsError(f"affine {name} must be ({size},), got {arr.shape}")
-                object.__setattr__(self, name, arr)
-        _check_activation(self.activation, DENSE_ACTIVATIONS, "Affine activation")
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return _present(scale=self.scale, shift=self.shift)
+            arr = getattr(self, name)
+            if arr is not None and arr.shape != (self.size,):
+                raise WeightsError(f"affine {name} must be ({self.size},), got {arr.shape}")
 
 
 @dataclass(frozen=True)
@@ -475,16 +673,21 @@ class NormalizeSpec(_SameSize):
     epsilon: float = 1e-12
 
     kind = "normalize"
+    OPTIONS = (_SIZE, Option("epsilon", float, 1e-12))
+    _LABEL = "Normalize"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "size", _positive_int(self.size, "Normalize size"))
-        eps = float(self.epsilon)
+        self._take_declared()
+        eps = self.epsilon
         if not (np.isfinite(eps) and eps >= 0):
             raise WeightsError(f"Normalize epsilon must be finite and >= 0, got {eps}")
-        object.__setattr__(self, "epsilon", eps)
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {}
+
+#: Every single layer kind by name (a Bidirectional wraps two cells of one of the cell kinds).
+LAYER_KINDS: dict[str, type[_Declared]] = {
+    cls.kind: cls for cls in (LSTMLayerSpec, GRULayerSpec, SimpleRNNLayerSpec, DenseSpec,
+                              EmbeddingSpec, MaskingSpec, AffineSpec, NormalizeSpec)
+}
 
 
 def batchnorm_affine(gamma: object, beta: object, mean: object, var: object,
@@ -526,7 +729,7 @@ class ModelSpec:
     ----------
     layers : sequence of layer specs
         At least one recurrent layer. ``EmbeddingSpec`` only first; no recurrent layer after
-        one with ``return_sequences=False``.
+        one with ``return_last=True``.
     mask_semantics : {"keras", "torch"}
         What masked steps output (see the module docstring). Converters set it from the
         source framework.
@@ -567,7 +770,7 @@ class ModelSpec:
             if L.kind in RECURRENT_KINDS and collapsed is not None:
                 raise WeightsError(f"layer {k}: a recurrent layer cannot follow layer "
                                    f"{collapsed}, which returns only its last step")
-            if L.kind in RECURRENT_KINDS and not L.return_sequences:
+            if L.kind in RECURRENT_KINDS and L.return_last:
                 collapsed = k
             if k and L.input_size != layers[k - 1].output_size:
                 raise WeightsError(
@@ -622,7 +825,7 @@ class ModelSpec:
     @property
     def returns_sequences(self) -> bool:
         """False when some recurrent layer returns only its last step: outputs are (B, F)."""
-        return all(L.return_sequences for L in self.recurrent_layers)
+        return not any(L.return_last for L in self.recurrent_layers)
 
     @property
     def streamable(self) -> bool:
@@ -654,33 +857,32 @@ class ModelSpec:
 
 
 def _options_text(L: LayerSpec) -> str:
+    """The summary's options column, from the kind's declarations: options that differ from
+    their default (activations always), "no bias" for a layer without its bias tensors,
+    present optional tensors, and sizes the in -> out column does not show."""
     if isinstance(L, BidirectionalSpec):
         return f"bidirectional {L.forward.kind} (merge {L.merge_mode}), " + \
             _options_text(L.forward)
-    if isinstance(L, (LSTMLayerSpec, GRULayerSpec, SimpleRNNLayerSpec)):
-        opts = [f"activation={L.activation}"]
-        if not isinstance(L, SimpleRNNLayerSpec):
-            opts.append(f"recurrent_activation={L.recurrent_activation}")
-        if isinstance(L, GRULayerSpec):
-            opts.append("reset_after" if L.reset_after else "reset_before")
-        if isinstance(L, LSTMLayerSpec) and L.w_hr is not None:
-            opts.append(f"proj_size={L.output_size}")
-        if not L.arrays().keys() - {"w_ih", "w_hh", "w_hr"}:
-            opts.append("no bias")
-        if not L.return_sequences:
-            opts.append("last step only")
-        if L.go_backwards:
-            opts.append("go_backwards")
-        return ", ".join(opts)
-    if isinstance(L, DenseSpec):
-        return f"activation={L.activation}" + ("" if L.bias is not None else ", no bias")
-    if isinstance(L, EmbeddingSpec):
-        return f"vocabulary={L.vocab_size}" + (", mask_zero" if L.mask_zero else "")
-    if isinstance(L, AffineSpec):
-        parts = ["batch-norm affine" if L.scale is not None or L.shift is not None else ""]
-        if L.activation != "linear" or not parts[0]:
-            parts.append(f"activation={L.activation}")
-        return ", ".join(p for p in parts if p)
-    if isinstance(L, NormalizeSpec):
-        return f"l2, epsilon={L.epsilon:g}"
-    return f"mask_value={L.mask_value:g}"
+    opts = []
+    for opt in L.OPTIONS:
+        value = getattr(L, opt.name)
+        if opt.bridge == "":
+            continue  # a size, shown in the in -> out column
+        if opt.type is bool:
+            if value != opt.default:
+                opts.append(opt.name if value else f"{opt.name}=False")
+        elif opt.type is float:
+            opts.append(f"{opt.name}={value:g}")
+        elif value != opt.default or opt.name == "activation":
+            opts.append(f"{opt.name}={value}")
+    present = L.arrays()
+    biases = [t.name for t in L.TENSORS if t.role == "bias"]
+    if biases and not present.keys() & set(biases):
+        opts.append("no bias")
+    opts += [f"{t.name} {present[t.name].shape}" for t in L.TENSORS
+             if t.optional and t.role != "bias" and t.name in present]
+    sizes = L.sizes()
+    opts += [f"{name}={value}" for name, value in sizes.items()
+             if name not in ("gates", "input_size", "output_size", "size")
+             and value != L.output_size]
+    return ", ".join(opts)

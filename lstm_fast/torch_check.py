@@ -22,6 +22,7 @@ import numpy as np
 from .converters.torch import plan_from_state_dict, read_checkpoint
 from .converters.torch_plan import Plan, Step
 from .errors import LstmFastError
+from .spec import LAYER_KINDS
 
 __all__ = ["TorchOptions", "torch_reference"]
 
@@ -70,7 +71,7 @@ def _module(step: Step, sd: Mapping[str, np.ndarray], torch: Any) -> Any:
         mod = getattr(nn, typ)(w_ih.shape[1], w_hh.shape[1], bias=bias, **kwargs)
         return _load(mod, own, what)
     w_ih, w_hh = own["weight_ih_l0"], own["weight_hh_l0"]
-    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[typ]
+    gates = LAYER_KINDS[typ.lower()].gates  # type: ignore[attr-defined]
     kwargs = {"bias": bias, "batch_first": True, "num_layers": step.opts["num_layers"],
               "bidirectional": step.opts["bidirectional"]}
     if typ == "RNN":

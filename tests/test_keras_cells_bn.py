@@ -23,11 +23,11 @@ from keras import layers  # noqa: E402
 
 import lstm_fast  # noqa: E402
 from lstm_fast.converters.keras import (  # noqa: E402
-    from_keras,
     spec_from_keras,
     spec_from_keras_file,
 )
 from lstm_fast.errors import UnsupportedModelError  # noqa: E402
+from lstm_fast.frameworks import from_keras  # noqa: E402
 from lstm_fast.spec import ModelSpec  # noqa: E402
 from tests.reference import spec_forward  # noqa: E402
 

@@ -22,11 +22,11 @@ from torch import nn  # noqa: E402
 import lstm_fast as lf  # noqa: E402
 from lstm_fast.cli import main  # noqa: E402
 from lstm_fast.converters.torch import (  # noqa: E402
-    from_torch,
     spec_from_state_dict,
     spec_from_torch_file,
 )
 from lstm_fast.errors import UnsupportedModelError  # noqa: E402
+from lstm_fast.frameworks import from_torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-5

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import lstm_fast as lf
-from lstm_fast.converters.torch import from_torch, spec_from_state_dict, spec_from_torch_file
+from lstm_fast.converters.torch import spec_from_state_dict, spec_from_torch_file
 from lstm_fast.errors import UnsupportedModelError, WeightsError
+from lstm_fast.frameworks import from_torch
 from lstm_fast.spec import BidirectionalSpec
 from tests.reference import spec_forward
 

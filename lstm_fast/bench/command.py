@@ -125,9 +125,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     b.add_argument("model", nargs="?", help="model file (or use --spec / --source)")
     b.add_argument("--spec", help='synthetic model with random weights, e.g. '
                                   '"lstm:I=128,H=256,L=2", "gru:I=64,H=64", '
-                                  '"emb:V=10000,D=128/bilstm:H=256,L=2,last=1/dense:O=2,'
+                                  '"emb:V=10000,D=128/bilstm:H=256,L=2,return_last=1/dense:O=2,'
                                   'act=softmax" (kinds lstm gru rnn bilstm bigru birnn dense '
-                                  'emb; keys I H L P act last merge bias O V D)')
+                                  'emb; keys I H L P act return_last merge bias O V D)')
     b.add_argument("--source", help="a Keras or PyTorch checkpoint, converted for every engine")
     b.add_argument("--mode", choices=MODES, default="step",
                    help="step: one frame per call, state carried (default); chunk: --chunk "

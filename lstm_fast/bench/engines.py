@@ -84,7 +84,7 @@ def flop_counts(spec: Any) -> tuple[int, int]:
             once += 2 * macs
         else:
             per_step += 2 * macs
-        if L.kind in ("lstm", "gru", "rnn", "bidirectional") and not L.return_sequences:
+        if L.kind in ("lstm", "gru", "rnn", "bidirectional") and L.return_last:
             collapsed = True
     return per_step, once
 

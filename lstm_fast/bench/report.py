@@ -75,7 +75,7 @@ def describe(spec: Any) -> str:
         kind = f"bi{L.forward.kind}" if L.kind == "bidirectional" else L.kind
         size = (f"{L.vocab_size}x{L.output_size}" if L.kind == "embedding"
                 else f"{L.input_size}->{L.output_size}")
-        last = " (last step)" if getattr(L, "return_sequences", True) is False else ""
+        last = " (last step)" if getattr(L, "return_last", False) else ""
         parts.append(f"{kind} {size}{last}")
     return " / ".join(parts)
 

@@ -22,6 +22,7 @@ On Linux the child is a ``fork()`` of the caller when the caller runs no other P
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import select
@@ -62,10 +63,18 @@ def memory_budget(file_size: int) -> int:
     return (512 << 20) + 8 * file_size
 
 
-def read_keras_file(source: str, config: Any, keras_version: str | None) -> ModelSpec:
-    """:func:`~lstm_fast.converters.keras.spec_from_keras_file`, in a bounded child process.
+#: What runs in the child: ``reader(source, config, keras_version) -> ModelSpec``.
+Reader = Callable[[str, Any, "str | None"], ModelSpec]
 
-    ``config`` is already parsed (a dict or None).
+
+def read_keras_file(source: str, config: Any, keras_version: str | None,
+                    reader: Reader) -> ModelSpec:
+    """``reader(source, config, keras_version)`` in a bounded child process (the reader of
+    :func:`~lstm_fast.converters.keras.spec_from_keras_file`, which passes it in: this module
+    does not import the converters).
+
+    ``config`` is already parsed (a dict or None). ``reader`` must be a module-level function
+    (a spawned child imports it by name).
 
     Raises
     ------
@@ -81,7 +90,7 @@ def read_keras_file(source: str, config: Any, keras_version: str | None) -> Mode
     try:
         out = os.path.join(tmp, "spec.lfm")
         request = {"source": source, "config": config, "keras_version": keras_version,
-                   "out": out, "budget": budget, "seconds": seconds}
+                   "out": out, "budget": budget, "seconds": seconds, "reader": reader}
         if sys.platform.startswith("linux") and threading.active_count() == 1:
             raw, code = _forked(lambda: _child(request), seconds)
         else:
@@ -103,16 +112,20 @@ def read_keras_file(source: str, config: Any, keras_version: str | None) -> Mode
 
 
 def _child(request: dict[str, Any]) -> dict[str, Any]:
-    """Read the file under limits; the outcome as a JSON-able dict (never raises)."""
+    """Read the file under limits with the request's reader (a function, or in a spawned
+    child its ``module:name``); the outcome as a JSON-able dict (never raises)."""
     source = request["source"]
     try:
         _limit_self(int(request["budget"]), float(request["seconds"]))
         warnings.simplefilter("ignore")  # a disposable process: its stderr is the caller's
         np.seterr(all="ignore")  # NaN/Inf weights are reported by the spec checks
         from ..format import save_spec
-        from .keras import _spec_from_keras_file_here
 
-        spec = _spec_from_keras_file_here(source, request["config"], request["keras_version"])
+        reader = request["reader"]
+        if isinstance(reader, str):
+            module, _, name = reader.partition(":")
+            reader = getattr(importlib.import_module(module), name)
+        spec = reader(source, request["config"], request["keras_version"])
         save_spec(spec, request["out"])
         return {"ok": True}
     except LstmFastError as e:
@@ -256,6 +269,8 @@ def _spawned(request: dict[str, Any], seconds: float) -> tuple[bytes | None, int
             "spec.loader.exec_module(module)\n"
             "from lstm_fast.converters._bounded import _spawned_main\n"
             "_spawned_main()\n")
+    reader = request["reader"]
+    request = dict(request, reader=f"{reader.__module__}:{reader.__qualname__}")
     data = json.dumps(request, default=str).encode()
     try:
         done = subprocess.run([sys.executable, "-c", code], input=data,

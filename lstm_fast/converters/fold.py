@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..spec import (
+    CELL_KINDS,
     AffineSpec,
     BidirectionalSpec,
     CellSpec,
@@ -69,7 +70,7 @@ def _fold_forward(affine: AffineSpec, nxt: LayerSpec) -> LayerSpec | None:
         b = w @ t + (0.0 if nxt.bias is None else nxt.bias.astype(np.float64))
         return dataclasses.replace(nxt, weight=(w * s[None, :]).astype(np.float32),
                                    bias=b.astype(np.float32))
-    if nxt.kind in ("lstm", "gru", "rnn"):
+    if nxt.kind in CELL_KINDS:
         return _fold_into_cell(nxt, s, t)  # type: ignore[arg-type]
     return None
 

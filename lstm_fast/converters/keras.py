@@ -4,7 +4,7 @@ Reading files needs only ``h5py`` and numpy: :mod:`lstm_fast.converters.keras_fi
 container (``.keras`` zip, legacy ``.h5`` full model, ``save_weights`` or ``.weights.h5`` file
 plus ``config=``), reduces the config to a chain of layers and finds each layer's weight
 arrays. This module maps that chain to spec classes; ``keras`` is imported only for a live
-model (:func:`spec_from_keras`, :func:`from_keras`).
+model (:func:`spec_from_keras`; :func:`lstm_fast.from_keras` builds the model from it).
 
 The model must be a ``Sequential`` or a functional model that is a single chain of layers (one
 input, one output, every layer called once on one tensor). Supported layers: ``InputLayer``,
@@ -31,7 +31,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -76,10 +76,7 @@ from .keras_file import (
     _refuse,
 )
 
-if TYPE_CHECKING:
-    from ..model import Model
-
-__all__ = ["from_keras", "spec_from_keras", "spec_from_keras_file"]
+__all__ = ["spec_from_keras", "spec_from_keras_file"]
 
 #: Layers that are the identity at inference time.
 _IDENTITY = frozenset({
@@ -340,7 +337,7 @@ def _cell(ctx: _Ctx, e: _Entry, cls: str, cfg: Mapping[str, Any], arrays: list[n
                                cfg.get("inner_activation", "hard_sigmoid" if keras1
                                        else "sigmoid"))
             ract = _activation(ctx, e, ract_raw, "recurrent_activation", CELL_ACTIVATIONS)
-    common = dict(activation=act, return_sequences=bool(cfg.get("return_sequences", False)),
+    common = dict(activation=act, return_last=not cfg.get("return_sequences", False),
                   go_backwards=go_backwards)
     if cls in _LSTM_CLASSES:
         w_ih, w_hh, bias = _lstm_weights(ctx, e, cls, arrays, names, units, use_bias, notes)
@@ -757,7 +754,7 @@ def _append_recurrent(ctx: _Ctx, e: _Entry, st: _State, spec: LayerSpec,
     st.fold_ok = False
     if stateful:
         st.stateful = True
-    if not spec.return_sequences:
+    if spec.return_last:
         st.time_axis = False
         st.mask = None
 
@@ -927,7 +924,8 @@ def spec_from_keras_file(path: str | os.PathLike[str], *, config: Any = None,
     with open(source, "rb"):  # a missing or unreadable path is an OSError, as for open()
         pass
     cfg = _config_arg(config, source)
-    return read_keras_file(source, cfg, keras_version)  # HDF5 is read in a bounded child
+    # HDF5 is read in a bounded child
+    return read_keras_file(source, cfg, keras_version, _spec_from_keras_file_here)
 
 
 def _spec_from_keras_file_here(path: str, config: Any, keras_version: str | None
@@ -971,25 +969,3 @@ def spec_from_keras(model: Any) -> ModelSpec:
         return [np.asarray(w) for w in layer.get_weights()], None
 
     return _convert(ctx, arch, get)
-
-
-def from_keras(model: Any, *, isa: str | None = None) -> Model:
-    """Convert a live Keras model and build an :class:`lstm_fast.Model` from it.
-
-    Parameters
-    ----------
-    model : keras.Model
-        A ``Sequential`` or single-chain functional model (see :func:`spec_from_keras_file`
-        for the supported layers).
-    isa : str, optional
-        See :class:`lstm_fast.Model`.
-
-    Returns
-    -------
-    lstm_fast.Model
-        ``predict`` takes (B, T, I) floats, or (B, T) integer ids when the first layer is an
-        ``Embedding``.
-    """
-    from ..model import Model
-
-    return Model(spec_from_keras(model), isa=isa)

@@ -41,6 +41,7 @@ import numpy as np
 from .._untrusted import loads_json
 from ..errors import ArgumentTypeError, ModelFileError, UnsupportedModelError
 from ._zip import SafeZip
+from .source import identify
 
 #: Recurrent layer classes by kind (cuDNN and Keras 2 V1/V2 variants included).
 _LSTM_CLASSES = frozenset({"LSTM", "CuDNNLSTM", "LSTMV1", "LSTMV2"})
@@ -565,17 +566,16 @@ def _open_keras_file(path: str | os.PathLike[str], config: Any,
     ``(ctx, arch, weights)``; ``weights`` reads from the open file, so call it inside the
     ``with``. ``config`` and ``keras_version`` are those of ``spec_from_keras_file``."""
     source = os.fspath(path)
-    with open(source, "rb") as fh:
-        head = fh.read(8)
+    src = identify(source)
     cfg = _config_arg(config, source)
-    if head[:4] == b"PK\x03\x04":
+    if src.is_zip:
         yield from _open_zip(source, cfg, keras_version)
         return
     try:
         import h5py
     except ImportError as err:                               # pragma: no cover
         raise ImportError("reading Keras HDF5 files needs h5py (pip install h5py)") from err
-    if not h5py.is_hdf5(source):
+    if not src.is_hdf5:
         raise ModelFileError(f"{source}: not a Keras file (neither a .keras zip nor HDF5)")
     try:
         f = h5py.File(source, "r")

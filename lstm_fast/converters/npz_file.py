@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import ModelFileError
 
-__all__ = ["is_npz", "read_npz_state_dict"]
+__all__ = ["read_npz_state_dict"]
 
 #: Largest total of uncompressed member bytes accepted, as a multiple of the file size
 #: (np.savez_compressed of real weights compresses far less than this).
@@ -41,16 +41,6 @@ _ALIASES = [
     (re.compile(r"^(.+?)_b$"), r"\1.bias"),
 ]
 _EMBEDDING = re.compile(r"^(.+_)?(emb|embedding|embeddings)$")
-
-
-def is_npz(path: str | os.PathLike[str]) -> bool:
-    """True for a zip archive whose members are all ``.npy`` arrays."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):
-        return False
-    return bool(names) and all(n.endswith(".npy") for n in names)
 
 
 def _torch_name(name: str, arr: np.ndarray) -> str:

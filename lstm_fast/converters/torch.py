@@ -10,7 +10,8 @@ Two entry points:
   them, so three choices are arguments: ``head`` (is the head applied at every step or to the
   last step only), ``activations`` (what follows each Linear) and ``nonlinearity`` (an
   ``nn.RNN``'s tanh or relu).
-- :func:`from_torch` converts a live module: ``nn.LSTM``/``nn.GRU``/``nn.RNN`` or an
+- :func:`spec_from_torch` converts a live module (:func:`lstm_fast.from_torch` builds the
+  model from it): ``nn.LSTM``/``nn.GRU``/``nn.RNN`` or an
   ``nn.Sequential`` of supported modules (torch is imported lazily; lstm_fast never needs it
   otherwise).
 
@@ -32,14 +33,16 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .._untrusted import converter_errors
 from ..errors import UnsupportedModelError, WeightsError
 from ..spec import (
+    CELL_KINDS,
     DENSE_ACTIVATIONS,
+    LAYER_KINDS,
     RECURRENT_KINDS,
     AffineSpec,
     BidirectionalSpec,
@@ -57,10 +60,8 @@ from ..spec import (
 from .fold import fold_affines
 from .torch_plan import Plan, Step, make_plan
 
-if TYPE_CHECKING:
-    from ..model import Model
-
-__all__ = ["from_torch", "plan_from_state_dict", "spec_from_state_dict", "spec_from_torch_file"]
+__all__ = ["plan_from_state_dict", "spec_from_state_dict", "spec_from_torch",
+           "spec_from_torch_file"]
 
 HEADS = ("sequence", "last")
 #: What ``head_norm`` may be: no normalisation, or L2 over each output vector.
@@ -125,8 +126,8 @@ def _cell_kind(sd: Mapping[str, np.ndarray], prefix: str, k: int, sfx: str) -> s
                 f"and (P, H)")
         return "lstm"
     if cols >= 1:
-        for kind, gates in (("lstm", 4), ("gru", 3), ("rnn", 1)):
-            if rows == gates * cols:
+        for kind in CELL_KINDS:
+            if rows == LAYER_KINDS[kind].gates * cols:  # type: ignore[attr-defined]
                 return kind
     raise WeightsError(f"module {where!r}: {hh_key} has shape {tuple(w_hh.shape)}; expected "
                        f"(4H, H) (nn.LSTM), (3H, H) (nn.GRU) or (H, H) (nn.RNN)")
@@ -222,12 +223,12 @@ def _rnn_layers(sd: Mapping[str, np.ndarray], prefix: str, used: set[str],
 
 
 def _last_step_only(layer: LayerSpec) -> LayerSpec:
-    """``layer`` with ``return_sequences=False`` (both directions of a Bidirectional)."""
+    """``layer`` with ``return_last=True`` (both directions of a Bidirectional)."""
     if isinstance(layer, BidirectionalSpec):
         return dataclasses.replace(
-            layer, forward=dataclasses.replace(layer.forward, return_sequences=False),
-            backward=dataclasses.replace(layer.backward, return_sequences=False))
-    return dataclasses.replace(layer, return_sequences=False)
+            layer, forward=dataclasses.replace(layer.forward, return_last=True),
+            backward=dataclasses.replace(layer.backward, return_last=True))
+    return dataclasses.replace(layer, return_last=True)
 
 
 def spec_from_state_dict(
@@ -456,10 +457,11 @@ def read_checkpoint(path: str | os.PathLike[str], key: str | None = None
                     ) -> dict[str, np.ndarray]:
     """The state dict of a PyTorch checkpoint (:func:`.torch_file.read_state_dict`), or of a
     NumPy ``.npz`` archive of a PyTorch-trained model (:mod:`.npz_file`)."""
-    from .npz_file import is_npz, read_npz_state_dict
+    from .npz_file import read_npz_state_dict
+    from .source import identify
     from .torch_file import read_state_dict
 
-    if is_npz(path):
+    if identify(path).kind == "npz":
         if key is not None:
             raise ValueError("key= (--key) selects an entry of a torch checkpoint; an .npz "
                              "archive is one flat set of arrays")
@@ -632,8 +634,9 @@ def _module_layers(module: Any) -> list[LayerSpec]:
     return layers
 
 
-def from_torch(module: Any, *, isa: str | None = None) -> Model:
-    """Convert a live PyTorch module into a :class:`lstm_fast.Model`.
+def spec_from_torch(module: Any) -> ModelSpec:
+    """Convert a live PyTorch module into a :class:`ModelSpec` (:func:`lstm_fast.from_torch`
+    builds the :class:`lstm_fast.Model`).
 
     Supported:
 
@@ -664,12 +667,10 @@ def from_torch(module: Any, *, isa: str | None = None) -> Model:
     ----------
     module : torch.nn.Module
         The module to convert (its weights are copied; it is not modified).
-    isa : str, optional
-        See :class:`lstm_fast.Model`.
 
     Returns
     -------
-    lstm_fast.Model
+    ModelSpec
 
     Raises
     ------
@@ -679,8 +680,6 @@ def from_torch(module: Any, *, isa: str | None = None) -> Model:
         the message names the module and option.
     """
     import torch.nn as nn
-
-    from ..model import Model
 
     if not isinstance(module, nn.Module):
         raise UnsupportedModelError(f"from_torch expects a torch.nn.Module, got "
@@ -696,6 +695,5 @@ def from_torch(module: Any, *, isa: str | None = None) -> Model:
     except ImportError:  # pragma: no cover - torch is imported above
         pass
     layout = "cell" if isinstance(module, nn.RNNCellBase) else "stacked"
-    spec = ModelSpec(layers=tuple(layers), mask_semantics="torch", metadata=meta,
+    return ModelSpec(layers=tuple(layers), mask_semantics="torch", metadata=meta,
                      state_layout=layout)
-    return Model(spec, isa=isa)

@@ -43,13 +43,12 @@ from typing import Any
 import numpy as np
 
 from .._untrusted import converter_errors
-from ..errors import LstmFastError, ModelFileError, UnsupportedModelError
+from ..errors import ForbiddenGlobal, LstmFastError, ModelFileError, UnsupportedModelError
 from ._zip import SafeZip
+from .source import LEGACY_MAGIC, identify
 
-__all__ = ["load_torch_checkpoint", "read_state_dict"]
+__all__ = ["LEGACY_MAGIC", "load_torch_checkpoint", "read_state_dict"]
 
-#: First bytes of a legacy (non-zip) ``torch.save`` stream: pickle protocol 2 + LONG1 magic.
-LEGACY_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")
 _LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL_VERSION = 1001
 
@@ -184,12 +183,6 @@ def _np_dtype(code: str | None) -> np.dtype | None:
 # The restricted unpickler
 
 
-class _ForbiddenGlobal(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
 class _Unpickler(pickle.Unpickler):
     """Resolves only allow-listed globals, each to an inert marker or a callable of ours."""
 
@@ -245,14 +238,14 @@ class _Unpickler(pickle.Unpickler):
                 cls = type(name, (_ScriptObject,), {"__slots__": (), "_ts_name": full})
                 self._script_classes[full] = cls
             return cls
-        raise _ForbiddenGlobal(full)
+        raise ForbiddenGlobal(full)
 
     def persistent_load(self, pid: Any) -> Any:
         if not isinstance(pid, tuple) or not pid:
             raise pickle.UnpicklingError("persistent id is not a tuple")
         kind = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
         if kind == "module" and self._legacy:
-            raise _ForbiddenGlobal("torch.nn.Module source (legacy whole-module pickle)")
+            raise ForbiddenGlobal("torch.nn.Module source (legacy whole-module pickle)")
         if kind != "storage" or len(pid) not in (5, 6):
             raise pickle.UnpicklingError(f"unknown persistent id kind {_brief(kind)}")
         stype, key, _location, numel = pid[1:5]
@@ -454,7 +447,7 @@ def _unpickle(data: bytes | io.BytesIO, where: str, *, script: bool = False,
     unpickler = _Unpickler(stream, script=script, legacy=legacy)
     try:
         return unpickler.load(), unpickler
-    except _ForbiddenGlobal as e:
+    except ForbiddenGlobal as e:
         raw = stream.getbuffer()[start:].tobytes()
         raise _refuse_globals(where, raw, e.name, unpickler._allowed, script) from None
     except LstmFastError:
@@ -851,22 +844,21 @@ def load_torch_checkpoint(path: str | os.PathLike[str]) -> Any:
         dtype numpy cannot represent (float8, quantized).
     """
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(512)
+    src = identify(path)
+    size, head = src.size, src.head
     try:
-        if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":
+        if src.is_zip:
             return _load_zip(path, size)
-        if head.startswith(LEGACY_MAGIC):
+        if src.is_torch_legacy:
             with open(path, "rb") as f:
                 data = f.read()
             return _load_legacy(path, data)
-        if len(head) >= 262 and head[257:262] == b"ustar":
+        if src.is_tar:
             raise ModelFileError(
                 f"{path}: this is a tar-format torch checkpoint (PyTorch < 0.4), which is not "
                 f"supported; load it with torch and re-save it with "
                 f"`torch.save(obj, path)` (the default zip format)")
-        if _looks_like_safetensors(head, size) or path.endswith(".safetensors"):
+        if src.is_safetensors:
             from .. import safetensors
 
             tensors, _meta = safetensors.read(path)
@@ -884,13 +876,6 @@ def load_torch_checkpoint(path: str | os.PathLike[str]) -> Any:
         f"{path}: not a PyTorch checkpoint (unknown magic bytes {head[:8].hex(' ')}); "
         f"expected a torch.save zip archive, a TorchScript archive, a legacy torch.save "
         f"stream or a safetensors file")
-
-
-def _looks_like_safetensors(head: bytes, size: int) -> bool:
-    if len(head) < 10:
-        return False
-    (n,) = struct.unpack("<Q", head[:8])
-    return 2 <= n <= size - 8 and head[8:9] == b"{"
 
 
 def _is_tensor_dict(obj: object) -> bool:

@@ -28,13 +28,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedModelError, WeightsError
+from ..spec import CELL_KINDS, LAYER_KINDS
 
 __all__ = ["Plan", "Step", "make_plan", "module_of"]
 
 #: ``nn.BatchNorm1d``'s default epsilon (a state dict does not record it).
 BN_EPS = 1e-5
 _BN_LEAVES = {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
-_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+#: nn.LSTM / nn.GRU / nn.RNN -> gate row blocks (the spec's cell kinds say how many).
+_GATES = {kind.upper(): LAYER_KINDS[kind].gates for kind in CELL_KINDS}  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -52,9 +52,9 @@ def _keras_cell_weights(cell: CellSpec) -> list[np.ndarray]:
 def _keras_cell_layer(keras: Any, cell: CellSpec, *, zero_masked: bool, stateful: bool,
                       go_backwards: bool) -> Any:
     # zero_output_for_mask on a last-step layer would also zero its last output
-    zero_masked = zero_masked and cell.return_sequences
+    zero_masked = zero_masked and not cell.return_last
     common = dict(activation=_keras_activation(keras, cell.activation),
-                  return_sequences=cell.return_sequences, go_backwards=go_backwards,
+                  return_sequences=not cell.return_last, go_backwards=go_backwards,
                   stateful=stateful, zero_output_for_mask=zero_masked,
                   use_bias=len(_keras_cell_weights(cell)) == 3)
     if isinstance(cell, LSTMLayerSpec):
@@ -154,7 +154,7 @@ class KerasPeer(Peer):
             for L, layer in zip(self.spec.layers, layers, strict=True):
                 if m is not None and L.kind in ("lstm", "gru", "rnn", "bidirectional"):
                     h = layer(h, mask=m)
-                    if not L.return_sequences:
+                    if L.return_last:
                         m = None
                 else:
                     h = layer(h)

@@ -281,7 +281,7 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
         last = L is spec.layers[-1]
         if lean and step:
             outs[0] = ""  # one step: Y equals Y_h, already time-major [T=1, N, H]
-        elif lean and last and L.return_sequences:
+        elif lean and last and not L.return_last:
             outs[0] = "y"  # the graph's output, [T, 1, N, H]
         if stream:
             inputs.append(f"h0_{k}")
@@ -297,7 +297,7 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
                 outs[2] = f"cn_{k}"
                 graph_outputs.append(helper.make_tensor_value_info(
                     f"cn_{k}", tp.FLOAT, [1, "N", f.hidden_size]))
-        elif lean and last and not L.return_sequences:
+        elif lean and last and L.return_last:
             outs[1] = "y"  # the graph's output, [1, N, H]
         while inputs and inputs[-1] == "":
             inputs.pop()
@@ -309,7 +309,7 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
             direction="bidirectional" if len(cells) == 2 else "forward", **attrs))
         y, y_h = outs[0], outs[1]
         mode = getattr(L, "merge_mode", "concat")
-        if L.return_sequences:  # Y [T, D, N, H]
+        if not L.return_last:  # Y [T, D, N, H]
             if lean and step:
                 h = y_h
             elif lean and last:

@@ -209,7 +209,7 @@ class TorchPeer(Peer):
         else:
             out, new_state = mod(h, state)
         bi = isinstance(L, BidirectionalSpec)
-        if L.return_sequences:
+        if not L.return_last:
             if bi and L.merge_mode != "concat":
                 half = out.shape[-1] // 2
                 out = _torch_merge(torch, L.merge_mode, out[..., :half], out[..., half:])
@@ -293,15 +293,15 @@ class _TorchStream(PeerStream):
     def _recurrent_function(self, L: LayerSpec, module: Any, k: int) -> Any:
         states = self._states
         mod = module.forward  # the module has no hooks: spare __call__'s dispatch
-        if L.return_sequences:
-            def run(h: Any) -> Any:
-                out, states[k] = mod(h, states[k])
-                return out
-        else:
+        if L.return_last:
             def run(h: Any) -> Any:
                 _, state = mod(h, states[k])
                 states[k] = state
                 return (state[0] if isinstance(state, tuple) else state)[-1]
+        else:
+            def run(h: Any) -> Any:
+                out, states[k] = mod(h, states[k])
+                return out
         return run
 
     def _forward(self, h: Any) -> np.ndarray:
