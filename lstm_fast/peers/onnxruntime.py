@@ -1,8 +1,10 @@
 """The ONNX Runtime peer: the spec as an ONNX graph (built with ``onnx.helper``: one
 LSTM/GRU/RNN node per recurrent layer, gates reordered to ONNX's) run by an InferenceSession.
 
-Lengths go to the nodes' ``sequence_lens``; streams use a time-major graph whose state inputs
-and outputs are fed back.
+Lengths go to the nodes' ``sequence_lens``. The graphs run are time-major and lean (no
+Transpose, Squeeze or Identity node where the caller's view of an array does the same): predict's,
+and the streams' (one for single steps, one for chunks), whose state inputs and outputs are fed
+back through ping-pong buffers.
 """
 
 from __future__ import annotations
@@ -487,9 +489,9 @@ class _OrtStream(PeerStream):
         self._sequences = peer.spec.returns_sequences
 
     def _run(self, chunk: np.ndarray, step: bool) -> np.ndarray:
-        """``chunk`` time-major (T, B, ...); returns the output time-major (T, B, O), or
-        (B, O) for a step or a model whose output is only the last step; never a view of a
-        bound buffer."""
+        """``chunk`` time-major (T, B, ...); returns the output (B, T, O), or (B, O) for a
+        step or a model whose output is only the last step; never a view of a bound
+        buffer."""
         key = (step, chunk.shape, chunk.dtype)
         bound = self._bound.get(key)
         if bound is not None:
@@ -528,11 +530,11 @@ class _OrtStream(PeerStream):
         return self._shaped(outs[y_index], chunk.shape[0], step).copy()
 
     def _shaped(self, y: np.ndarray, steps: int, step: bool) -> np.ndarray:
-        """A view of the graph's output as (T, B, O), or (B, O) for a step or a model whose
-        output is only the last step."""
+        """A view of the graph's output as the call returns it: (B, T, O) (a copy of it is
+        C-contiguous), or (B, O) for a step or a model whose output is only the last step."""
         size = self._peer.spec.output_size
         if self._sequences and not step:
-            return y.reshape(steps, self.batch, size)
+            return y.reshape(steps, self.batch, size).swapaxes(0, 1)
         return y.reshape(self.batch, size)
 
     def step(self, x_t: np.ndarray) -> np.ndarray:
@@ -557,13 +559,7 @@ class _OrtStream(PeerStream):
 
     def run(self, chunk: np.ndarray) -> np.ndarray:
         chunk = _as_input(self._peer.spec, chunk)
-        y = self._run(chunk.swapaxes(0, 1), step=False)  # the stream graphs are time-major
-        return np.ascontiguousarray(y.swapaxes(0, 1)) if y.ndim == 3 else y
-
-
-def _last_state_output(names: list[tuple[str, str]]) -> str:
-    """The name of the last recurrent layer's h output (``hn_k``)."""
-    return [out for _, out in names if out.startswith("hn_")][-1]
+        return self._run(chunk.swapaxes(0, 1), step=False)  # the stream graphs are time-major
 
 
 class _Bound:
