@@ -1,8 +1,10 @@
 """The ONNX Runtime peer: the spec as an ONNX graph (built with ``onnx.helper``: one
 LSTM/GRU/RNN node per recurrent layer, gates reordered to ONNX's) run by an InferenceSession.
 
-Lengths go to the nodes' ``sequence_lens``; streams use a time-major graph whose state inputs
-and outputs are fed back.
+Lengths go to the nodes' ``sequence_lens``. The graphs run are time-major and lean (no
+Transpose, Squeeze or Identity node where the caller's view of an array does the same): predict's,
+and the streams' (one for single steps, one for chunks), whose state inputs and outputs are fed
+back through ping-pong buffers.
 """
 
 from __future__ import annotations
@@ -156,7 +158,8 @@ def _onnx_merge(g: _OnnxGraph, mode: str, y: str, axis: int) -> str:
     return g.op("Squeeze", [m, g.const("axes", np.array([axis], dtype=np.int64))])
 
 
-def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = False) -> Any:
+def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = False,
+                     step: bool = False, time_major: bool = False) -> Any:
     """The spec as an ONNX graph (opset 17, layout 0 recurrent nodes).
 
     Parameters
@@ -170,13 +173,26 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
         and the outputs ``hn_k`` (and ``cn_k``), to carry the state between calls; inputs
         and outputs are then time-major ([T, N, ...]), which spares the graph two Transpose
         nodes per call (the caller's swap of two axes is free for one step or one row).
+        The stream graph is lean (no Squeeze or Identity node on the way out): the last
+        recurrent layer's ``Y`` is the output ``y`` [T, 1, N, O] when nothing follows it,
+        and when the last layer returns only its last step its ``hn_k`` is the output (the
+        graph then has no ``y``).
+    step : bool
+        With ``stream``: a graph for one step (T = 1), whose recurrent layers pass on their
+        ``Y_h`` ([1, N, H], the time-major output of one step) and compute no ``Y``; a model
+        ending in a recurrent layer has no ``y`` (its last ``hn_k`` is the output).
+    time_major : bool
+        Time-major inputs and outputs without the state (implied by ``stream``), as lean as
+        a stream's: a model ending in a one-direction recurrent layer outputs its ``Y``
+        ([T, 1, N, O]) or ``Y_h`` ([1, N, O]) as ``y``.
 
     Returns
     -------
     onnx.ModelProto
         Input ``x`` [N, T, I] float32 or ``ids`` [N, T] int64; output ``y`` [N, T, O] (or
         [N, O] when a recurrent layer returns only its last step). T and N swap places in
-        ``x``, ``ids`` and a sequence ``y`` with ``stream=True``.
+        ``x``, ``ids`` and a sequence ``y`` with ``time_major`` or ``stream`` (see there for
+        when ``y`` is [T, 1, N, O], [1, N, O] or absent).
 
     Raises
     ------
@@ -194,23 +210,25 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
             "(sequence_lens)")
     helper, tp = onnx.helper, onnx.TensorProto
     g = _OnnxGraph(onnx)
+    time_major = time_major or stream
     graph_inputs = []
     if spec.takes_ids:
         graph_inputs.append(helper.make_tensor_value_info(
-            "ids", tp.INT64, ["T", "N"] if stream else ["N", "T"]))
+            "ids", tp.INT64, ["T", "N"] if time_major else ["N", "T"]))
         emb = spec.layers[0]
-        ids_t = "ids" if stream else g.op("Transpose", ["ids"], perm=[1, 0])  # [T, N]
+        ids_t = "ids" if time_major else g.op("Transpose", ["ids"], perm=[1, 0])  # [T, N]
         h = g.op("Gather", [g.const("embedding", emb.weight), ids_t], axis=0)  # [T, N, E]
     else:
         graph_inputs.append(helper.make_tensor_value_info(
-            "x", tp.FLOAT, ["T" if stream else "N", "N" if stream else "T", spec.input_size]))
-        h = "x" if stream else g.op("Transpose", ["x"], perm=[1, 0, 2])  # [T, N, I]
+            "x", tp.FLOAT, ["T" if time_major else "N", "N" if time_major else "T",
+                            spec.input_size]))
+        h = "x" if time_major else g.op("Transpose", ["x"], perm=[1, 0, 2])  # [T, N, I]
     seq_lens = ""
     if lengths:
         graph_inputs.append(helper.make_tensor_value_info("lengths", tp.INT32, ["N"]))
         seq_lens = "lengths"
     graph_outputs = []
-    time_major = True  # False once a layer returned only its last step: h is [N, F]
+    per_step = True  # False once a layer returned only its last step: h is [N, F]
     k = 0
     for L in spec.layers:
         if isinstance(L, EmbeddingSpec):
@@ -260,6 +278,13 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
         inputs.append(seq_lens)
         lstm = isinstance(f, LSTMLayerSpec)
         outs = [g.name("Y"), g.name("Y_h")] + ([g.name("Y_c")] if lstm else [])
+        # a time-major one-direction layer's outputs skip Squeeze (stream layers are such)
+        lean = time_major and len(cells) == 1
+        last = L is spec.layers[-1]
+        if lean and step:
+            outs[0] = ""  # one step: Y equals Y_h, already time-major [T=1, N, H]
+        elif lean and last and not L.return_last:
+            outs[0] = "y"  # the graph's output, [T, 1, N, H]
         if stream:
             inputs.append(f"h0_{k}")
             graph_inputs.append(helper.make_tensor_value_info(
@@ -274,6 +299,8 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
                 outs[2] = f"cn_{k}"
                 graph_outputs.append(helper.make_tensor_value_info(
                     f"cn_{k}", tp.FLOAT, [1, "N", f.hidden_size]))
+        elif lean and last and L.return_last:
+            outs[1] = "y"  # the graph's output, [1, N, H]
         while inputs and inputs[-1] == "":
             inputs.pop()
         attrs = _onnx_cell_attrs(cells)
@@ -285,7 +312,11 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
         y, y_h = outs[0], outs[1]
         mode = getattr(L, "merge_mode", "concat")
         if not L.return_last:  # Y [T, D, N, H]
-            if len(cells) == 1:
+            if lean and step:
+                h = y_h
+            elif lean and last:
+                h = y
+            elif len(cells) == 1:
                 h = g.op("Squeeze", [y, g.const("axes", np.array([1], np.int64))])
             elif mode == "concat":
                 yt = g.op("Transpose", [y], perm=[0, 2, 1, 3])
@@ -293,8 +324,10 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
             else:
                 h = _onnx_merge(g, mode, y, 1)
         else:  # Y_h [D, N, H]
-            time_major = False
-            if len(cells) == 1:
+            per_step = False
+            if lean and last:
+                h = y_h  # [1, N, H]: "y", or the state output a stream reads as y
+            elif len(cells) == 1:
                 h = g.op("Squeeze", [y_h, g.const("axes", np.array([0], np.int64))])
             elif mode == "concat":
                 yt = g.op("Transpose", [y_h], perm=[1, 0, 2])
@@ -302,16 +335,22 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
             else:
                 h = _onnx_merge(g, mode, y_h, 0)
         k += 1
-    if time_major and stream:
-        g.op("Identity", [h], out="y")
-        y_shape: list[Any] = ["T", "N", spec.output_size]
+    y_shape: list[Any] = ["T", "N", spec.output_size] if per_step else ["N", spec.output_size]
+    if time_major and h == "y":  # the last recurrent node's Y or Y_h
+        y_shape = ["T", 1, "N", spec.output_size] if per_step else [1, "N", spec.output_size]
+    elif stream and h.startswith("hn_"):  # the last layer's state is the output: no "y"
+        y_shape = []
+    elif time_major and g.nodes and h == g.nodes[-1].output[0]:
+        g.nodes[-1].output[0] = "y"  # the last node writes the output (no Identity)
     elif time_major:
+        g.op("Identity", [h], out="y")
+    elif per_step:
         g.op("Transpose", [h], perm=[1, 0, 2], out="y")
         y_shape = ["N", "T", spec.output_size]
     else:
         g.op("Identity", [h], out="y")
-        y_shape = ["N", spec.output_size]
-    graph_outputs.insert(0, helper.make_tensor_value_info("y", tp.FLOAT, y_shape))
+    if y_shape:
+        graph_outputs.insert(0, helper.make_tensor_value_info("y", tp.FLOAT, y_shape))
     graph = helper.make_graph(g.nodes, "lstm_fast_peer", graph_inputs, graph_outputs,
                               initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
@@ -337,29 +376,35 @@ class OrtPeer(Peer):
         self._ort = ort
         self.version = str(ort.__version__)
         self._input = "ids" if spec.takes_ids else "x"
-        self._sessions: dict[tuple[bool, bool], Any] = {}
+        self._sessions: dict[tuple[bool, ...], Any] = {}
         self._bound: tuple[Any, ...] | None = None  # predict's binding, see _predict
-        self._session(lengths=False, stream=False)  # fail now if the spec is not expressible
+        self._session(lengths=False, time_major=True)  # fail now if the spec is not expressible
 
-    def _session(self, *, lengths: bool, stream: bool) -> Any:
-        key = (lengths, stream)
+    def _session(self, *, lengths: bool, stream: bool = False, step: bool = False,
+                 time_major: bool = False) -> Any:
+        key = (lengths, stream, step, time_major)
         if key not in self._sessions:
-            model = build_onnx_model(self.spec, lengths=lengths, stream=stream)
+            model = build_onnx_model(self.spec, lengths=lengths, stream=stream, step=step,
+                                     time_major=time_major)
             self._sessions[key] = make_session(self._ort, model, self.threads, self.version)
         return self._sessions[key]
 
     def _predict(self, x: np.ndarray, lens: np.ndarray | None) -> np.ndarray:
-        feed = {self._input: x}
+        """Runs the time-major graph: the swap of x's first two axes is free for one row (the
+        array is then bound as it is), a copy otherwise (as the Transpose node it spares)."""
+        xt = np.ascontiguousarray(x.swapaxes(0, 1))
+        feed = {self._input: xt}
         if lens is not None:
             feed["lengths"] = lens.astype(np.int32)
-        session = self._session(lengths=lens is not None, stream=False)
+        session = self._session(lengths=lens is not None, time_major=True)
         if self.variant == "run":
-            return session.run(["y"], feed)[0]
+            return np.ascontiguousarray(self._batch_first(session.run(["y"], feed)[0], x))
         bound = self._bound
         if (bound is None or bound[0] is not x or (bound[1] is None) != (lens is None)
                 or (lens is not None and not np.array_equal(bound[1], lens))):
             # the first call of each input array runs plainly and binds the array (whose
-            # memory ONNX Runtime then reads at every run) and an output buffer
+            # memory ONNX Runtime then reads at every run; a transposed copy, refreshed at
+            # every run, when it is not one row) and an output buffer
             y = session.run(["y"], feed)[0]
             value = self._ort.OrtValue.ortvalue_from_numpy
             binding = session.io_binding()
@@ -367,10 +412,21 @@ class OrtPeer(Peer):
                 binding.bind_ortvalue_input(name, value(array))
             out = np.empty_like(y)
             binding.bind_ortvalue_output("y", value(out))
-            self._bound = (x, lens, binding, out, feed)  # feed: keeps the bound arrays alive
-            return y
+            refresh = not np.shares_memory(xt, x)
+            # feed: keeps the bound arrays alive
+            self._bound = (x, lens, binding, self._batch_first(out, x), feed, refresh)
+            return np.ascontiguousarray(self._batch_first(y, x))
+        if bound[5]:
+            np.copyto(bound[4][self._input], x.swapaxes(0, 1))
         session.run_with_iobinding(bound[2])
         return bound[3].copy()  # never a view of the bound buffer
+
+    def _batch_first(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """A view of the time-major graph's output as (B, T, O), or (B, O)."""
+        B, T = x.shape[:2]
+        if self.spec.returns_sequences:
+            return y.reshape(T, B, self.spec.output_size).swapaxes(0, 1)
+        return y.reshape(B, self.spec.output_size)
 
     def stream(self, batch: int) -> PeerStream:
         return _OrtStream(self, self._check_streamable(batch))
@@ -395,83 +451,166 @@ def make_session(ort: Any, model: Any, threads: int, version: str = "") -> Any:
 
 
 class _OrtStream(PeerStream):
-    """The stream graph, state fed back. Variant ``"run"``: every call feeds the state and
-    fetches the new one. Variant ``"iobind"``: the first call of each chunk shape runs plainly
-    and pre-binds two io_bindings over fixed buffers: binding k reads the state from slot k and
-    writes it to slot 1 - k (the ping-pong), so later calls copy only the input in and the
-    output out, and never re-bind."""
+    """The stream graphs (one for single steps, one for chunks), state fed back.
+
+    Variant ``"run"``: every call feeds the state and fetches the new one. Variant
+    ``"iobind"``: the state lives in two fixed buffers per state tensor (slots 0 and 1); the
+    first call of each chunk shape runs plainly and pre-binds two io_bindings over the input
+    buffer, the output buffer and the slots: binding k reads the state from slot k and writes
+    it to slot 1 - k (the ping-pong), so later calls copy only the input in and the output
+    out, and never re-bind. When the model's output is its last layer's state (one step of a
+    recurrent layer, or a layer returning only its last step), it is read from the slot just
+    written.
+    """
 
     def __init__(self, peer: OrtPeer, batch: int) -> None:
         self.batch = batch
         self._peer = peer
-        self._session = peer._session(lengths=False, stream=True)
         self._names: list[tuple[str, str]] = []  # (state input, state output)
-        self._zeros: list[np.ndarray] = []
+        zeros: list[np.ndarray] = []
         for k, L in enumerate(peer.spec.recurrent_layers):
             self._names.append((f"h0_{k}", f"hn_{k}"))
-            self._zeros.append(np.zeros((1, batch, L.output_size), np.float32))
+            zeros.append(np.zeros((1, batch, L.output_size), np.float32))
             if isinstance(L, LSTMLayerSpec):
                 self._names.append((f"c0_{k}", f"cn_{k}"))
-                self._zeros.append(np.zeros((1, batch, L.hidden_size), np.float32))
-        self._key: tuple[Any, ...] | None = None
-        self._slots: list[list[np.ndarray]] = []  # per state: the two ping-pong buffers
-        self._bindings: list[Any] = []
+                zeros.append(np.zeros((1, batch, L.hidden_size), np.float32))
+        self._inputs = [name for name, _ in self._names]
+        # the feed of plain runs: the input and (variant "run") the state
+        self._feed: dict[str, np.ndarray] = dict(zip(self._inputs, zeros, strict=True))
+        self._plans: dict[bool, tuple[Any, list[str], int]] = {}  # step -> session, fetch, y
+        # variant "iobind": per state, its two ping-pong slots; the state is in slot _current
+        self._slots = [[z, np.zeros_like(z)] for z in zeros]
         self._current = 0
+        self._bound: dict[tuple[Any, ...], _Bound] = {}
+        self._step: _Bound | None = None  # the binding of a step of the usual shape
+        self._step_shape: tuple[int, ...] = ()  # set by the first step: (B, I) or (B,)
+        self._step_dtype = np.dtype(np.float32)
+        self._plain = peer.variant == "run"
+        self._sequences = peer.spec.returns_sequences
 
-    def _state(self) -> list[np.ndarray]:
-        if not self._slots:
-            return self._zeros
-        return [pair[self._current] for pair in self._slots]
-
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
-        chunk = chunk.swapaxes(0, 1)  # the stream graph is time-major
-        key = (chunk.shape, chunk.dtype)
-        if key == self._key:
-            np.copyto(self._x, chunk)
-            self._session.run_with_iobinding(self._bindings[self._current])
-            self._current ^= 1
-            return self._batch_first(self._y)
-        feed = {self._peer._input: np.ascontiguousarray(chunk)}
-        feed.update((name, value) for (name, _), value in zip(self._names, self._state(),
-                                                              strict=True))
-        y, *states = self._session.run(["y", *(out for _, out in self._names)], feed)
+    def _run(self, chunk: np.ndarray, step: bool) -> np.ndarray:
+        """``chunk`` time-major (T, B, ...); returns the output (B, T, O), or (B, O) for a
+        step or a model whose output is only the last step; never a view of a bound
+        buffer."""
+        key = (step, chunk.shape, chunk.dtype)
+        bound = self._bound.get(key)
+        if bound is not None:
+            np.copyto(bound.x, chunk)
+            return bound.run(self)
+        plan = self._plans.get(step)
+        if plan is None:
+            session = self._peer._session(lengths=False, stream=True, step=step)
+            fetch = [out for _, out in self._names]
+            if "y" in [o.name for o in session.get_outputs()]:
+                fetch.append("y")
+                y_index = len(fetch) - 1
+            else:  # the output is the last recurrent layer's state
+                y_index = fetch.index([out for out in fetch if out.startswith("hn_")][-1])
+            plan = self._plans[step] = (session, fetch, y_index)
+        session, fetch, y_index = plan
+        if step and chunk.shape[1] == self.batch and not self._step_shape:
+            # later steps of this shape and dtype take step()'s short path
+            self._step_shape, self._step_dtype = chunk.shape[1:], chunk.dtype
+        feed = self._feed
+        chunk = feed[self._peer._input] = np.ascontiguousarray(chunk)
         if self._peer.variant == "run":
-            self._zeros = states  # the state the next call feeds
-        else:
-            self._prebind(chunk, y, states)
-            self._key = key
-        return self._batch_first(y)
+            outs = session.run(fetch, feed)
+            feed.update(zip(self._inputs, outs, strict=False))  # the state the next call feeds
+            return self._shaped(outs[y_index], chunk.shape[0], step).copy()  # not the state
+        feed.update(zip(self._inputs, [pair[self._current] for pair in self._slots],
+                        strict=True))
+        outs = session.run(fetch, feed)
+        self._current ^= 1
+        for pair, state in zip(self._slots, outs, strict=False):
+            np.copyto(pair[self._current], state)
+        bound = _Bound(self, session, chunk, outs[y_index], fetch[y_index], step)
+        self._bound[key] = bound
+        if step and chunk.shape[1:] == self._step_shape and chunk.dtype == self._step_dtype:
+            self._step = bound
+        return self._shaped(outs[y_index], chunk.shape[0], step).copy()
 
-    @staticmethod
-    def _batch_first(y: np.ndarray) -> np.ndarray:
-        return (y.swapaxes(0, 1) if y.ndim == 3 else y).copy()  # never a view of a bound buffer
-
-    def _prebind(self, chunk: np.ndarray, y: np.ndarray, states: list[np.ndarray]) -> None:
-        value = self._peer._ort.OrtValue.ortvalue_from_numpy  # shares the array's memory
-        self._x = np.ascontiguousarray(chunk).copy()
-        self._y = np.empty_like(y)
-        self._slots = [[np.ascontiguousarray(s, np.float32).copy(), np.empty_like(s)]
-                       for s in states]
-        self._current = 0
-        x, out = value(self._x), value(self._y)
-        slots = [[value(a) for a in pair] for pair in self._slots]
-        self._bindings = []
-        for k in (0, 1):
-            binding = self._session.io_binding()
-            binding.bind_ortvalue_input(self._peer._input, x)
-            binding.bind_ortvalue_output("y", out)
-            for (name_in, name_out), pair in zip(self._names, slots, strict=True):
-                binding.bind_ortvalue_input(name_in, pair[k])
-                binding.bind_ortvalue_output(name_out, pair[1 - k])
-            self._bindings.append(binding)
+    def _shaped(self, y: np.ndarray, steps: int, step: bool) -> np.ndarray:
+        """A view of the graph's output as the call returns it: (B, T, O) (a copy of it is
+        C-contiguous), or (B, O) for a step or a model whose output is only the last step."""
+        size = self._peer.spec.output_size
+        if self._sequences and not step:
+            return y.reshape(steps, self.batch, size).swapaxes(0, 1)
+        return y.reshape(self.batch, size)
 
     def step(self, x_t: np.ndarray) -> np.ndarray:
-        x_t = _as_input(self._peer.spec, x_t, 2)
-        y = self._run(x_t[:, None])
-        return y[:, 0] if y.ndim == 3 else y
+        if (type(x_t) is np.ndarray and x_t.shape == self._step_shape
+                and x_t.dtype == self._step_dtype):  # the usual call: no checks to redo
+            bound = self._step
+            if bound is not None:  # variant "iobind"
+                bound.x_step[...] = x_t
+                k = self._current
+                run, binding, out = bound.calls[k]
+                run(binding, None)
+                self._current = k ^ 1
+                return out.copy()  # never a view of a bound buffer
+            if self._plain:  # variant "run"
+                session, fetch, y_index = self._plans[True]
+                feed = self._feed
+                feed[self._peer._input] = x_t[None]
+                outs = session.run(fetch, feed)
+                feed.update(zip(self._inputs, outs, strict=False))  # the next call's state
+                return self._shaped(outs[y_index], 1, True).copy()  # not the state
+        return self._run(_as_input(self._peer.spec, x_t, 2)[None], step=True)
 
     def run(self, chunk: np.ndarray) -> np.ndarray:
-        return self._run(_as_input(self._peer.spec, chunk))
+        chunk = _as_input(self._peer.spec, chunk)
+        return self._run(chunk.swapaxes(0, 1), step=False)  # the stream graphs are time-major
+
+
+class _Bound:
+    """A chunk shape's two pre-bound io_bindings (see :class:`_OrtStream`): the input buffer
+    ``x`` and, per slot the state is read from, the view of the buffer the output lands in."""
+
+    def __init__(self, stream: _OrtStream, session: Any, x: np.ndarray, y: np.ndarray,
+                 y_name: str, step: bool) -> None:
+        value = stream._peer._ort.OrtValue.ortvalue_from_numpy  # shares the array's memory
+        self.session = session
+        self.x = np.array(x)  # a fresh, writable copy
+        self.x_step = self.x[0]  # a step's (B, ...) view
+        self.dtype = self.x.dtype
+        steps = x.shape[0]
+        slots = [[value(a) for a in pair] for pair in stream._slots]
+        x_value = value(self.x)
+        y_buf = None if y_name != "y" else np.empty_like(y)
+        self.bindings = []
+        self.outputs = []  # outputs[k]: where the output is after running bindings[k]
+        for k in (0, 1):
+            binding = session.io_binding()
+            binding.bind_ortvalue_input(stream._peer._input, x_value)
+            if y_buf is not None:
+                binding.bind_ortvalue_output("y", value(y_buf))
+            for (name_in, name_out), pair in zip(stream._names, slots, strict=True):
+                binding.bind_ortvalue_input(name_in, pair[k])
+                binding.bind_ortvalue_output(name_out, pair[1 - k])
+            self.bindings.append(binding)
+            if y_buf is not None:
+                out = y_buf
+            else:
+                index = [n for _, n in stream._names].index(y_name)
+                out = stream._slots[index][1 - k]
+            self.outputs.append(stream._shaped(out, steps, step))
+        self._keep = (x_value, slots)  # the OrtValues the bindings use
+        # calls[k]: run(binding, None) runs bindings[k]; the session's C++ object is called
+        # directly when this onnxruntime exposes it (its Python method only forwards there)
+        inner = getattr(session, "_sess", None)
+        if inner is not None and all(hasattr(b, "_iobinding") for b in self.bindings):
+            self.calls = [(inner.run_with_iobinding, b._iobinding, out)
+                          for b, out in zip(self.bindings, self.outputs, strict=True)]
+        else:
+            self.calls = [(session.run_with_iobinding, b, out)
+                          for b, out in zip(self.bindings, self.outputs, strict=True)]
+
+    def run(self, stream: _OrtStream) -> np.ndarray:
+        k = stream._current
+        run, binding, out = self.calls[k]
+        run(binding, None)
+        stream._current = k ^ 1
+        return out.copy()  # never a view of a bound buffer
 
 
 PEER = OrtPeer

@@ -184,10 +184,7 @@ class TorchPeer(Peer):
                 if act is not None:
                     h = act(h)
             elif isinstance(L, AffineSpec):
-                scale, shift = mod
-                h = h if scale is None else h * scale
-                h = h if shift is None else h + shift
-                h = h if act is None else act(h)
+                h = _affine(h, *mod, act)
             elif isinstance(L, NormalizeSpec):
                 h = self._torch.nn.functional.normalize(h, dim=-1, eps=L.epsilon)
             else:
@@ -226,15 +223,29 @@ class TorchPeer(Peer):
         torch = self._torch
         if lens is not None and lens.size and lens.min() < 1:
             raise FrameworkUnavailable("torch: packed sequences need every length >= 1")
+        lengths = None if lens is None else torch.from_numpy(lens)
+        if self._inside:  # in a session already: spare the context's cost per call
+            return self._forward(self._tensor(x), lengths, None).numpy()
         with self.session():
-            return self._forward(self._tensor(x), None if lens is None
-                                 else torch.from_numpy(lens), None).numpy()
+            return self._forward(self._tensor(x), lengths, None).numpy()
 
     def stream(self, batch: int) -> PeerStream:
         return _TorchStream(self, self._check_streamable(batch))
 
 
+def _affine(h: Any, scale: Any, shift: Any, act: Any) -> Any:
+    h = h if scale is None else h * scale
+    h = h if shift is None else h + shift
+    return h if act is None else act(h)
+
+
 class _TorchStream(PeerStream):
+    """The stages run on batch-first chunks, each recurrent module's state carried.
+
+    A step of the usual shape ((B, I) floats or (B,) ids) is copied into a preallocated
+    array that a tensor shares (``torch.from_numpy`` once), and the output tensor's own
+    memory is returned as an array, so no conversion is paid per call."""
+
     def __init__(self, peer: TorchPeer, batch: int) -> None:
         self.batch = batch
         self._peer = peer
@@ -247,18 +258,79 @@ class _TorchStream(PeerStream):
                     self._states.append((h, torch.zeros(1, batch, L.hidden_size)))
                 else:
                     self._states.append(h)
+        self._fns = self._stage_functions()
+        spec = peer.spec
+        if spec.takes_ids:
+            self._x = np.zeros((batch, 1), np.int64)
+        else:
+            self._x = np.zeros((batch, 1, spec.input_size), np.float32)
+        self._x_step = self._x[:, 0]  # (B, I) or (B,): where a step's input is copied
+        self._x_tensor = torch.from_numpy(self._x)  # shares self._x's memory
+
+    def _stage_functions(self) -> list[Any]:
+        """One function per stage, tensor -> tensor (the recurrent ones carry the state)."""
+        peer, torch = self._peer, self._peer._torch
+        fns: list[Any] = []
+        k = 0
+        for L, mod, act in peer._stages:
+            if isinstance(L, EmbeddingSpec):
+                fns.append(mod)
+            elif isinstance(L, DenseSpec):
+                fns.append(mod if act is None else (lambda h, m=mod, a=act: a(m(h))))
+            elif isinstance(L, AffineSpec):
+                scale, shift = mod
+                fns.append(lambda h, sc=scale, sh=shift, a=act: _affine(h, sc, sh, a))
+            elif isinstance(L, NormalizeSpec):
+                fns.append(lambda h, eps=L.epsilon: torch.nn.functional.normalize(
+                    h, dim=-1, eps=eps))
+            else:
+                fns.append(self._recurrent_function(L, mod, k))
+                k += 1
+        if all(isinstance(L, AffineSpec) for L, _, _ in peer._stages):
+            fns.append(torch.clone)  # the output must not be the input buffer
+        return fns
+
+    def _recurrent_function(self, L: LayerSpec, module: Any, k: int) -> Any:
+        states = self._states
+        mod = module.forward  # the module has no hooks: spare __call__'s dispatch
+        if L.return_last:
+            def run(h: Any) -> Any:
+                _, state = mod(h, states[k])
+                states[k] = state
+                return (state[0] if isinstance(state, tuple) else state)[-1]
+        else:
+            def run(h: Any) -> Any:
+                out, states[k] = mod(h, states[k])
+                return out
+        return run
+
+    def _forward(self, h: Any) -> np.ndarray:
+        for f in self._fns:
+            h = f(h)
+        return h.numpy()  # the fresh output's own memory
+
+    def step(self, x_t: np.ndarray) -> np.ndarray:
+        peer = self._peer
+        if (type(x_t) is not np.ndarray or x_t.shape != self._x_step.shape
+                or x_t.dtype != self._x.dtype):
+            x_t = _as_input(peer.spec, x_t, 2)
+            if x_t.shape != self._x_step.shape:  # another batch: the module says what is wrong
+                y = self._run(x_t[:, None])
+                return y[:, 0] if y.ndim == 3 else y
+        self._x_step[...] = x_t
+        if peer._inside:  # in a session already: spare the context's cost per call
+            y = self._forward(self._x_tensor)
+        else:
+            with peer.session():
+                y = self._forward(self._x_tensor)
+        return y.reshape(self.batch, -1)  # (B, 1, O) or (B, O) -> (B, O)
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         peer = self._peer
-        if peer._inside:  # in a session already: spare the context's cost per call
-            return peer._forward(peer._tensor(chunk), None, self._states).numpy()
+        if peer._inside:
+            return self._forward(peer._tensor(chunk))
         with peer.session():
-            return peer._forward(peer._tensor(chunk), None, self._states).numpy()
-
-    def step(self, x_t: np.ndarray) -> np.ndarray:
-        x_t = _as_input(self._peer.spec, x_t, 2)
-        y = self._run(x_t[:, None])
-        return y[:, 0] if y.ndim == 3 else y
+            return self._forward(peer._tensor(chunk))
 
     def run(self, chunk: np.ndarray) -> np.ndarray:
         return self._run(_as_input(self._peer.spec, chunk))
