@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 import lstm_fast as lf
 from lstm_fast.converters.keras import spec_from_keras_file
 from lstm_fast.converters.torch import spec_from_torch_file
-from tests.fuzz.runner import GB, ROOT, _wait4, worker_env
+from tests.fuzz.runner import GB, ROOT, run_cli, worker_env
 from tests.helpers import FIXTURES
 
 HOSTILE = FIXTURES / "hostile"
@@ -88,18 +89,17 @@ def test_cli_one_typed_line(path: Path, tmp_path: Path) -> None:
     far below 1 GB."""
     env = worker_env({"LSTM_FAST_KERAS_TIMEOUT": KERAS_TIMEOUT})
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "lstm_fast", *_argv(path, tmp_path)],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    status, usage = _wait4(proc.pid, time.monotonic() + 20)
+    with tempfile.TemporaryFile() as err:
+        status, peak_kb = run_cli(_argv(path, tmp_path), cwd=tmp_path, env=env, stderr=err,
+                                  hang=20)
+        err.seek(0)
+        lines = err.read().decode().splitlines()
     assert status is not None, "hang: still running after 20 s"
-    assert proc.stderr is not None
-    lines = proc.stderr.read().decode().splitlines()
     assert os.waitstatus_to_exitcode(status) == 2, lines
     assert len(lines) == 1 and lines[0].startswith("lstm-fast: error: "), lines
     assert re.search(EXPECTED.get(path.name, "."), lines[0]), lines[0]
     assert time.monotonic() - t0 < 15
-    assert usage.ru_maxrss * 1024 < GB / 2
+    assert peak_kb * 1024 < GB / 2
 
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.name)

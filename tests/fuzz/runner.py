@@ -24,7 +24,6 @@ import json
 import os
 import random
 import select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -238,9 +237,7 @@ def _fresh_one(job: dict[str, Any], scratch: Path, env: dict[str, str], hang: fl
             else ["convert", str(path), "-o", str(scratch / f"o{job['i']}.lfm"), "--no-verify"])
     t0 = time.monotonic()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", "lstm_fast", *argv], cwd=scratch, env=env,
-                                stdout=subprocess.DEVNULL, stderr=err)
-        status, usage = _wait4(proc.pid, time.monotonic() + hang)
+        status, peak_kb = run_cli(argv, cwd=scratch, env=env, stderr=err, hang=hang)
         secs = time.monotonic() - t0
         err.seek(0)
         lines = err.read().decode("utf-8", "replace").splitlines()
@@ -248,7 +245,6 @@ def _fresh_one(job: dict[str, Any], scratch: Path, env: dict[str, str], hang: fl
     (scratch / f"o{job['i']}.lfm").unlink(missing_ok=True)
     if status is None:
         return "hang", f"still running after {hang} s", 0, secs
-    peak_kb = usage.ru_maxrss if usage is not None else 0
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
         return "signal", f"signal {-code}", peak_kb, secs
@@ -263,16 +259,42 @@ def _fresh_one(job: dict[str, Any], scratch: Path, env: dict[str, str], hang: fl
     return f"exit{code}", " | ".join(lines)[:500], peak_kb, secs
 
 
-def _wait4(pid: int, deadline: float) -> tuple[int | None, Any]:
-    while True:
-        done, status, usage = os.wait4(pid, os.WNOHANG)
-        if done:
-            return status, usage
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.wait4(pid, 0)
-            return None, None
-        time.sleep(0.01)
+# A small launcher between the caller and the CLI: a process's peak RSS (ru_maxrss) counts the
+# memory of the process it was forked (or vforked) from until its exec, so a CLI started straight
+# from a large process (pytest, after torch and Keras) would report the parent's size. The
+# launcher is small; the CLI it spawns reports its own peak.
+_LAUNCHER = """
+import os, signal, sys, time
+deadline = time.monotonic() + float(sys.argv[1])
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ,
+                     file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+while True:
+    done, status, usage = os.wait4(pid, os.WNOHANG)
+    if done:
+        print(status, usage.ru_maxrss)
+        break
+    if time.monotonic() > deadline:
+        os.kill(pid, signal.SIGKILL)
+        os.wait4(pid, 0)
+        print("hang")
+        break
+    time.sleep(0.01)
+"""
+
+
+def run_cli(argv: list[str], *, cwd: Path, env: dict[str, str], stderr: Any, hang: float
+            ) -> tuple[int | None, int]:
+    """Run ``python -m lstm_fast *argv`` (stdout discarded, stderr to ``stderr``), killing it
+    after ``hang`` seconds. Returns its wait status (None if it hung) and its own peak RSS
+    in kB."""
+    launcher = subprocess.run(
+        [sys.executable, "-S", "-c", _LAUNCHER, str(hang), sys.executable, "-m", "lstm_fast",
+         *argv], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+        timeout=hang + 30, check=True)
+    report = launcher.stdout.split()
+    if report == ["hang"]:
+        return None, 0
+    return int(report[0]), int(report[1])
 
 
 def run_fresh(jobs: Iterable[dict], *, workers: int = 2, hang: float = 20.0,
