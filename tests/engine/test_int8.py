@@ -181,8 +181,9 @@ def test_ten_thousand_steps_no_drift():
 
 # The trained demo LSTM is far more sensitive to its weights than random ones (design study
 # docs/studies/int8, section 3.3): per-row int8 misses the 1e-2 max-abs bound on it (measured
-# here: TRAINED_MEASURED; the study: 0.12-0.20 on layer-2 h), but its generated text agrees.
-TRAINED_MEASURED = 0.5
+# here: 0.16 on the seed text, 0.49 on random input; the study: 0.12-0.20 on layer-2 h), but
+# its generated text agrees (measured: 1000 of 1000 greedy characters).
+TRAINED_MEASURED = 0.25
 
 
 def test_trained_demo_model():
@@ -266,3 +267,19 @@ def test_error_paths(tmp_path):
     safetensors.write(tmp_path / "bad.lfm", tensors, meta)
     with pytest.raises(lf.ModelFileError, match="scale"):
         lf.load(tmp_path / "bad.lfm")
+
+
+def test_cli_convert_int8(tmp_path, capsys):
+    """`lstm-fast convert --weights int8` on a PyTorch checkpoint (a bidirectional projected
+    LSTM): an int8 file whose outputs stay within the bound of the fp32 conversion."""
+    from tests.helpers import FIXTURES
+    src = FIXTURES / "torch" / "bilstm_proj.pt"
+    assert cli.main(["convert", str(src), "-o", str(tmp_path / "f.lfm"), "--no-verify"]) == 0
+    assert cli.main(["convert", str(src), "-o", str(tmp_path / "q.lfm"), "--no-verify",
+                     "--weights", "int8"]) == 0
+    capsys.readouterr()
+    f, q = lf.load(tmp_path / "f.lfm"), lf.load(tmp_path / "q.lfm")
+    assert q.weights_dtype == "int8" and 0 < q.spec.quant_error <= BOUND
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 50, f.spec.input_size)).astype(np.float32)
+    assert 1e-5 < np.abs(q.predict(x) - f.predict(x)).max() <= BOUND
+    np.testing.assert_allclose(q.predict(x), sim(q.spec, x), atol=SEQ_TOL, rtol=0)
