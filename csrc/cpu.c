@@ -15,6 +15,16 @@ lf_isa lf_cpu_best_isa(void)
     return LF_ISA_PORTABLE;
 }
 
+int lf_cpu_has_vnni(void)
+{
+#ifdef LF_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
 const lf_kernels *lf_kernels_for(lf_isa isa)
 {
     switch (isa) {

@@ -33,7 +33,12 @@ typedef struct lf_cell {
     float *packed;       /* Hp/vw tiles, each (I + R) rows of G gates x vw floats; NULL when
                             the weights are narrow (wtype != LF_WEIGHTS_F32) */
     lf_weights wtype;    /* storage of packed_q */
-    void *packed_q;      /* the packed layout in uint16 (fp16, bf16) elements */
+    void *packed_q;      /* the packed layout in uint16 (fp16, bf16) elements; int8: the
+                            layout of kernel_int8.h */
+    int32_t Iq;          /* int8: I rounded up to 4 (the x groups of packed_q) */
+    float *q_scale;      /* int8: per-row weight scales, W_ih then W_hh, each (G*Hp) */
+    int32_t *q_corr;     /* int8: -128 * sum of each row's int8 weights, W_ih then W_hh (the
+                            zero-point correction of the VNNI kernel) */
     float *whr_t;        /* LSTM projection (H, Rp), transposed; NULL without */
     float *zero;         /* Rp zeros (the projection's bias) */
 } lf_cell;
@@ -68,6 +73,11 @@ typedef struct lf_kernels {
     void (*cell_packed)(const lf_cell *cell, int32_t B,
                         const float *x, ptrdiff_t ldx, const float *xproj, ptrdiff_t ldxp,
                         const float *h, float *c, float *h_out, float *scratch);
+    /* One step of an int8 cell (L->wtype == LF_WEIGHTS_I8, kernel_int8.h) for rows [0, B):
+     * x (B rows of I floats, stride ldx) and h (B, Rp) are read and quantized; c and h_out as
+     * cell_packed. scratch: lf_i8_scratch_bytes(L, B) bytes. */
+    void (*cell_i8)(const lf_cell *cell, int32_t B, const float *x, ptrdiff_t ldx,
+                    const float *h, float *c, float *h_out, float *scratch);
     /* One LSTM row over n steps, Hp <= 4 * vw, no projection, float32 weights: gates = bias +
      * xproj row (if non-NULL) + packed·[x row (if non-NULL); h]. h (Rp) is read; step t writes
      * h' to out + t*ldo and reads it back as the next step's h; c (Hp) is updated in place.
@@ -102,6 +112,7 @@ struct lf_model {
     int32_t mask_source;      /* an embedding with MASK_ZERO or a masking layer exists */
     int32_t width_max;        /* max ld over layers, and max Hp, Rp over cells */
     int32_t gates_max;        /* max G*Hp over cells */
+    int32_t i8_row;           /* int8 cells: max scratch bytes per batch row (lf_i8_row_bytes) */
     int32_t h_sum, c_sum;     /* floats of state h and c per batch row, over all states */
     size_t bytes;             /* allocated by lf_model_create (lf_model_bytes) */
     const lf_kernels *kernels;
@@ -114,6 +125,13 @@ struct lf_state {
     float *h;                 /* direction d of a layer at offset batch * h_off[d], rows of Rp */
     float *c;                 /* at offset batch * c_off[d], rows of Hp (LSTM) */
 };
+
+/* Scratch bytes per batch row of an int8 cell step beyond its 2*Hp floats: 2 scales and
+ * the quantized x (Iq) and h (Rp) rows. */
+static inline int32_t lf_i8_row_bytes(const lf_cell *L)
+{
+    return L->wtype == LF_WEIGHTS_I8 ? 2 * (int32_t)sizeof(float) + L->Iq + L->Rp : 0;
+}
 
 static inline int32_t lf_pad_hidden(int32_t n) { return (n + LF_HPAD - 1) / LF_HPAD * LF_HPAD; }
 
@@ -135,6 +153,7 @@ void lf_aligned_free(void *p);
 void *lf_alloc_counted(size_t bytes, size_t *total); /* lf_aligned_alloc, adding its bytes */
 int lf_mul_size(size_t a, size_t b, size_t *out); /* 1 on success, 0 on overflow */
 const lf_kernels *lf_kernels_for(lf_isa isa);
+int lf_cpu_has_vnni(void);                       /* AVX-512 VNNI (the int8 avx512 kernel) */
 float lf_act_scalar(lf_activation act, float x);  /* element-wise activations */
 size_t lf_weight_size(lf_weights t);             /* bytes per stored weight */
 void lf_softmax_rows(int log_out, int32_t rows, int32_t n, int32_t ld, float *y);

@@ -4,11 +4,14 @@
 #ifdef LF_X86
 #include "simd_avx2.h"
 #include "kernel_cells.h"
+#define LF_I8_MODE 2
+#include "kernel_int8.h"
 
 const lf_kernels lf_kernels_avx2 = {
     .isa = LF_ISA_AVX2,
     .vw = VW,
     .cell_packed = cell_packed_avx2,
+    .cell_i8 = cell_i8_avx2,
     .lstm_seq_one = lstm_seq_one_avx2,
     .packed_max_batch = INT32_MAX,
     .lstm_pointwise = NULL,

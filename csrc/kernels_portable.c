@@ -2,11 +2,14 @@
 #define LF_BLAS_RECURRENCE 1
 #include "simd_portable.h"
 #include "kernel_cells.h"
+#define LF_I8_MODE 0
+#include "kernel_int8.h"
 
 const lf_kernels lf_kernels_portable = {
     .isa = LF_ISA_PORTABLE,
     .vw = VW,
     .cell_packed = cell_packed_portable,
+    .cell_i8 = cell_i8_portable,
     .lstm_seq_one = lstm_seq_one_portable,
     .packed_max_batch = 8, /* measured: BLAS wins above 8 rows */
     .lstm_pointwise = lstm_pointwise_portable,

@@ -130,7 +130,7 @@ static lf_status check_desc(const lf_layer_desc *d, int32_t l, const lf_layer_de
     if (!valid_dim(d->input_size) || !valid_dim(d->units))
         return LF_E_INVALID_SIZE;
     if (d->weights != LF_WEIGHTS_F32 && d->weights != LF_WEIGHTS_F16
-        && d->weights != LF_WEIGHTS_BF16)
+        && d->weights != LF_WEIGHTS_BF16 && d->weights != LF_WEIGHTS_I8)
         return LF_E_BAD_LAYER;
     if (prev && d->input_size != out_features(prev))
         return LF_E_INVALID_SIZE;
@@ -195,6 +195,13 @@ lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_is
         isa = lf_cpu_best_isa();
     if (isa > lf_cpu_best_isa() || isa < LF_ISA_AUTO)
         return LF_E_ISA_UNAVAILABLE;
+    /* The avx512 int8 cell is VNNI's; without VNNI an int8 model runs on the avx2 level
+     * (the same integers). */
+    int i8 = 0;
+    for (int32_t l = 0; l < num_layers; l++)
+        i8 |= lf_is_recurrent(layers[l].kind) && layers[l].weights == LF_WEIGHTS_I8;
+    if (isa == LF_ISA_AVX512 && i8 && !lf_cpu_has_vnni())
+        isa = LF_ISA_AVX2;
     const lf_kernels *k = lf_kernels_for(isa);
     const size_t head = sizeof(lf_model) + (size_t)num_layers * sizeof(lf_layer);
     lf_model *m = calloc(1, head);
@@ -224,6 +231,7 @@ lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_is
                 c_sum += L->kind == LF_LAYER_LSTM ? L->Hp : 0;
                 m->width_max = max32(m->width_max, max32(L->Hp, L->Rp));
                 m->gates_max = max32(m->gates_max, L->G * L->Hp);
+                m->i8_row = max32(m->i8_row, lf_i8_row_bytes(L));
             }
             if ((layer->flags & LF_LAYER_RETURN_LAST) && m->return_last < 0)
                 m->return_last = l;

@@ -40,8 +40,24 @@ static uint16_t f32_to_bf16(float f)
     return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
+/* int8 codes of a row of n weights: q = round(w / s) in [-127, 127] with the row's symmetric
+ * scale s = max|w| / 127 (returned; 0 for an all-zero row, whose codes are 0). Values already
+ * on such a grid (q * s) give back q and, to the last bit or one ulp, s. */
+static float i8_row(const float *src, size_t n, int8_t *q)
+{
+    float m = 0.0f;
+    for (size_t k = 0; k < n; k++)
+        m = fabsf(src[k]) > m ? fabsf(src[k]) : m;
+    const float s = m / 127.0f;
+    for (size_t k = 0; k < n; k++) {
+        const float t = s > 0.0f ? nearbyintf(src[k] / s) : 0.0f;
+        q[k] = (int8_t)(t > 127.0f ? 127 : t >= -127.0f ? (int)t : -127);
+    }
+    return s;
+}
+
 /* Rounds a row of n weights to type t: out gets the values as float32, codes (if non-NULL)
- * the stored elements. */
+ * the stored elements (fp16, bf16). */
 static void round_row(lf_weights t, const float *src, size_t n, float *out, uint16_t *codes)
 {
     for (size_t k = 0; k < n; k++) {
@@ -61,13 +77,23 @@ lf_status lf_round_matrix(lf_weights t, const float *src, size_t rows, size_t n,
                           size_t ld, int transposed)
 {
     float *tmp = malloc((n ? n : 1) * sizeof(float));
-    if (!tmp)
+    int8_t *q = t == LF_WEIGHTS_I8 ? malloc(n ? n : 1) : NULL;
+    if (!tmp || (t == LF_WEIGHTS_I8 && !q)) {
+        free(tmp);
         return LF_E_NO_MEMORY;
+    }
     for (size_t r = 0; r < rows; r++) {
-        round_row(t, src + r * n, n, tmp, NULL);
+        if (q) { /* int8: per-row scale, widened back to float32 */
+            const float s = i8_row(src + r * n, n, q);
+            for (size_t k = 0; k < n; k++)
+                tmp[k] = (float)q[k] * s;
+        } else {
+            round_row(t, src + r * n, n, tmp, NULL);
+        }
         for (size_t k = 0; k < n; k++)
             dst[transposed ? k * ld + r : r * ld + k] = tmp[k];
     }
+    free(q);
     free(tmp);
     return LF_OK;
 }
@@ -75,6 +101,62 @@ lf_status lf_round_matrix(lf_weights t, const float *src, size_t rows, size_t n,
 int32_t lf_gates_of(lf_layer_kind kind)
 {
     return kind == LF_LAYER_LSTM ? 4 : kind == LF_LAYER_GRU ? 3 : 1;
+}
+
+/* An int8 cell's weights (L's sizes set): the packed int8 tiles of kernel_int8.h, the
+ * per-row scales and zero-point corrections, the biases. No float32 copy of W_ih or W_hh:
+ * every path of an int8 cell reads the packed tiles. */
+static lf_status build_i8(lf_cell *L, const float *w_ih, const float *w_hh, const float *b,
+                          const float *b_rec, int32_t vw, size_t *bytes)
+{
+    const size_t I = (size_t)L->I, H = (size_t)L->H, Hp = (size_t)L->Hp, G = (size_t)L->G;
+    const size_t R = (size_t)L->R, Rp = (size_t)L->Rp, Iq = (I + 3) / 4 * 4, GH = G * Hp;
+    const size_t V = (size_t)vw, tile = (Iq + Rp) * G * V;
+    size_t n;
+    if (!lf_mul_size(Iq + Rp, GH, &n))
+        return LF_E_TOO_LARGE;
+    L->Iq = (int32_t)Iq;
+    L->wtype = LF_WEIGHTS_I8;
+    const int has_bias_hn = L->kind == LF_LAYER_GRU && L->reset_after;
+    L->packed_q = lf_alloc_counted(n, bytes);
+    L->q_scale = lf_alloc_counted(2 * GH * sizeof(float), bytes);
+    L->q_corr = lf_alloc_counted(2 * GH * sizeof(int32_t), bytes);
+    L->bias = lf_alloc_counted(GH * sizeof(float), bytes);
+    L->bias_hn = has_bias_hn ? lf_alloc_counted(Hp * sizeof(float), bytes) : NULL;
+    int8_t *q = malloc(I > R ? I : R);
+    if (!L->packed_q || !L->q_scale || !L->q_corr || !L->bias || (has_bias_hn && !L->bias_hn)
+        || !q) {
+        free(q);
+        return LF_E_NO_MEMORY;
+    }
+    int8_t *pk = L->packed_q;
+    for (size_t g = 0; g < G; g++)
+        for (size_t u = 0; u < H; u++) {
+            const size_t col = g * Hp + u;
+            /* byte (kg, g, j, kk) of tile u / V is W[row][4 kg + kk], j = u % V */
+            int8_t *t = pk + (u / V) * tile + (g * V + u % V) * 4;
+            for (int part = 0; part < 2; part++) {
+                const size_t K = part ? R : I, k0 = part ? Iq : 0;
+                const float *src = part ? w_hh + (g * H + u) * R : w_ih + (g * H + u) * I;
+                L->q_scale[part * GH + col] = i8_row(src, K, q);
+                int32_t sum = 0;
+                for (size_t k = 0; k < K; k++) {
+                    const size_t kk = k0 + k;
+                    t[(kk / 4) * G * V * 4 + kk % 4] = q[k];
+                    sum += q[k];
+                }
+                L->q_corr[part * GH + col] = -128 * sum;
+            }
+            const float bi = b ? b[g * H + u] : 0.0f, bh = b_rec ? b_rec[g * H + u] : 0.0f;
+            if (has_bias_hn && g == 2) {
+                L->bias[col] = bi;
+                L->bias_hn[u] = bh;
+            } else {
+                L->bias[col] = bi + bh;
+            }
+        }
+    free(q);
+    return LF_OK;
 }
 
 /* Copies one cell's weights, rounded to d->weights, into the layouts its paths read: the
@@ -106,6 +188,16 @@ lf_status lf_build_cell(lf_cell *L, const lf_layer_desc *d, int backward,
     L->act = d->activation;
     L->ract = d->recurrent_activation;
     L->default_acts = L->act == LF_ACT_TANH && L->ract == LF_ACT_SIGMOID;
+    if (d->weights == LF_WEIGHTS_I8) {
+        lf_status st = build_i8(L, w_ih, w_hh, b, b_rec, kernels->vw, bytes);
+        if (st != LF_OK || !w_hr)
+            return st;
+        L->whr_t = lf_alloc_counted(n_hr * sizeof(float), bytes);
+        L->zero = lf_alloc_counted(Rp * sizeof(float), bytes);
+        if (!L->whr_t || !L->zero)
+            return LF_E_NO_MEMORY;
+        return lf_round_matrix(LF_WEIGHTS_I8, w_hr, R, H, L->whr_t, Rp, 1);
+    }
     const int blas_recurrence = d->kind == LF_LAYER_LSTM && kernels->lstm_pointwise;
     const int has_bias_hn = d->kind == LF_LAYER_GRU && L->reset_after;
     L->wih_t = lf_alloc_counted(n_ih * sizeof(float), bytes);
@@ -174,6 +266,8 @@ lf_status lf_build_cell(lf_cell *L, const lf_layer_desc *d, int backward,
 
 void lf_free_cell(lf_cell *L)
 {
+    lf_aligned_free(L->q_scale);
+    lf_aligned_free(L->q_corr);
     lf_aligned_free(L->packed_q);
     lf_aligned_free(L->wih_t);
     lf_aligned_free(L->whh_t);

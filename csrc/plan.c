@@ -17,13 +17,13 @@ size_t lf_place(lf_placer *p, size_t rows, size_t cols, size_t elem_bytes)
     return at;
 }
 
-static lf_thread_plan place_thread(lf_placer *pl, size_t B, size_t width)
+static lf_thread_plan place_thread(lf_placer *pl, size_t B, size_t width, size_t i8_row)
 {
     lf_thread_plan t;
     t.hnew = lf_place(pl, B, width, sizeof(float));
     t.cold = lf_place(pl, B, width, sizeof(float));
     t.hc = lf_place(pl, B, width, sizeof(float));
-    t.scratch = lf_place(pl, 2 * B, width, sizeof(float));
+    t.scratch = lf_place(pl, B, 2 * width * sizeof(float) + i8_row, 1);
     return t;
 }
 
@@ -52,7 +52,7 @@ lf_plan lf_make_plan(const lf_model *m, int32_t batch, int32_t steps)
     p.perm = lf_place(&pl, B, 1, sizeof(int32_t));
     p.keys = lf_place(&pl, B, 1, sizeof(int64_t));
     for (int i = 0; i < 2; i++)
-        p.thread[i] = place_thread(&pl, B, width);
+        p.thread[i] = place_thread(&pl, B, width, (size_t)m->i8_row);
     if (pl.ok)
         p.total_bytes = pl.next + LF_ALIGN;  /* the slack to align any workspace */
     return p;

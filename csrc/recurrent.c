@@ -19,7 +19,9 @@ static void cell_step(const lf_model *m, const lf_cell *L, int32_t B, const floa
     const lf_kernels *k = m->kernels;
     const int G = L->G * L->Hp;
     float *h_cell = L->whr_t ? w->hc : h_out;
-    if (lf_blas_recurrence(k, L, B)) {
+    if (L->wtype == LF_WEIGHTS_I8) {
+        k->cell_i8(L, B, x, ldx, h_prev, c, h_cell, w->scratch);
+    } else if (lf_blas_recurrence(k, L, B)) {
         lf_sgemm(B, G, L->R, h_prev, L->Rp, L->whh_t, G, gates, G, 1);
         k->lstm_pointwise(L, B, gates, c, h_cell);
     } else {
@@ -103,7 +105,9 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
     const int32_t half = B / 2;
     const int split = !mask && w->second && packed && half > 0 && !(mode & DIR_NO_BLAS)
                       && 2.0 * n * B * G * (double)(L->I + L->R) >= LF_PARALLEL_MIN_FLOPS;
-    const int fused = (n == 1 && packed) || prefix || no_blas || split;
+    /* int8 cells always read (and quantize) x in the kernel: there is no float projection. */
+    const int fused = (n == 1 && packed) || prefix || no_blas || split
+                      || L->wtype == LF_WEIGHTS_I8;
     if (!fused)
         lf_sgemm(n * B, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
     if (!mask) {

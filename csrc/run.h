@@ -5,7 +5,8 @@
 
 #include "internal.h"
 
-/* Per-thread row buffers (B rows of width_max floats; scratch 2B rows). */
+/* Per-thread row buffers (B rows of width_max floats; scratch 2B rows plus, with int8 cells,
+ * B rows of lf_model.i8_row bytes). */
 typedef struct lf_thread_plan {
     size_t hnew, cold, hc, scratch;
 } lf_thread_plan;

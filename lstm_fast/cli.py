@@ -16,6 +16,7 @@ from .errors import LstmFastError
 from .source_options import add_source_options as _add_source_options
 from .source_options import convert_source as _convert_source
 from .source_options import torch_options as _torch_options
+from .spec import WEIGHT_DTYPES
 
 __all__ = ["main"]
 
@@ -38,18 +39,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--no-verify", action="store_true",
                    help="do not compare with the source framework")
     c.add_argument("--steps", type=int, default=64, help="steps of the random check input")
-    c.add_argument("--weights", choices=("fp32", "fp16", "bf16"), default="fp32",
+    c.add_argument("--weights", choices=WEIGHT_DTYPES, default="fp32",
                    help="storage type of the weight matrices (default fp32); see "
                         "`lstm-fast quantize`")
 
-    q = sub.add_parser("quantize", help="store a model file's weights as fp16 or bf16",
-                       description="Round every weight matrix of a model file to fp16 or bf16 "
+    q = sub.add_parser("quantize", help="store a model file's weights as fp16, bf16 or int8",
+                       description="Round every weight matrix of a model file to fp16, bf16 "
+                                   "or int8 with one scale per output row "
                                    "(biases, state and gate math stay float32), measure the "
                                    "max abs output error against the input model on a "
                                    "500-step random input, and write both to OUT.")
     q.add_argument("model", help="lstm_fast model file (.lfm)")
     q.add_argument("-o", "--output", required=True, help="model file to write")
-    q.add_argument("--weights", choices=("fp32", "fp16", "bf16"), required=True,
+    q.add_argument("--weights", choices=WEIGHT_DTYPES, required=True,
                    help="storage type of the weight matrices")
 
     i = sub.add_parser("info", help="describe a model file",

@@ -15,13 +15,14 @@ memory-mapped rather than copied. The header's ``__metadata__`` carries:
     the kind's :class:`~lstm_fast.spec.Tensor` and :class:`~lstm_fast.spec.Option`
     declarations list them (``return_last`` is kept as ``return_sequences`` = not it, the key
     older lstm_fast reads). Version 2 adds ``weights_dtype`` (``"fp16"``/``"bf16"``: the
-    ``quantizable`` tensors are stored as F16/BF16, half the bytes)
+    ``quantizable`` tensors are stored as F16/BF16, half the bytes; ``"int8"``: as I8 codes
+    plus an F32 tensor ``<name>.scale`` of one scale per row, see :mod:`lstm_fast.quantize`)
     and ``quant_error`` (the error bound ``Model.quantize`` measured). Float32 models are still
     written as version 1, so older lstm_fast reads them; version 1 files load as before.
 
 Loading memory-maps the tensors: float32 arrays are used in place (no copy); narrow weights
-are widened to float32 once for the :class:`~lstm_fast.spec.ModelSpec` (the engine then stores
-them narrow again, exactly).
+(int8: codes times their row scales) are widened to float32 once for the
+:class:`~lstm_fast.spec.ModelSpec` (the engine then stores them narrow again, exactly).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 from . import safetensors
 from ._untrusted import loads_json, short
 from .errors import FormatVersionError, LstmFastError, ModelFileError
-from .quantize import narrow, widen
+from .quantize import int8_codes, int8_values, narrow, widen
 from .spec import (
     LAYER_KINDS,
     SPEC_VERSION,
@@ -102,7 +103,9 @@ def _container(spec: ModelSpec
             arr = getattr(L, t.name)
             if arr is not None:
                 names[t.name] = prefix + t.name
-                if wdt != "fp32" and t.quantizable:
+                if wdt == "int8" and t.quantizable:
+                    arr, tensors[names[t.name] + _SCALE] = int8_codes(arr)
+                elif wdt != "fp32" and t.quantizable:
                     arr = narrow(arr, wdt)
                     stored[names[t.name]] = "F16" if wdt == "fp16" else "BF16"
                 tensors[names[t.name]] = arr
@@ -200,6 +203,9 @@ def _spec_from_json(model: Any, tensors: dict[str, np.ndarray], path: str) -> Mo
         raise ModelFileError(f"{path}: invalid model: {e}") from None
 
 
+_SCALE = ".scale"  # int8: the per-row scales of tensor KEY are stored as KEY + _SCALE
+
+
 def _layer_from_json(entry: Any, k: str, tensors: dict[str, np.ndarray], used: set[str],
                      path: str, wdt: str = "fp32", outer: bool = True) -> Any:
     if isinstance(entry, dict) and entry.get("kind") == "bidirectional":
@@ -235,8 +241,18 @@ def _layer_from_json(entry: Any, k: str, tensors: dict[str, np.ndarray], used: s
         if not isinstance(key, str) or key not in tensors:
             raise ModelFileError(f"{path}: layer {k}: tensor {reprlib.repr(key)} is missing")
         arr = tensors[key]
-        # narrow weights: F16 for fp16; BF16 arrives widened to float32 by the reader
-        if wdt == "fp16" and name in quantizable:
+        # narrow weights: F16 for fp16; BF16 arrives widened to float32 by the reader; int8:
+        # I8 codes plus the F32 scale of each row in the tensor KEY + ".scale"
+        if wdt == "int8" and name in quantizable:
+            scales = tensors.get(key + _SCALE)
+            if arr.dtype != np.int8 or arr.ndim != 2 or scales is None \
+                    or scales.dtype != np.float32 or scales.shape != (arr.shape[0],) \
+                    or not np.isfinite(scales).all():
+                raise ModelFileError(f"{path}: tensor {key!r} must be I8 with an F32 "
+                                     f"{key + _SCALE!r} of one finite scale per row")
+            arr = int8_values(arr, scales)
+            used.add(key + _SCALE)
+        elif wdt == "fp16" and name in quantizable:
             if arr.dtype != np.float16:
                 raise ModelFileError(f"{path}: tensor {key!r} must be F16, got {arr.dtype}")
             arr = widen(arr, wdt)

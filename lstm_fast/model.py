@@ -135,7 +135,8 @@ class Model:
 
     @property
     def weights_dtype(self) -> str:
-        """Storage type of the weight matrices: ``"fp32"``, ``"fp16"`` or ``"bf16"``."""
+        """Storage type of the weight matrices: ``"fp32"``, ``"fp16"``, ``"bf16"`` or
+        ``"int8"``."""
         return self._spec.weights_dtype
 
     @property
@@ -148,11 +149,15 @@ class Model:
 
         Parameters
         ----------
-        dtype : {"fp16", "bf16", "fp32"}
+        dtype : {"fp16", "bf16", "int8", "fp32"}
             fp16 and bf16 round every weight matrix (cells of both directions, projections,
             Dense, Embedding) to nearest even; the step kernels widen them to float32 in
-            registers. Biases, state and gate math stay float32. ``"fp32"``: a copy with
-            ``weights_dtype`` fp32 (the values stay as they are).
+            registers. int8 rounds every weight matrix to int8 with one symmetric float32
+            scale per output row (max|row| / 127; W_ih and W_hh of a cell separately); the
+            cells' steps run on int8 dot products with x and h quantized per step and batch
+            row (docs/architecture.md), projections, Dense and Embedding weights are widened
+            to float32 at build time. Biases, state and gate math stay float32.
+            ``"fp32"``: a copy with ``weights_dtype`` fp32 (the values stay as they are).
         measure_steps : int
             The new model's max abs output error against this one is measured on a random
             input of this many steps (one sequence) and recorded as ``spec.quant_error``

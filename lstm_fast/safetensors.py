@@ -35,6 +35,7 @@ _DTYPES = {
 }
 _NAMES = {np.dtype("<f8"): "F64", np.dtype("<f4"): "F32", np.dtype("<f2"): "F16",
           np.dtype("<i8"): "I64", np.dtype("<i4"): "I32", np.dtype("u1"): "U8",
+          np.dtype("i1"): "I8",
           np.dtype("?"): "BOOL"}
 
 

@@ -45,7 +45,7 @@ DENSE_ACTIVATIONS = CELL_ACTIVATIONS + ("softmax", "log_softmax")
 
 MASK_SEMANTICS = ("keras", "torch")
 #: Storage types of the weight matrices (see :mod:`lstm_fast.quantize`).
-WEIGHT_DTYPES = ("fp32", "fp16", "bf16")
+WEIGHT_DTYPES = ("fp32", "fp16", "bf16", "int8")
 #: How :attr:`lstm_fast.Stream.state` is shaped: ``"stacked"`` like nn.LSTM's ``(h_n, c_n)``
 #: (one leading entry per recurrent state), ``"cell"`` like an nn.LSTMCell's ``(h, c)`` of
 #: (B, H) each (a model converted from one cell).
@@ -741,7 +741,7 @@ class ModelSpec:
     state_layout : {"stacked", "cell"}
         The shape of states at the Python API (:data:`STATE_LAYOUTS`); ``"cell"`` needs
         exactly one unidirectional recurrent layer.
-    weights_dtype : {"fp32", "fp16", "bf16"}
+    weights_dtype : {"fp32", "fp16", "bf16", "int8"}
         Storage type of the weight matrices (:data:`WEIGHT_DTYPES`); the float32 arrays then
         hold values exactly on that type's grid (:meth:`lstm_fast.Model.quantize`).
     quant_error : float or None

@@ -186,8 +186,10 @@ typedef enum lf_activation {
  * arrays; lf_model_create rounds each weight to the type (fp16 and bf16 round to nearest even;
  * int8: one symmetric scale per output row, max|row| / 127, separately for w and w_rec), so
  * values already on the type's grid (lstm_fast's Model.quantize) are stored exactly. Biases,
- * state and all gate math stay float32. The recurrent step kernels read the narrow weights and
- * widen them in registers (fp32 FMA); the BLAS paths (the hoisted input projection, large
+ * state and all gate math stay float32. The recurrent step kernels read fp16/bf16 weights and
+ * widen them in registers (fp32 FMA); int8 cells run int8 dot products, with x and h quantized
+ * per step and batch row (max|v| / 127), on every batch size (AVX-512 needs VNNI, else the
+ * model runs on the avx2 level); the BLAS paths (the hoisted input projection, large
  * batches on the portable level), projections, dense layers and embeddings hold the rounded
  * values widened to float32 at build time: the same numbers, in float32 storage. */
 typedef enum lf_weights {

@@ -623,6 +623,136 @@ static void test_errors(void)
     lf_model_free(NULL); lf_state_free(NULL);
 }
 
+/* int8 (issue 13): quantization as the engine's (csrc/pack.c, kernel_int8.h). */
+static double i8_row_ref(const float *w, int n, int *q)
+{
+    float m = 0.0f;
+    for (int k = 0; k < n; k++) m = fabsf(w[k]) > m ? fabsf(w[k]) : m;
+    const float s = m / 127.0f;
+    for (int k = 0; k < n; k++) {
+        float t = s > 0.0f ? nearbyintf(w[k] / s) : 0.0f;
+        q[k] = t > 127.0f ? 127 : t < -127.0f ? -127 : (int)t;
+    }
+    return s;
+}
+static double i8_act_ref(const float *v, int n, int *q)
+{
+    float m = 0.0f;
+    for (int k = 0; k < n; k++) m = fabsf(v[k]) > m ? fabsf(v[k]) : m;
+    if (!(m >= 1e-30f)) {
+        for (int k = 0; k < n; k++) q[k] = 0;
+        return 0.0;
+    }
+    const float inv = 127.0f / m;
+    for (int k = 0; k < n; k++) {
+        float t = nearbyintf(v[k] * inv);
+        q[k] = t > 127.0f ? 127 : t < -127.0f ? -127 : (int)t;
+    }
+    return m / 127.0f;
+}
+
+/* One int8 LSTM layer against the exact integer math in double (B rows, T steps, in chunks),
+ * then GRU (both), RNN, a projected LSTM and a bidirectional GRU: every level gives the same
+ * results as the portable one (the same integers). */
+static void test_int8(lf_isa isa)
+{
+    const int I = 13, H = 37, T = 25;
+    for (int B = 1; B <= 7; B += 3) {
+        lf_layer_desc d = lstm_desc(I, H, 1, 0);
+        d.weights = LF_WEIGHTS_I8;
+        lf_model *m = NULL;
+        lf_state *s = NULL;
+        CHECK(lf_model_create(&d, 1, isa, &m) == LF_OK, "int8 create isa=%d", isa);
+        CHECK(lf_state_create(m, B, &s) == LF_OK, "int8 state");
+        float *x = rand_array((size_t)B * T * I, 1.0f), *y = malloc(sizeof(float) * (size_t)B * T * H);
+        size_t wsb = lf_workspace_size(m, B, 4);
+        void *ws = malloc(wsb);
+        for (int t0 = 0; t0 < T; t0 += 4) {
+            int n = T - t0 < 4 ? T - t0 : 4;
+            lf_io io = seq_io(n, x + (size_t)t0 * I, I, T, y + (size_t)t0 * H, H, 0);
+            CHECK(lf_run(m, s, &io, ws, wsb) == LF_OK, "int8 run");
+        }
+        int *qw = malloc(sizeof(int) * (size_t)4 * H * (I + H)), *qa = malloc(sizeof(int) * (I + H));
+        double *sw = malloc(sizeof(double) * 8 * H), err = 0;
+        for (int r = 0; r < 4 * H; r++) {
+            sw[r] = i8_row_ref(d.w + (size_t)r * I, I, qw + (size_t)r * (I + H));
+            sw[4 * H + r] = i8_row_ref(d.w_rec + (size_t)r * H, H, qw + (size_t)r * (I + H) + I);
+        }
+        float *h = calloc((size_t)H, sizeof(float));
+        double *c = calloc((size_t)H, sizeof(double)), *z = malloc(sizeof(double) * 4 * H);
+        for (int b = 0; b < B; b++) {
+            memset(h, 0, sizeof(float) * (size_t)H);
+            memset(c, 0, sizeof(double) * (size_t)H);
+            for (int t = 0; t < T; t++) {
+                double sx = i8_act_ref(x + ((size_t)b * T + t) * I, I, qa);
+                double sh = i8_act_ref(h, H, qa + I);
+                for (int r = 0; r < 4 * H; r++) {
+                    long ax = 0, ah = 0;
+                    for (int k = 0; k < I; k++) ax += (long)qa[k] * qw[(size_t)r * (I + H) + k];
+                    for (int k = 0; k < H; k++) ah += (long)qa[I + k] * qw[(size_t)r * (I + H) + I + k];
+                    z[r] = d.bias[r] + ax * (sw[r] * sx) + ah * (sw[4 * H + r] * sh);
+                }
+                for (int u = 0; u < H; u++) {
+                    c[u] = sigm(z[H + u]) * c[u] + sigm(z[u]) * tanh(z[2 * H + u]);
+                    h[u] = (float)(sigm(z[3 * H + u]) * tanh(c[u]));
+                    err = fmax(err, fabs(h[u] - y[((size_t)b * T + t) * H + u]));
+                }
+            }
+        }
+        CHECK(err <= 1e-4, "int8 LSTM isa=%d B=%d vs the integer reference: %g", isa, B, err);
+        free(qw); free(qa); free(sw); free(h); free(c); free(z); free(x); free(y); free(ws);
+        free((void *)d.w); free((void *)d.w_rec); free((void *)d.bias);
+        lf_state_free(s);
+        lf_model_free(m);
+    }
+    /* other kinds: each level against the portable one */
+    for (int kind = 0; kind < 5; kind++) {
+        const int G = kind < 2 ? 3 : kind == 2 ? 1 : 4, P = 11;
+        lf_layer_desc d = {.kind = kind < 2 ? LF_LAYER_GRU : kind == 2 ? LF_LAYER_RNN : LF_LAYER_LSTM,
+                           .input_size = I, .units = H, .activation = LF_ACT_TANH,
+                           .recurrent_activation = LF_ACT_SIGMOID, .weights = LF_WEIGHTS_I8};
+        const int R = kind == 3 ? P : H;
+        d.w = rand_array((size_t)G * H * I, 0.3f);
+        d.w_rec = rand_array((size_t)G * H * R, 0.3f);
+        d.bias = rand_array((size_t)G * H, 0.3f);
+        d.bias_rec = kind < 2 ? rand_array((size_t)G * H, 0.3f) : NULL;
+        d.flags = kind == 0 ? LF_LAYER_RESET_AFTER : 0;
+        if (kind == 3) {
+            d.w_proj = rand_array((size_t)P * H, 0.3f);
+            d.proj_size = P;
+        }
+        if (kind == 4) {
+            d.flags |= LF_LAYER_BIDIRECTIONAL;
+            d.merge = LF_MERGE_CONCAT;
+            d.w_b = rand_array((size_t)G * H * I, 0.3f);
+            d.w_rec_b = rand_array((size_t)G * H * R, 0.3f);
+        }
+        const int O = kind == 3 ? P : kind == 4 ? 2 * H : H, B = 5;
+        float *x = rand_array((size_t)B * T * I, 1.0f);
+        float *y[2] = {malloc(sizeof(float) * (size_t)B * T * O), malloc(sizeof(float) * (size_t)B * T * O)};
+        lf_isa isas[2] = {LF_ISA_PORTABLE, isa};
+        for (int v = 0; v < 2; v++) {
+            lf_model *m = NULL;
+            lf_state *s = NULL;
+            CHECK(lf_model_create(&d, 1, isas[v], &m) == LF_OK, "int8 kind %d create", kind);
+            CHECK(lf_state_create(m, B, &s) == LF_OK, "int8 state");
+            size_t wsb = lf_workspace_size(m, B, T);
+            void *ws = malloc(wsb);
+            lf_io io = seq_io(T, x, I, T, y[v], O, 0);
+            CHECK(lf_run(m, s, &io, ws, wsb) == LF_OK, "int8 kind %d run", kind);
+            free(ws);
+            lf_state_free(s);
+            lf_model_free(m);
+        }
+        double err = 0;
+        for (size_t k = 0; k < (size_t)B * T * O; k++) err = fmax(err, fabs(y[0][k] - y[1][k]));
+        CHECK(err <= 1e-5, "int8 kind %d isa=%d vs portable: %g", kind, isa, err);
+        free(x); free(y[0]); free(y[1]);
+        free((void *)d.w); free((void *)d.w_rec); free((void *)d.bias); free((void *)d.bias_rec);
+        free((void *)d.w_proj); free((void *)d.w_b); free((void *)d.w_rec_b);
+    }
+}
+
 int main(void)
 {
     static const int sizes[][6] = {
@@ -644,6 +774,7 @@ int main(void)
         test_pointwise(isa);
         test_rows(isa);
         test_model_bytes(isa);
+        test_int8(isa);
     }
     test_errors();
     printf("%d passed, %d failed\n", passed, failed);
