@@ -223,7 +223,7 @@ void lf_run_recurrent(const lf_model *m, lf_state *s, const lf_layer *layer, int
     const int keras = !(layer->flags & LF_LAYER_ZERO_MASKED_OUTPUT);
     unsigned base = (keras ? DIR_TRACK_LAST : 0)
                     | (layer->dirs == 2 || !keras ? DIR_ZERO_OUT : 0);
-    lf_dir_job jobs[2];
+    lf_dir_job jobs[2] = {0};
     for (int dir = 0; dir < layer->dirs; dir++) {
         const lf_cell *L = &layer->cell[dir];
         unsigned mode = base;
