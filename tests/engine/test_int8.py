@@ -8,6 +8,7 @@ the pool, bidirectional chains, the model file, the CLI and the error paths."""
 import dataclasses
 import json
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -267,6 +268,16 @@ def test_error_paths(tmp_path):
     safetensors.write(tmp_path / "bad.lfm", tensors, meta)
     with pytest.raises(lf.ModelFileError, match="scale"):
         lf.load(tmp_path / "bad.lfm")
+    # a finite scale too large for float32 weights: one typed error, and no numpy warning
+    # (found by the fuzzer: the warning made the CLI print two lines)
+    tensors, meta = safetensors.read(tmp_path / "q.lfm")
+    tensors = {k: np.asarray(v) for k, v in tensors.items()}
+    tensors["layers.0.w_hh.scale"] = np.full_like(tensors["layers.0.w_hh.scale"], 3e38)
+    safetensors.write(tmp_path / "huge.lfm", tensors, meta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(lf.LstmFastError, match="w_hh"):
+            lf.load(tmp_path / "huge.lfm")
 
 
 def test_cli_convert_int8(tmp_path, capsys):

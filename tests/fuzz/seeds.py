@@ -118,4 +118,12 @@ def _lfm_seeds(out: Path, seeds: dict[str, list[Path]]) -> list[Path]:
         target = out / f"{src.stem}.lfm"
         save_spec(spec, target)
         paths.append(target)
+    if paths:  # quantized files too: narrow codes and per-row scales are read differently
+        import lstm_fast as lf
+
+        model = lf.load(paths[0])
+        for dtype in ("fp16", "int8"):
+            target = out / f"{paths[0].stem}_{dtype}.lfm"
+            model.quantize(dtype, measure_steps=20).save(target)
+            paths.append(target)
     return paths
