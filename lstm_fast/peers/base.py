@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,24 @@ from .._checks import check_lengths
 from ..errors import FrameworkUnavailable, InputError
 from ..spec import BidirectionalSpec, CellSpec, LayerSpec, ModelSpec
 
-__all__ = ["FrameworkUnavailable", "Peer", "PeerStream"]
+__all__ = ["FrameworkUnavailable", "Peer", "PeerStream", "Quantization"]
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How a quantized peer variant stores its weight matrices.
+
+    Attributes
+    ----------
+    dtype : {"int8", "fp16"}
+        The storage type of the weight matrices (biases and state stay float32).
+    per_row : bool
+        int8: one scale per output row ("per-channel"); False: one scale per matrix.
+    """
+
+    dtype: str
+    per_row: bool = False
+
 
 class PeerStream:
     """Stateful inference in a peer framework: the state after each call starts the next.
@@ -51,18 +69,29 @@ class Peer:
 
     name: str = ""
     version: str = ""
-    #: The ways this framework can run a model; the first is the default.
+    #: The ways this framework can run a model at float32; the first is the default.
     variants: tuple[str, ...] = ("default",)
+    #: The variants that run the model with the framework's own quantized weights (never the
+    #: default, and not in ``variants``: their outputs differ from the float32 model's).
+    quantized_variants: dict[str, Quantization] = {}
 
     def __init__(self, spec: ModelSpec, threads: int, variant: str | None = None) -> None:
         self.spec = spec
         self.threads = threads
         if variant is None:
             variant = self.variants[0]
-        if variant not in self.variants:
+        if variant not in self.variants and variant not in self.quantized_variants:
             raise ValueError(f"{self.name} has no variant {variant!r}; expected one of "
-                             f"{', '.join(self.variants)}")
+                             f"{', '.join((*self.variants, *self.quantized_variants))}")
         self.variant = variant
+        #: The quantized weights this variant runs on; None for float32.
+        self.quantization: Quantization | None = self.quantized_variants.get(variant)
+
+    @property
+    def weights_dtype(self) -> str:
+        """Storage type of the weight matrices the framework runs: ``"fp32"``, or the
+        quantized variant's (``"int8"``, ``"fp16"``)."""
+        return "fp32" if self.quantization is None else self.quantization.dtype
 
     def __repr__(self) -> str:
         kinds = ", ".join(L.kind for L in self.spec.layers)

@@ -5,10 +5,19 @@ Lengths go to the nodes' ``sequence_lens``. The graphs run are time-major and le
 Transpose, Squeeze or Identity node where the caller's view of an array does the same): predict's,
 and the streams' (one for single steps, one for chunks), whose state inputs and outputs are fed
 back through ping-pong buffers.
+
+Quantized variants (``onnxruntime[int8]``, ``onnxruntime[int8-per-channel]``) pass each of
+those graphs through ``onnxruntime.quantization.quantize_dynamic`` (QInt8 weights, one scale
+per matrix or per output row): LSTM nodes become ``DynamicQuantizeLSTM`` and Dense MatMuls
+integer MatMuls, activations quantized on the fly. It quantizes no GRU or RNN node: models with
+those are unavailable in these variants. The calls take the same io-binding paths.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -25,9 +34,18 @@ from ..spec import (
     NormalizeSpec,
     SimpleRNNLayerSpec,
 )
-from .base import FrameworkUnavailable, Peer, PeerStream, _as_input, _cells_of, _gate_blocks
+from .base import (
+    FrameworkUnavailable,
+    Peer,
+    PeerStream,
+    Quantization,
+    _as_input,
+    _cells_of,
+    _gate_blocks,
+)
 
-__all__ = ["ONNX_IR_VERSION", "ONNX_OPSET", "OrtPeer", "build_onnx_model", "make_session"]
+__all__ = ["ONNX_IR_VERSION", "ONNX_OPSET", "OrtPeer", "build_onnx_model", "make_session",
+           "quantize_onnx_model"]
 
 ONNX_OPSET = 17
 ONNX_IR_VERSION = 8  # onnx 1.2x writes newer IR versions than some onnxruntime builds read
@@ -359,13 +377,57 @@ def build_onnx_model(spec: ModelSpec, *, lengths: bool = False, stream: bool = F
     return model
 
 
+def quantize_onnx_model(model: Any, q: Quantization, label: str = "onnxruntime") -> Any:
+    """``model`` through ``onnxruntime.quantization.quantize_dynamic`` (QInt8 weights, per
+    output row when ``q.per_row``), each LSTM node checked to have become a
+    ``DynamicQuantizeLSTM``.
+
+    Raises
+    ------
+    FrameworkUnavailable
+        When the graph has a GRU or RNN node (which ONNX Runtime does not quantize), or an
+        LSTM node was left in float32.
+    """
+    import onnx
+
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as e:
+        raise FrameworkUnavailable(f"{label}: onnxruntime.quantization cannot be imported "
+                                   f"({e})") from None
+    kinds = {n.op_type for n in model.graph.node}
+    if kinds & {"GRU", "RNN"}:
+        raise FrameworkUnavailable(
+            f"{label}: quantize_dynamic quantizes only LSTM nodes (DynamicQuantizeLSTM), not "
+            f"{' or '.join(sorted(kinds & {'GRU', 'RNN'}))}")
+    lstms = sum(n.op_type == "LSTM" for n in model.graph.node)
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # its advice to pre-process the model, on every call
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "quantized.onnx")
+            quantize_dynamic(model, path, per_channel=q.per_row, weight_type=QuantType.QInt8)
+            out = onnx.load(path)
+    finally:
+        logging.disable(previous)
+    done = sum(n.op_type == "DynamicQuantizeLSTM" for n in out.graph.node)
+    if done != lstms:
+        raise FrameworkUnavailable(f"{label}: quantize_dynamic quantized {done} of the "
+                                   f"{lstms} LSTM nodes")
+    return out
+
+
 class OrtPeer(Peer):
     """An ONNX graph in an ``onnxruntime.InferenceSession``. Variants: ``"iobind"`` (default;
     calls go through pre-bound ``io_binding``s: ONNX Runtime's fastest way to call) and
-    ``"run"`` (plain ``session.run`` with a feed dict)."""
+    ``"run"`` (plain ``session.run`` with a feed dict). Quantized variants (LSTM models only;
+    io-binding calls): ``"int8"`` (``quantize_dynamic``, QInt8 weights with one scale per
+    matrix) and ``"int8-per-channel"`` (one scale per output row)."""
 
     name = "onnxruntime"
     variants = ("iobind", "run")
+    quantized_variants = {"int8": Quantization("int8"),
+                          "int8-per-channel": Quantization("int8", per_row=True)}
 
     def __init__(self, spec: ModelSpec, threads: int, variant: str | None = None) -> None:
         super().__init__(spec, threads, variant)
@@ -373,6 +435,12 @@ class OrtPeer(Peer):
             import onnxruntime as ort
         except ImportError as e:
             raise FrameworkUnavailable(f"onnxruntime is not installed ({e})") from None
+        if self.quantization is not None:
+            kinds = {c.kind for L in spec.recurrent_layers for c in _cells_of(L)}
+            if kinds - {"lstm"}:
+                raise FrameworkUnavailable(
+                    f"{self.label}: quantize_dynamic quantizes only LSTM (DynamicQuantizeLSTM),"
+                    f" not {' or '.join(k.upper() for k in sorted(kinds - {'lstm'}))}")
         self._ort = ort
         self.version = str(ort.__version__)
         self._input = "ids" if spec.takes_ids else "x"
@@ -386,6 +454,8 @@ class OrtPeer(Peer):
         if key not in self._sessions:
             model = build_onnx_model(self.spec, lengths=lengths, stream=stream, step=step,
                                      time_major=time_major)
+            if self.quantization is not None:
+                model = quantize_onnx_model(model, self.quantization, self.label)
             self._sessions[key] = make_session(self._ort, model, self.threads, self.version)
         return self._sessions[key]
 

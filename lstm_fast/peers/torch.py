@@ -1,11 +1,19 @@
 """The torch peer: the spec as ``torch.nn`` modules (Embedding, LSTM/GRU/RNN, Linear).
 
 Lengths run as packed sequences; streams carry each recurrent module's (h, c) between calls.
+
+Quantized variants (``torch[int8]``, ``torch[int8-per-channel]``, ``torch[fp16]``) pass the
+modules through ``torch.ao.quantization.quantize_dynamic`` (qint8 with one scale per weight
+matrix, qint8 with one scale per output row, or float16 weights): it swaps the LSTM, GRU and
+Linear modules for their dynamically quantized versions (activations quantized on the fly at
+each call). It has no quantized ``nn.RNN`` nor an LSTM with a projection: those models are
+unavailable in these variants.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +31,7 @@ from ..spec import (
     NormalizeSpec,
     SimpleRNNLayerSpec,
 )
-from .base import FrameworkUnavailable, Peer, PeerStream, _as_input, _cells_of
+from .base import FrameworkUnavailable, Peer, PeerStream, Quantization, _as_input, _cells_of
 
 __all__ = ["TorchPeer"]
 
@@ -98,12 +106,60 @@ def _torch_merge(torch: Any, mode: str, a: Any, b: Any) -> Any:
     return a * b
 
 
+def _quantize_dynamic(torch: Any, stages: list[tuple[LayerSpec, Any, Any]],
+                      q: Quantization, label: str) -> list[tuple[LayerSpec, Any, Any]]:
+    """``stages`` with their LSTM, GRU and Linear modules swapped by ``quantize_dynamic``.
+
+    ``quantize_dynamic`` swaps only the *children* of the module it is given, so the modules
+    go through it in an ``nn.Sequential``; every swapped module is checked to be the
+    quantized class (torch leaves a module it cannot quantize as it was, silently).
+    """
+    nn = torch.nn
+    aq = torch.ao.quantization
+    dynamic = torch.ao.nn.quantized.dynamic
+    expected = {nn.LSTM: dynamic.LSTM, nn.GRU: dynamic.GRU, nn.Linear: dynamic.Linear}
+    for _, mod, _ in stages:
+        if type(mod) is nn.RNN:
+            raise FrameworkUnavailable(
+                f"{label}: quantize_dynamic has no quantized nn.RNN (it "
+                "quantizes LSTM, GRU and Linear)")
+        if isinstance(mod, nn.LSTM) and mod.proj_size:
+            raise FrameworkUnavailable(
+                f"{label}: the dynamically quantized LSTM has no projection "
+                "(proj_size)")
+    if q.dtype == "fp16":
+        qconfig = aq.float16_dynamic_qconfig
+    else:
+        qconfig = aq.per_channel_dynamic_qconfig if q.per_row else aq.default_dynamic_qconfig
+    indices = [k for k, (_, mod, _) in enumerate(stages) if type(mod) in expected]
+    container = nn.Sequential(*(stages[k][1] for k in indices))
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices
+        warnings.simplefilter("ignore")
+        swapped = aq.quantize_dynamic(container, {t: qconfig for t in expected})
+    out = list(stages)
+    for j, k in enumerate(indices):
+        L, mod, act = stages[k]
+        new = swapped[j]
+        if type(new) is not expected[type(mod)]:
+            raise FrameworkUnavailable(
+                f"{label}: quantize_dynamic left a {type(mod).__name__} as "
+                f"{type(new).__module__}.{type(new).__name__}, not quantized")
+        out[k] = (L, new, act)
+    return out
+
+
 class TorchPeer(Peer):
     """``torch.nn`` modules holding the spec's weights. Variants: ``"default"``, and
-    ``"no-mkldnn"`` (oneDNN off, torch's own RNN kernels), the faster one for small layers."""
+    ``"no-mkldnn"`` (oneDNN off, torch's own RNN kernels), the faster one for small layers.
+    Quantized variants (``torch.ao.quantization.quantize_dynamic`` on the LSTM, GRU and Linear
+    modules): ``"int8"`` (qint8 weights, one scale per matrix), ``"int8-per-channel"`` (qint8,
+    one scale per output row) and ``"fp16"`` (float16 weights)."""
 
     name = "torch"
     variants = ("default", "no-mkldnn")
+    quantized_variants = {"int8": Quantization("int8"),
+                          "int8-per-channel": Quantization("int8", per_row=True),
+                          "fp16": Quantization("fp16")}
 
     def __init__(self, spec: ModelSpec, threads: int, variant: str | None = None) -> None:
         super().__init__(spec, threads, variant)
@@ -144,6 +200,9 @@ class TorchPeer(Peer):
                 self._stages.append((L, None, None))
             else:
                 raise FrameworkUnavailable(f"torch: no equivalent of a {L.kind} layer")
+        if self.quantization is not None:
+            self._stages = _quantize_dynamic(torch, self._stages, self.quantization,
+                                             self.label)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
