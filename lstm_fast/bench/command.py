@@ -20,11 +20,25 @@ output must equal lstm_fast's within 1e-4 before it is timed, and the engines ta
 round by round (A, B, C, B, C, A, ...) so that machine noise hits them alike. Frameworks that
 are missing or cannot run the model are listed as skipped.
 
+Quantized weights: ``--weights fp16|bf16|int8`` runs lstm_fast on ``Model.quantize(...)`` of
+the model, and a peer's quantized variant is named in brackets: ``torch[int8]`` (qint8, one
+scale per matrix), ``torch[int8-per-channel]`` (qint8, one scale per output row),
+``torch[fp16]`` (torch ``quantize_dynamic`` on LSTM/GRU/Linear; no RNN),
+``onnxruntime[int8]`` and ``onnxruntime[int8-per-channel]`` (ONNX Runtime ``quantize_dynamic``,
+DynamicQuantizeLSTM; LSTM models only). Quantized engines are not held to 1e-4: the table adds
+their weights type, their max abs error against the fp32 model's outputs (over a 500-step
+stream in step and chunk modes, the timed inputs), the bytes of weights one step reads
+(:mod:`lstm_fast.bench.traffic`) and, at batch 1, the achieved GB/s of that weight traffic
+(bytes per step / time per step).
+
 FLOP counts are 2 x the multiply-adds of every weight matrix per time step (valid steps only
 under ``--lengths``; layers after a last-step-only layer once per sequence); GFLOP/s is the
 FLOP per call over the median latency, also shown as a fraction of the single sgemm
-(1024 x 1024 x 1024, through lstm_fast's own OpenBLAS, at the bench thread count) measured at
-startup.
+(1024 x 1024 x 1024, at the bench thread count) measured at startup with the OpenBLAS kernels
+of the instruction set in use (core type SkylakeX for isa avx512, Haswell for avx2, measured in
+a child process when it is not the core type loaded; see
+:func:`lstm_fast.bench.timing.isa_sgemm_peak`), so the fraction means the same on every
+machine.
 
 JSON output (``--json PATH``), schema ``"lstm_fast.bench/1"``::
 
@@ -34,22 +48,25 @@ JSON output (``--json PATH``), schema ``"lstm_fast.bench/1"``::
                  "batch": int, "frames_per_call": int, "steps": int, "chunk": int,
                  "lengths": [int]|null, "threads": int, "warmup": int,
                  "seconds": float|null, "iters": int|null, "frame_rate": float|null,
-                 "seed": int, "isa": str, "compare": [str]},
+                 "seed": int, "isa": str, "compare": [str], "weights": str},
       "environment": {"lstm_fast": str, "isa": str, "blas": str, "blas_core": str,
+                      "sgemm_core": str (the peak's core type; absent without a peak),
                       "best_isa": str, "threads": int, "cpu": str, "logical_cores": int,
                       "python": str, "numpy": str, "platform": str},
       "model": {"description": str, "layers": [{"kind", "input_size", "output_size"}],
                 "parameters": int, "takes_ids": bool, "flop_per_step": int,
                 "flop_per_call": int},
-      "peak": {"sgemm_gflops": float, "size": 1024, "threads": int} | null,
+      "peak": {"sgemm_gflops": float, "core": str, "size": 1024, "threads": int} | null,
       "engines": [{"name": str, "version": str,
                    "status": "ok"|"skipped"|"mismatch"|"failed", "reason": str|null,
-                   "max_abs_diff": float|null,
+                   "max_abs_diff": float|null (vs the fp32 model's outputs),
+                   "weights": "fp32"|"fp16"|"bf16"|"int8", "bytes_per_step": int|null,
                    "stats": {"calls", "total_s", "min_us", "mean_us", "p50_us", "p90_us",
                              "p99_us", "max_us", "us_per_step", "frames_per_s",
                              "sequences_per_s" (sequence mode, else null), "gflops",
                              "peak_fraction" (null without a peak), "rtf", "rtf_p99"
                              (null without --frame-rate or in sequence mode),
+                             "bytes_per_step", "weight_gb_per_s" (batch 1, else null),
                              "ratio_vs_lstm_fast"} | null,
                    "latencies_us": [float]}],
       "noisy": bool
@@ -71,7 +88,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LstmFastError
-from ..peers import PEER_NAMES
+from ..peers import PEER_NAMES, peer_class
 from ..source_options import add_source_options, convert_source
 from .engines import (
     MODES,
@@ -79,7 +96,9 @@ from .engines import (
     Workload,
     build_peers,
     contender,
+    is_quantized,
     make_workload,
+    max_diff,
     outputs,
     parse_engine_names,
 )
@@ -95,7 +114,8 @@ from .report import (
     require_matplotlib,
     result_lines,
 )
-from .timing import SETTLE_S, Contender, Progress, interleave, sgemm_peak, warm_up
+from .timing import SETTLE_S, Contender, Progress, interleave, isa_sgemm_peak, warm_up
+from .traffic import lstm_fast_step_bytes
 
 __all__ = ["add_parser", "main", "run"]
 
@@ -150,7 +170,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="frames per second of the input: report the real-time factor")
     b.add_argument("--compare", metavar="ENGINES",
                    help="comma list of frameworks to run the same model in: "
-                        + ", ".join(PEER_NAMES))
+                        + ", ".join(PEER_NAMES) + _variants_help())
+    b.add_argument("--weights", choices=("fp32", "fp16", "bf16", "int8"), default="fp32",
+                   help="run lstm_fast on the model quantized to these weights "
+                        "(Model.quantize); with quantized engines the table adds each one's "
+                        "max abs error vs the fp32 model, bytes of weights per step and GB/s")
     b.add_argument("--isa", choices=("auto", "avx512", "avx2", "portable"),
                    help="lstm_fast kernel instruction set (default auto)")
     b.add_argument("--seed", type=int, default=0, help="seed of --spec weights and inputs")
@@ -163,6 +187,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="show the progress bar even when stderr is not a terminal")
     add_source_options(b.add_argument_group("--source options"))
     return b
+
+
+def _variants_help() -> str:
+    """The peers' variants for ``--compare``'s help (none when the peers cannot be imported)."""
+    try:
+        classes = [peer_class(p) for p in PEER_NAMES]
+    except ImportError:
+        return ""
+    other = ", ".join(f"{c.name}[{v}]" for c in classes for v in c.variants[1:])
+    quantized = ", ".join(f"{c.name}[{v}]" for c in classes for v in c.quantized_variants)
+    return (f"; a variant in brackets: {other}; quantized variants: {quantized} (int8: one "
+            "scale per weight matrix, int8-per-channel: one per output row; torch quantizes "
+            "LSTM and GRU, ONNX Runtime only LSTM)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,13 +242,14 @@ def _parse_lengths(value: str | None, batch: int, steps: int, seed: int) -> np.n
     return lengths
 
 
-def _workload(spec: Any, args: argparse.Namespace) -> Workload:
+def _workload(spec: Any, args: argparse.Namespace, accuracy: bool) -> Workload:
     frames = {"step": 1, "chunk": args.chunk, "sequence": args.steps}[args.mode]
     lengths = (_parse_lengths(args.lengths, args.batch, args.steps, args.seed)
                if args.mode == "sequence" else None)
     if args.mode != "sequence" and args.lengths is not None:
         raise ValueError("--lengths applies to --mode sequence")
-    return make_workload(spec, args.mode, args.batch, frames, lengths=lengths, seed=args.seed)
+    return make_workload(spec, args.mode, args.batch, frames, lengths=lengths, seed=args.seed,
+                         accuracy=accuracy)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -261,7 +299,9 @@ def run(args: argparse.Namespace) -> int:
     previous_threads = lf.get_num_threads()
     lf.set_num_threads(args.threads)
     try:
-        return _run(args, spec, origin, names, Model(spec, isa=args.isa))
+        fp32 = Model(spec, isa=args.isa)
+        model = fp32 if args.weights == "fp32" else fp32.quantize(args.weights, measure_steps=0)
+        return _run(args, spec, origin, names, model, fp32)
     finally:
         lf.set_num_threads(previous_threads)
 
@@ -296,15 +336,25 @@ def _measure(timed: list[Engine], args: argparse.Namespace, progress: Progress) 
 
 
 def _run(args: argparse.Namespace, spec: Any, origin: str, names: list[str],
-         model: Any) -> int:
-    wl = _workload(spec, args)
+         model: Any, fp32: Any) -> int:
+    """Time ``model`` (``fp32`` itself, or its quantized copy) and the peers ``names``."""
+    quantized = model is not fp32 or any(is_quantized(n) for n in names)
+    wl = _workload(spec, args, accuracy=quantized)
     import lstm_fast as lf
 
-    me = Engine("lstm_fast", lf.__version__, runner=model)
-    reference = outputs(model, wl)  # also fails early (stream of a bidirectional model)
+    me = Engine("lstm_fast", lf.__version__, runner=model, weights=model.weights_dtype,
+                bytes_per_step=lstm_fast_step_bytes(model))
+    reference = outputs(fp32, wl)  # also fails early (stream of a bidirectional model)
+    if model is not fp32:
+        me.max_abs_diff = max_diff(reference, outputs(model, wl))
     me.contender = contender(me, wl)
     env = environment(model.isa, args.threads)
-    peak = None if args.no_peak else sgemm_peak()
+    peak = None
+    if not args.no_peak:
+        try:
+            peak, env["sgemm_core"] = isa_sgemm_peak(model.isa, args.threads)
+        except RuntimeError as e:
+            print(f"note: no sgemm peak ({e})")
     for line in header_lines(env, spec, args, wl, origin, peak):
         print(line)
     sys.stdout.flush()

@@ -1,5 +1,11 @@
 """What is timed: a workload (the inputs of each call, what a call computes) and the engines
-that run it (lstm_fast and its peers), each checked against lstm_fast before it is timed."""
+that run it (lstm_fast and its peers), each checked against lstm_fast before it is timed.
+
+Quantized engines (lstm_fast with narrow weights, a peer's quantized variant such as
+``torch[int8]``) are not held to the tolerance: their max abs difference from the float32
+model's outputs is measured (over a stream of at least :data:`ERROR_STEPS` steps, the timed
+inputs) and reported next to their latency.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import FrameworkUnavailable
-from ..peers import PEER_NAMES, split_variant
+from ..peers import PEER_NAMES, peer_class, split_variant
 from ..sample_input import random_input
 from .timing import Contender
+from .traffic import peer_step_bytes
 
-__all__ = ["MODES", "TOLERANCE", "Engine", "Workload", "build_peers", "flop_counts",
-           "make_workload", "max_diff", "outputs", "parse_engine_names", "timed_call"]
+__all__ = ["ERROR_STEPS", "MODES", "TOLERANCE", "Engine", "Workload", "build_peers",
+           "flop_counts", "is_quantized", "make_workload", "max_diff", "outputs",
+           "parse_engine_names", "timed_call"]
 
 #: Max abs difference a peer's output may have from lstm_fast's before it is timed.
 TOLERANCE = 1e-4
@@ -26,6 +34,8 @@ STEP_POOL = 64
 CHUNK_POOL = 4
 #: Outputs compared with each peer: frames in step mode, chunks in chunk mode.
 VERIFY_CALLS = {"step": 8, "chunk": 2, "sequence": 1}
+#: Steps of the stream a quantized engine's error is measured over (step and chunk modes).
+ERROR_STEPS = 500
 
 
 @dataclass
@@ -91,7 +101,7 @@ def flop_counts(spec: Any) -> tuple[int, int]:
 
 def make_workload(spec: Any, mode: str, batch: int, frames: int, *,
                   lengths: np.ndarray | None = None, seed: int = 0,
-                  x: np.ndarray | None = None) -> Workload:
+                  x: np.ndarray | None = None, accuracy: bool = False) -> Workload:
     """The workload of ``mode`` on ``spec``.
 
     Parameters
@@ -111,6 +121,9 @@ def make_workload(spec: Any, mode: str, batch: int, frames: int, *,
     x : ndarray, optional
         The input instead of a random one: (B, T, I) or (B, T) ids; step and chunk modes cut it
         into their frames / chunks.
+    accuracy : bool
+        Step and chunk modes: a random input of at least :data:`ERROR_STEPS` steps, all of
+        them compared between engines (to measure a quantized engine's error on a stream).
     """
     per_step, once = flop_counts(spec)
     if mode == "sequence":
@@ -126,6 +139,8 @@ def make_workload(spec: Any, mode: str, batch: int, frames: int, *,
     T = 1 if mode == "step" else frames
     if x is None:
         pool = STEP_POOL if mode == "step" else CHUNK_POOL
+        if accuracy:
+            pool = max(pool, -(-ERROR_STEPS // T))
         x = random_input(spec, batch, T * pool, seed)
     pool = x.shape[1] // T
     if mode == "step":
@@ -133,7 +148,7 @@ def make_workload(spec: Any, mode: str, batch: int, frames: int, *,
     else:
         inputs = [np.ascontiguousarray(x[:, k * T:(k + 1) * T]) for k in range(pool)]
     return Workload(mode, batch, T, inputs, None, int((per_step * T + once) * batch),
-                    min(VERIFY_CALLS[mode], pool))
+                    pool if accuracy else min(VERIFY_CALLS[mode], pool))
 
 
 @dataclass
@@ -144,9 +159,19 @@ class Engine:
     version: str = ""
     status: str = "ok"  # ok | skipped | mismatch | failed
     reason: str | None = None
+    #: Max abs difference of its outputs from the float32 lstm_fast model's (the reference).
     max_abs_diff: float | None = None
     runner: Any = None  # has predict(x, lengths=) and stream(batch)
     contender: Contender | None = None  # set when it is timed
+    #: Storage type of the weight matrices it runs ("fp32", "fp16", "bf16", "int8").
+    weights: str = "fp32"
+    #: Bytes of weights one step reads (:mod:`.traffic`).
+    bytes_per_step: int | None = None
+
+    @property
+    def quantized(self) -> bool:
+        """Runs narrow weights: its error is reported, not checked against the tolerance."""
+        return self.weights != "fp32"
 
     @property
     def label(self) -> str:
@@ -213,6 +238,18 @@ def parse_engine_names(text: str | None) -> list[str]:
     return names
 
 
+def is_quantized(name: str) -> bool:
+    """Whether the peer name (``"torch[int8]"``) asks for one of its quantized variants
+    (False when :mod:`lstm_fast.peers` cannot be imported: the peer is then skipped)."""
+    key, variant = split_variant(name)
+    if variant is None:
+        return False
+    try:
+        return variant in peer_class(key).quantized_variants
+    except ImportError:
+        return False
+
+
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (its type when it has none)."""
     text = str(e).strip()
@@ -221,7 +258,11 @@ def first_line(e: BaseException) -> str:
 
 def build_peers(names: list[str], spec: Any, wl: Workload, threads: int,
                 reference: list[np.ndarray], tolerance: float = TOLERANCE) -> list[Engine]:
-    """Build, verify and prepare each peer; those that cannot run are marked, not raised."""
+    """Build, verify and prepare each peer; those that cannot run are marked, not raised.
+
+    ``reference``: the float32 model's outputs. A float32 peer must match them within
+    ``tolerance``; a quantized variant's difference is recorded (``max_abs_diff``) and only a
+    non-finite one stops it."""
     if not names:
         return []
     peers, why = _load_peers()
@@ -235,6 +276,9 @@ def build_peers(names: list[str], spec: Any, wl: Workload, threads: int,
         try:
             e.runner = peers.build_peer(name, spec, threads=threads)
             e.version = str(getattr(e.runner, "version", "") or "")
+            quantization = getattr(e.runner, "quantization", None)
+            e.weights = "fp32" if quantization is None else quantization.dtype
+            e.bytes_per_step = peer_step_bytes(spec, quantization)
             got = outputs(e.runner, wl)
         except FrameworkUnavailable as err:
             e.status, e.reason = "skipped", first_line(err)
@@ -249,7 +293,11 @@ def build_peers(names: list[str], spec: Any, wl: Workload, threads: int,
                         f"{got[0].shape if got else None}")
             continue
         e.max_abs_diff = diff
-        if not diff <= tolerance:
+        if e.quantized and not np.isfinite(diff):
+            e.status = "mismatch"
+            e.reason = "quantized output is not finite; not timed"
+            continue
+        if not e.quantized and not diff <= tolerance:
             e.status = "mismatch"
             e.reason = f"output differs from lstm_fast by {diff:.3g} (> {tolerance:g}); not timed"
             continue

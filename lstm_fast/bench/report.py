@@ -40,7 +40,9 @@ def engine_stats(e: Engine, wl: Workload, peak: float | None,
         "frames_per_s": wl.batch * T / (p50 * 1e-6),
         "sequences_per_s": wl.batch / (p50 * 1e-6) if wl.mode == "sequence" else None,
         "gflops": gflops, "peak_fraction": gflops / peak if peak else None,
-        "rtf": rtf, "rtf_p99": rtf99,
+        "rtf": rtf, "rtf_p99": rtf99, "bytes_per_step": e.bytes_per_step,
+        "weight_gb_per_s": (e.bytes_per_step / (p50 / T * 1e3)
+                            if e.bytes_per_step and wl.batch == 1 and p50 > 0 else None),
     }
 
 
@@ -107,18 +109,37 @@ def header_lines(env: dict[str, Any], spec: Any, args: argparse.Namespace, wl: W
         per_call += f", lengths {wl.lengths.min()}..{wl.lengths.max()} " \
                     f"(mean {wl.lengths.mean():.1f})"
     threads = f"{env['threads']} thread{'s' if env['threads'] != 1 else ''}"
+    weights = getattr(args, "weights", "fp32")
     lines = [
         f"lstm_fast {env['lstm_fast']}, isa {env['isa']}, BLAS {env['blas']} "
         f"(core {env['blas_core']}), {threads} for every engine",
         f"cpu: {env['cpu']} ({env['logical_cores']} logical cores), Python {env['python']}, "
         f"numpy {env['numpy']}",
-        f"model: {origin}: {describe(spec)}; {spec.num_parameters():,} parameters",
+        f"model: {origin}: {describe(spec)}; {spec.num_parameters():,} parameters"
+        + ("" if weights == "fp32" else f"; lstm_fast runs it with {weights} weights"),
         f"mode {wl.mode}: batch {wl.batch}, {per_call}; warmup {args.warmup}, {how} per engine",
         f"compute: {flop_text(wl.flop_per_call)} per call",
     ]
     if peak:
-        lines.append(f"sgemm peak: {peak:.1f} GFLOP/s ({PEAK_SIZE}^3, {threads})")
+        core = env.get("sgemm_core")
+        of = f", OpenBLAS core {core}, the sgemm of isa {env['isa']}" if core else ""
+        lines.append(f"sgemm peak: {peak:.1f} GFLOP/s ({PEAK_SIZE}^3, {threads}{of})")
     return lines
+
+
+def fmt_bytes(n: int | None) -> str:
+    """A byte count in decimal units: ``"1.57 MB"``; ``"-"`` for None."""
+    if n is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
+
+
+def fmt_err(v: float | None) -> str:
+    """A max abs error with 2 significant digits; ``"-"`` for None."""
+    return "-" if v is None else f"{v:.2g}"
 
 
 def result_lines(engines: list[Engine], stats: dict[str, dict[str, Any]], wl: Workload,
@@ -139,6 +160,14 @@ def result_lines(engines: list[Engine], stats: dict[str, dict[str, Any]], wl: Wo
         if s["peak_fraction"] is not None:
             g += f" = {100 * s['peak_fraction']:.1f}% of the sgemm peak"
         lines.append(g)
+        me = next((e for e in engines if e.name == "lstm_fast"), None)
+        if me is not None and any(e.quantized for e in engines):
+            err = ("" if not me.quantized else
+                   f"max abs error vs the fp32 model {fmt_err(me.max_abs_diff)} "
+                   f"({_compared(wl)}); ")
+            gbs = s["weight_gb_per_s"]
+            lines.append(f"weights {me.weights}: {err}{fmt_bytes(me.bytes_per_step)} of weights "
+                         "per step" + ("" if gbs is None else f", {gbs:.1f} GB/s"))
         if s["rtf"] is not None:
             lines.append(f"real-time factor at {args.frame_rate:g} Hz: {s['rtf']:.4g} "
                          f"(p99 {s['rtf_p99']:.4g}; below 1 keeps up)")
@@ -146,21 +175,34 @@ def result_lines(engines: list[Engine], stats: dict[str, dict[str, Any]], wl: Wo
             lines.append("real-time factor: for step and chunk modes only")
     if len(engines) > 1:
         lines.append("")
+        quantized = any(e.quantized for e in engines)
         rows = [("engine", "calls", "p50 us", "p90 us", "p99 us", "us/step", "GFLOP/s",
                  "vs lstm_fast")]
+        if quantized:
+            rows[0] += ("weights", "max err vs fp32", "bytes/step", "GB/s")
         for e in engines:
             s = stats.get(e.name)
             if s is None:
                 continue
             ratio = s["ratio_vs_lstm_fast"]
-            rows.append((e.label, f"{s['calls']:,}", fmt_us(s["p50_us"]), fmt_us(s["p90_us"]),
-                         fmt_us(s["p99_us"]), fmt_us(s["us_per_step"]), f"{s['gflops']:.2f}",
-                         "-" if ratio is None else f"{ratio:.2f}x"))
+            row: tuple[str, ...] = (
+                e.label, f"{s['calls']:,}", fmt_us(s["p50_us"]), fmt_us(s["p90_us"]),
+                fmt_us(s["p99_us"]), fmt_us(s["us_per_step"]), f"{s['gflops']:.2f}",
+                "-" if ratio is None else f"{ratio:.2f}x")
+            if quantized:
+                gbs = s["weight_gb_per_s"]
+                row += (e.weights, fmt_err(e.max_abs_diff), fmt_bytes(e.bytes_per_step),
+                        "-" if gbs is None else f"{gbs:.1f}")
+            rows.append(row)
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
             lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                                    for i, (c, w) in enumerate(zip(r, widths, strict=True))))
         lines.append("(ratio = p50 / lstm_fast's p50: above 1 is slower than lstm_fast)")
+        if quantized:
+            lines.append(f"(max err: max abs difference from the fp32 model's outputs over "
+                         f"{_compared(wl)}; GB/s: bytes of weights per step / time per step, "
+                         "batch 1 only)")
         for e in engines:
             if e.status != "ok":
                 lines.append(f"{e.status}: {e.label}: {e.reason}")
@@ -171,6 +213,13 @@ def result_lines(engines: list[Engine], stats: dict[str, dict[str, Any]], wl: Wo
         lines.append(f"note: noisy machine ({which}): other load, frequency scaling or "
                      f"interrupts; trust the p50s, or rerun on a quiet machine")
     return lines
+
+
+def _compared(wl: Workload) -> str:
+    """What the engines' outputs were compared on."""
+    if wl.mode == "sequence":
+        return f"a batch of {wl.batch} sequences of {wl.frames_per_call} steps"
+    return f"a {wl.verify_calls * wl.frames_per_call}-step stream of batch {wl.batch}"
 
 
 def require_matplotlib() -> None:
@@ -265,17 +314,19 @@ def json_document(args: argparse.Namespace, spec: Any, wl: Workload, names: list
                    "threads": args.threads, "warmup": args.warmup,
                    "seconds": None if args.iters else args.seconds, "iters": args.iters,
                    "frame_rate": args.frame_rate, "seed": args.seed,
-                   "isa": args.isa or "auto", "compare": names},
+                   "isa": args.isa or "auto", "compare": names,
+                   "weights": getattr(args, "weights", "fp32")},
         "environment": env,
         "model": {"description": describe(spec),
                   "layers": [{"kind": L.kind, "input_size": L.input_size,
                               "output_size": L.output_size} for L in spec.layers],
                   "parameters": spec.num_parameters(), "takes_ids": spec.takes_ids,
                   "flop_per_step": per_step, "flop_per_call": wl.flop_per_call},
-        "peak": None if peak is None else {"sgemm_gflops": peak,
+        "peak": None if peak is None else {"sgemm_gflops": peak, "core": env.get("sgemm_core"),
                                            "size": PEAK_SIZE, "threads": args.threads},
         "engines": [{"name": e.name, "version": e.version, "status": e.status,
                      "reason": e.reason, "max_abs_diff": e.max_abs_diff,
+                     "weights": e.weights, "bytes_per_step": e.bytes_per_step,
                      "stats": stats.get(e.name),
                      "latencies_us": [round(v / 1e3, 3) for v in e.latencies]}
                     for e in engines],

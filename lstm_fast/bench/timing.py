@@ -17,6 +17,9 @@ import contextlib
 import ctypes
 import gc
 import itertools
+import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SETTLE_S", "Contender", "Progress", "interleave", "percentiles", "sgemm_peak",
-           "warm_up"]
+__all__ = ["ISA_CORETYPE", "SETTLE_S", "Contender", "Progress", "interleave", "isa_sgemm_peak",
+           "percentiles", "sgemm_peak", "warm_up"]
 
 #: Idle seconds before each turn when several contenders run on several threads.
 SETTLE_S = 0.03
@@ -250,3 +253,74 @@ def sgemm_peak(size: int = PEAK_SIZE, min_seconds: float = 0.15) -> float:
         best = dt if best is None else min(best, dt)
         runs += 1
     return 2.0 * size**3 / max(best, 1)
+
+
+#: The OpenBLAS core type whose sgemm kernels use the instruction set of each lstm_fast kernel
+#: level (the portable level: the BLAS as loaded).
+ISA_CORETYPE = {"avx512": "SkylakeX", "avx2": "Haswell"}
+_PEAKS: dict[tuple[str, int, int], float] = {}
+#: The child process of :func:`isa_sgemm_peak`: prints the peak and the core type it ran on.
+_CHILD = ("import json, sys, lstm_fast; from lstm_fast.bench.timing import sgemm_peak; "
+          "print(json.dumps({'gflops': sgemm_peak(int(sys.argv[1])), "
+          "'core': lstm_fast.blas_info()['core']}))")
+
+
+def isa_sgemm_peak(isa: str, threads: int = 1, size: int = PEAK_SIZE) -> tuple[float, str]:
+    """The sgemm peak of the instruction set ``isa``: :func:`sgemm_peak` through OpenBLAS
+    with the matching core type (:data:`ISA_CORETYPE`), so that a fraction of it means the
+    same on every machine (``LSTM_FAST_ISA=avx2`` on an AVX-512 CPU: the Haswell kernels).
+
+    OpenBLAS picks its kernels when it is loaded, so when the core type differs from the one
+    loaded here, the peak is measured in a child Python with ``OPENBLAS_CORETYPE`` set.
+    Figures are cached for the life of the process.
+
+    Parameters
+    ----------
+    isa : {"avx512", "avx2", "portable"}
+        The lstm_fast kernel level in use.
+    threads : int
+        BLAS threads.
+    size : int
+        The matrices' size.
+
+    Returns
+    -------
+    (gflops, core)
+        GFLOP/s and the OpenBLAS core type it was measured on.
+
+    Raises
+    ------
+    RuntimeError
+        When the child process fails or OpenBLAS ran another core type than asked for.
+    """
+    import lstm_fast as lf
+
+    loaded = lf.blas_info()["core"]
+    core = ISA_CORETYPE.get(isa, loaded)
+    key = (core.lower(), threads, size)
+    if key not in _PEAKS:
+        if core.lower() == loaded.lower():
+            previous = lf.get_num_threads()
+            lf.set_num_threads(threads)
+            try:
+                _PEAKS[key] = sgemm_peak(size)
+            finally:
+                lf.set_num_threads(previous)
+        else:
+            _PEAKS[key] = _child_peak(core, threads, size)
+    return _PEAKS[key], core
+
+
+def _child_peak(core: str, threads: int, size: int) -> float:
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, OPENBLAS_CORETYPE=core, LSTM_FAST_NUM_THREADS=str(threads))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, "-c", _CHILD, str(size)], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the sgemm peak with OPENBLAS_CORETYPE={core} failed: {last}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if str(result["core"]).lower() != core.lower():
+        raise RuntimeError(f"OPENBLAS_CORETYPE={core} ran OpenBLAS core {result['core']}")
+    return float(result["gflops"])
