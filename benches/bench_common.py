@@ -13,6 +13,10 @@ Two kinds of workloads:
 * :class:`ClassifierWorkload`: a text classifier, Embedding -> stacked
   bidirectional LSTM -> Linear on ``cat(h_n[-2], h_n[-1])``, timed from token
   ids to logits, with fixed or ragged (right-padded) sequence lengths.
+
+A :class:`Workload` with ``weights`` other than ``"fp32"`` (``QUANTIZED_WORKLOADS``,
+issue 13's speed table) runs lstm_fast on the model quantized to those weights, next to
+lstm_fast's float32 model and the peers' quantized variants.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ __all__ = [
     "IdArray",
     "LayerWeights",
     "Mode",
+    "QUANTIZED_WORKLOADS",
     "SERVER_WORKLOADS",
     "Workload",
     "make_classifier_inputs",
@@ -77,6 +82,9 @@ class Workload:
         Hidden units ``H``.
     cell : {"lstm", "gru"}
         The recurrent cell (GRU: PyTorch's reset-after variant, gates r, z, n).
+    weights : {"fp32", "fp16", "bf16", "int8"}
+        The weights lstm_fast runs (``Model.quantize``); the peers run their variants
+        quantized to the same type.
     """
 
     name: str
@@ -86,6 +94,7 @@ class Workload:
     input_size: int
     hidden_size: int
     cell: Cell = "lstm"
+    weights: str = "fp32"
 
     @property
     def seed(self) -> int:
@@ -95,9 +104,10 @@ class Workload:
     def describe(self) -> str:
         """Return a short human-readable description of the shapes."""
         shape = f"B={self.batch}, I={self.input_size}, H={self.hidden_size}"
+        weights = "" if self.weights == "fp32" else f", {self.weights} weights"
         if self.mode == "step":
-            return f"{self.cell.upper()} step, {shape}"
-        return f"{self.cell.upper()} sequence, {shape}, T={self.seq_len}"
+            return f"{self.cell.upper()} step, {shape}{weights}"
+        return f"{self.cell.upper()} sequence, {shape}, T={self.seq_len}{weights}"
 
 
 @dataclass(frozen=True)
@@ -194,6 +204,23 @@ SERVER_WORKLOADS: tuple[Workload, ...] = (
     Workload("server_256", "step", batch=256, seq_len=1, input_size=128, hidden_size=256),
 )
 """256 independent streams advanced one step in one call (compare with ``step_128_256``)."""
+QUANTIZED_WORKLOADS: tuple[Workload, ...] = (
+    Workload("int8_step_64_128", "step", 1, 1, input_size=64, hidden_size=128, weights="int8"),
+    Workload("int8_step_128_256", "step", 1, 1, input_size=128, hidden_size=256,
+             weights="int8"),
+    Workload("int8_step_256_512", "step", 1, 1, input_size=256, hidden_size=512,
+             weights="int8"),
+    Workload("int8_gru_step_128_256", "step", 1, 1, input_size=128, hidden_size=256,
+             cell="gru", weights="int8"),
+    Workload("fp16_step_256_512", "step", 1, 1, input_size=256, hidden_size=512,
+             weights="fp16"),
+    Workload("int8_seq_b64", "seq", 64, seq_len=100, input_size=256, hidden_size=512,
+             weights="int8"),
+    Workload("int8_server_256", "step", 256, 1, input_size=128, hidden_size=256,
+             weights="int8"),
+)
+"""Issue 13's speed table: lstm_fast on quantized weights vs its own float32 model and the
+peers' quantized variants."""
 _CLASSIFIER_SHAPE = {
     "batch": 16,
     "seq_len": 128,
@@ -210,6 +237,7 @@ CLASSIFIER_WORKLOADS: tuple[ClassifierWorkload, ...] = (
 AnyWorkload = Workload | ClassifierWorkload
 WORKLOADS: tuple[AnyWorkload, ...] = (
     LSTM_WORKLOADS + AUDIO_WORKLOADS + SERVER_WORKLOADS + GRU_WORKLOADS + CLASSIFIER_WORKLOADS
+    + QUANTIZED_WORKLOADS
 )
 """Every workload, in report order."""
 WORKLOADS_BY_NAME: dict[str, AnyWorkload] = {w.name: w for w in WORKLOADS}

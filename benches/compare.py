@@ -25,6 +25,15 @@ gives the median per call over all rounds, with p10 and p90.
 Peers are measured at their best: torch with its default oneDNN (mkldnn) RNN path and with
 mkldnn disabled, ONNX Runtime with ``run`` and with pre-bound ``io_binding``; the summary table
 picks the faster variant of each and says which one it was.
+
+Quantized rows (``int8_*``, ``fp16_*``: issue 13's speed table): lstm_fast runs the model
+quantized (``Model.quantize``) next to its own float32 model (``lstm_fast_fp32``) and the peers'
+quantized variants of the same type (torch ``quantize_dynamic`` qint8 per tensor / per channel
+or float16; ONNX Runtime ``quantize_dynamic`` per tensor / per channel, LSTM only). Their
+outputs are not held to 1e-4: every engine's max abs error against the float32 model over a
+500-step stream (or the whole batch of sequences) is reported, with the bytes of weights one
+step reads and, at batch 1, the GB/s of that weight traffic; a second summary table gives the
+ratios.
 """
 
 from __future__ import annotations
@@ -58,21 +67,31 @@ from bench_common import (  # noqa: E402
 
 import lstm_fast as lf  # noqa: E402
 from lstm_fast.bench.engines import (  # noqa: E402
+    ERROR_STEPS,
     TOLERANCE,
     Engine,
     build_peers,
     contender,
     make_workload,
+    max_diff,
     outputs,
 )
-from lstm_fast.bench.report import environment, format_table, format_time  # noqa: E402
+from lstm_fast.bench.report import environment, fmt_bytes, format_table, format_time  # noqa: E402
 from lstm_fast.bench.timing import interleave, percentiles, warm_up  # noqa: E402
+from lstm_fast.bench.traffic import lstm_fast_step_bytes  # noqa: E402
 from lstm_fast.peers import peer_class  # noqa: E402
 
 VERIFY_STEPS = 16
 """Number of consecutive frames checked for step workloads."""
 PEERS = {"torch": "torch", "onnxruntime": "ORT"}
 """The compared frameworks and their column titles; every variant of each is timed."""
+FP32 = "lstm_fast_fp32"
+"""lstm_fast's float32 model, the baseline of a quantized row."""
+
+
+def weights_of(w: AnyWorkload) -> str:
+    """The weights lstm_fast runs on ``w`` (classifiers: fp32)."""
+    return getattr(w, "weights", "fp32")
 
 
 @dataclass(frozen=True)
@@ -98,22 +117,39 @@ QUICK_TIMING = TimingConfig(budget_s=0.25, warmup_s=0.02, batch_ms=2.0, min_roun
 
 def engines_for(w: AnyWorkload, threads: int, with_lstm_fast: bool) -> list[Engine]:
     """lstm_fast and every variant of every peer on ``w``, outputs checked; timed engines get
-    a contender on one input (the last verified frame, or the whole batch)."""
+    a contender on one input (the last verified frame, or the whole batch).
+
+    A quantized workload: lstm_fast on the quantized model, lstm_fast's float32 model
+    (:data:`FP32`) and the peers' variants quantized to the same type; every engine's error
+    against the float32 model is measured (over :data:`ERROR_STEPS` steps)."""
     spec = make_spec(w)
+    weights = weights_of(w)
     if isinstance(w, ClassifierWorkload):
         x, lengths = make_classifier_inputs(w)
         wl = make_workload(spec, "sequence", w.batch, w.seq_len, lengths=lengths, x=x)
     elif w.mode == "step":
-        x = make_input((w.batch, VERIFY_STEPS, w.input_size), w.seed + 1)
+        steps = VERIFY_STEPS if weights == "fp32" else ERROR_STEPS
+        x = make_input((w.batch, steps, w.input_size), w.seed + 1)
         wl = make_workload(spec, "step", w.batch, 1, x=x)
-        wl.verify_calls = VERIFY_STEPS
+        wl.verify_calls = steps
     else:
         x = make_input((w.batch, w.seq_len, w.input_size), w.seed + 1)
         wl = make_workload(spec, "sequence", w.batch, w.seq_len, x=x)
-    model = lf.Model(spec)
-    me = Engine("lstm_fast", lf.__version__, runner=model)
-    names = [f"{p}[{v}]" for p in PEERS for v in peer_class(p).variants]
-    engines = [me, *build_peers(names, spec, wl, threads, outputs(model, wl))]
+    fp32 = lf.Model(spec)
+    model = fp32 if weights == "fp32" else fp32.quantize(weights, measure_steps=0)
+    me = Engine("lstm_fast", lf.__version__, runner=model, weights=weights,
+                bytes_per_step=lstm_fast_step_bytes(model))
+    reference = outputs(fp32, wl)
+    engines = [me]
+    if weights == "fp32":
+        names = [f"{p}[{v}]" for p in PEERS for v in peer_class(p).variants]
+    else:
+        me.max_abs_diff = max_diff(reference, outputs(model, wl))
+        engines.append(Engine(FP32, lf.__version__, runner=fp32, max_abs_diff=0.0,
+                              bytes_per_step=lstm_fast_step_bytes(fp32)))
+        names = [f"{p}[{v}]" for p in PEERS
+                 for v, q in peer_class(p).quantized_variants.items() if q.dtype == weights]
+    engines += build_peers(names, spec, wl, threads, reference)
     wl.inputs = wl.inputs[-1:]  # time on one input, like a caller that refills one buffer
     for e in engines:
         if e.status == "ok":
@@ -150,15 +186,25 @@ class Result:
     def agrees(self) -> bool:
         return all(e.status in ("ok", "skipped") for e in self.engines)
 
+    def gbs(self, e: Engine) -> str:
+        """GB/s of ``e``'s weight traffic (bytes per step x steps / median), batch 1 only."""
+        w = self.workload
+        med = self.median(e)
+        if not e.bytes_per_step or med is None or w.batch != 1:
+            return "-"
+        return f"{e.bytes_per_step * w.seq_len / med:.1f}"
+
 
 def run_workload(w: AnyWorkload, timing: TimingConfig, threads: int,
                  with_lstm_fast: bool) -> Result:
     """Verify and time all engine variants on one workload, printing the details."""
     print(f"\n== {w.name}: {w.describe()} ==", flush=True)
     engines = engines_for(w, threads, with_lstm_fast)
-    for e in engines[1:]:
+    quantized = weights_of(w) != "fp32"
+    versus = "vs the fp32 model" if quantized else "vs lstm_fast"
+    for e in (engines if quantized else engines[1:]):
         diff = "-" if e.max_abs_diff is None else f"{e.max_abs_diff:.3g}"
-        print(f"  max|Δ| {e.name:<22} vs lstm_fast: {diff}"
+        print(f"  max|Δ| {e.name:<30} {versus}: {diff}"
               + ("" if e.status == "ok" else f"  {e.status}: {e.reason}"))
     timed = [e.contender for e in engines if e.contender is not None]
     per_turn: dict[str, int] = {}
@@ -182,9 +228,13 @@ def run_workload(w: AnyWorkload, timing: TimingConfig, threads: int,
             rows.append([e.name, format_time(p50), format_time(p10), format_time(p90),
                          str(per_turn[e.name]), str(len(e.latencies)),
                          "-" if e.max_abs_diff is None else f"{e.max_abs_diff:.2g}"])
+            if quantized:
+                rows[-1] += [e.weights, fmt_bytes(e.bytes_per_step), result.gbs(e)]
     print()
-    print("\n".join(format_table(["variant", "median", "p10", "p90", "calls/batch", "rounds",
-                                  "max|Δ| vs lstm_fast"], rows)))
+    headers = ["variant", "median", "p10", "p90", "calls/batch", "rounds", f"max|Δ| {versus}"]
+    if quantized:
+        headers += ["weights", "bytes/step", "GB/s"]
+    print("\n".join(format_table(headers, rows)))
     return result
 
 
@@ -212,7 +262,10 @@ def per_row_step(r: Result) -> str:
 
 
 def print_summary(results: Sequence[Result], threads: int) -> None:
-    """Print the final comparison table (median time per call)."""
+    """Print the final comparison table (median time per call) of the float32 rows."""
+    results = [r for r in results if weights_of(r.workload) == "fp32"]
+    if not results:
+        return
     rows = [[r.workload.name, summary_cell(r, "lstm_fast"),
              *(summary_cell(r, p) for p in PEERS), *(ratio(r, p) for p in PEERS),
              per_row_step(r)] for r in results]
@@ -224,6 +277,40 @@ def print_summary(results: Sequence[Result], threads: int) -> None:
     print("\n".join(format_table(headers, rows)))
 
 
+def quantized_cell(r: Result, fam: str) -> str:
+    """The best variant of ``fam``: median, error and (batch 1) GB/s."""
+    best = r.best(fam)
+    if best is None:
+        return summary_cell(r, fam)
+    cell = format_time(r.median(best))
+    if fam in PEERS:
+        cell += f" ({variant(best)})"
+    err = "-" if best.max_abs_diff is None else f"{best.max_abs_diff:.2g}"
+    gbs = r.gbs(best)
+    return cell + f", err {err}" + ("" if gbs == "-" else f", {gbs} GB/s")
+
+
+def print_quantized_summary(results: Sequence[Result], threads: int) -> None:
+    """Print the quantized rows: lstm_fast quantized vs its float32 model and the peers'
+    quantized variants (median per call, max abs error vs the fp32 model, GB/s)."""
+    results = [r for r in results if weights_of(r.workload) != "fp32"]
+    if not results:
+        return
+    rows = [[r.workload.name, weights_of(r.workload),
+             fmt_bytes(b.bytes_per_step) if (b := r.best("lstm_fast")) else "-",
+             quantized_cell(r, "lstm_fast"), quantized_cell(r, FP32),
+             *(quantized_cell(r, p) for p in PEERS), ratio(r, FP32),
+             *(ratio(r, p) for p in PEERS)] for r in results]
+    headers = ["workload", "weights", "bytes/step", "lstm_fast", "lstm_fast fp32",
+               *(f"{t} (quantized)" for t in PEERS.values()), "fp32/lstm_fast",
+               *(f"{t}/lstm_fast" for t in PEERS.values())]
+    print(f"\nQuantized weights: median time per call, max abs error vs the fp32 model over "
+          f"a {ERROR_STEPS}-step stream (sequence rows: the whole batch), GB/s of weight "
+          f"traffic at batch 1;\n{threads} thread(s) for every engine (ratios > 1: lstm_fast "
+          "is faster)")
+    print("\n".join(format_table(headers, rows)))
+
+
 def results_to_json(results: Sequence[Result], timing: TimingConfig,
                     env: dict[str, Any]) -> dict[str, Any]:
     """The raw per-round numbers (ns per call) of every variant, with the environment."""
@@ -232,10 +319,13 @@ def results_to_json(results: Sequence[Result], timing: TimingConfig,
         workloads[r.workload.name] = {
             "workload": asdict(r.workload), "agrees": r.agrees, "tolerance": TOLERANCE,
             "best": {f: {"variant": b.name, "median_ns": r.median(b)}
-                     for f in ("lstm_fast", *PEERS) if (b := r.best(f)) is not None},
+                     for f in ("lstm_fast", FP32, *PEERS) if (b := r.best(f)) is not None},
+            "weights": weights_of(r.workload),
             "variants": {e.name: {
                 "engine": family(e), "status": e.status, "reason": e.reason,
+                # quantized rows: vs the fp32 model's outputs
                 "max_abs_diff_vs_lstm_fast": e.max_abs_diff,
+                "weights": e.weights, "bytes_per_step": e.bytes_per_step,
                 "calls_per_batch": r.calls_per_turn.get(e.name), "rounds": len(e.latencies),
                 "median_ns": r.median(e),
                 "p10_ns": percentiles(e.latencies, (10,))[0] if e.latencies else None,
@@ -294,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"onnxruntime {env['onnxruntime']}, numpy {np.__version__}, CPU: {env['cpu']}")
     results = [run_workload(w, timing, threads, not args.no_lstm_fast) for w in workloads]
     print_summary(results, threads)
+    print_quantized_summary(results, threads)
     if args.json is not None:
         args.json.write_text(json.dumps(results_to_json(results, timing, env), indent=1) + "\n")
         print(f"\nraw numbers written to {args.json}")
