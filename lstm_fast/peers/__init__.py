@@ -16,7 +16,11 @@ One module per framework (:mod:`.torch`, :mod:`.onnxruntime`, :mod:`.keras`), ea
 :class:`Peer` subclass named by its module's ``PEER``; :data:`PEER_MODULES` lists them. Adding
 a peer (say a quantized one) is one module and one line there. A peer may run in several
 variants (torch with oneDNN off, ONNX Runtime with plain ``run``): ask for one with
-``build_peer(name, spec, variant=...)`` or the name ``"torch[no-mkldnn]"``.
+``build_peer(name, spec, variant=...)`` or the name ``"torch[no-mkldnn]"``. Quantized variants
+(a class's ``quantized_variants``, each a :class:`Quantization`) run the framework's own
+quantization of the model: ``torch[int8]``, ``torch[int8-per-channel]``, ``torch[fp16]``
+(``quantize_dynamic``; LSTM, GRU and Linear, no RNN), ``onnxruntime[int8]``,
+``onnxruntime[int8-per-channel]`` (``quantize_dynamic``, DynamicQuantizeLSTM; LSTM only).
 
 Masks. ``lengths`` (right-padded batches) map to packed sequences (torch), ``sequence_lens``
 (ONNX) and a boolean mask (Keras). Those give the masked steps of a plain recurrent layer
@@ -34,13 +38,14 @@ import numpy as np
 
 from ..errors import FrameworkUnavailable
 from ..spec import ModelSpec
-from .base import Peer, PeerStream
+from .base import Peer, PeerStream, Quantization
 
 __all__ = [
     "FrameworkUnavailable",
     "PEER_MODULES",
     "Peer",
     "PeerStream",
+    "Quantization",
     "available_peers",
     "build_peer",
     "peer_class",
@@ -103,7 +108,7 @@ def build_peer(name: str, spec: ModelSpec, *, threads: int = 1,
         Intra-op threads for the framework (``torch.set_num_threads`` for torch and for Keras
         on the torch backend, ``intra_op_num_threads`` for ONNX Runtime).
     variant : str, optional
-        One of the peer class's ``variants`` (default: its first).
+        One of the peer class's ``variants`` (default: its first) or ``quantized_variants``.
 
     Returns
     -------

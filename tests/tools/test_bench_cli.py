@@ -240,3 +240,75 @@ def test_flop_counts():
     assert (per_step, once) == (2 * (32 * 4 + 32 * 8 + 32 * 8 + 32 * 8 + 3 * 8), 0)
     per_step, once = bench.flop_counts(parse_spec("gru:I=4,H=8,last=1/dense:O=3"))
     assert (per_step, once) == (2 * (24 * 4 + 24 * 8), 2 * 24)
+
+
+# -- quantized weights (issue 13) and the sgemm peak of the ISA in use (issue 14) ---------------
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None
+                    or importlib.util.find_spec("onnxruntime") is None,
+                    reason="needs torch and onnxruntime")
+def test_quantized_compare_reports_error_bytes_and_gbs(tmp_path):
+    path = tmp_path / "q.json"
+    run = lstm_fast("bench", "--spec", "lstm:I=4,H=8/dense:O=2", "--weights", "int8", *FAST,
+                    "--no-peak", "--compare", "torch,torch[int8],ort[int8-per-channel]",
+                    "--json", str(path))
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert "lstm_fast runs it with int8 weights" in out
+    assert "weights int8: max abs error vs the fp32 model" in out and "500-step stream" in out
+    for column in ("weights", "max err vs fp32", "bytes/step", "GB/s"):
+        assert column in out, column
+    doc = json.loads(path.read_text())
+    assert doc["config"]["weights"] == "int8"
+    engines = {e["name"]: e for e in doc["engines"]}
+    assert [engines[n]["weights"] for n in engines] == ["int8", "fp32", "int8", "int8"]
+    for name in ("lstm_fast", "torch[int8]", "onnxruntime[int8-per-channel]"):
+        e = engines[name]
+        assert e["status"] == "ok" and 0 < e["max_abs_diff"] < 0.5, e
+        assert e["stats"]["bytes_per_step"] == e["bytes_per_step"] > 0
+        assert e["stats"]["weight_gb_per_s"] > 0
+    assert engines["torch"]["max_abs_diff"] < 1e-4  # the float32 peer is still checked
+    assert engines["lstm_fast"]["bytes_per_step"] < engines["torch"]["bytes_per_step"]
+
+
+def test_quantized_peer_on_a_model_it_cannot_quantize_is_skipped():
+    pytest.importorskip("onnxruntime")
+    run = lstm_fast("bench", "--spec", "gru:I=4,H=8", *FAST, "--no-peak", "--compare",
+                    "ort[int8]")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "skipped: onnxruntime[int8]: onnxruntime[int8]: quantize_dynamic quantizes only " \
+           "LSTM" in run.stdout
+
+
+def test_weights_fp16_without_compare():
+    run = lstm_fast("bench", "--spec", "gru:I=4,H=8", "--weights", "fp16", "--mode", "chunk",
+                    "--chunk", "50", *FAST, "--no-peak")
+    assert run.returncode == 0, run.stderr
+    assert "weights fp16: max abs error vs the fp32 model" in run.stdout
+    assert "a 500-step stream of batch 1" in run.stdout
+
+
+@pytest.mark.skipif(__import__("lstm_fast").blas_info()["best_isa"] not in ("avx2", "avx512"),
+                    reason="needs an AVX2 CPU")
+def test_sgemm_peak_of_the_isa_in_use_runs_the_matching_openblas_core(monkeypatch):
+    from lstm_fast.bench import timing
+
+    child = timing._child_peak
+    gflops, core = timing.isa_sgemm_peak("avx2", size=64)
+    assert core == "Haswell" and gflops > 0
+    monkeypatch.setattr(timing, "_child_peak", lambda *a: pytest.fail("not cached"))
+    monkeypatch.setattr(timing, "sgemm_peak", lambda *a: pytest.fail("not cached"))
+    assert timing.isa_sgemm_peak("avx2", size=64) == (gflops, core)
+    # the child process itself: OpenBLAS loaded with the core type asked for
+    assert child("Haswell", 1, 64) > 0
+    with pytest.raises(RuntimeError, match="OPENBLAS_CORETYPE=NoSuchCore"):
+        child("NoSuchCore", 1, 64)
+
+
+def test_bench_header_names_the_peak_core_of_the_isa():
+    run = lstm_fast("bench", "--spec", TINY, *FAST, "--isa", "avx2")
+    if run.returncode == 2 and "avx2" in run.stderr:
+        pytest.skip("this CPU cannot run the avx2 level")
+    assert run.returncode == 0, run.stderr
+    assert "OpenBLAS core Haswell, the sgemm of isa avx2" in run.stdout
