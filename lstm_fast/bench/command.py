@@ -171,10 +171,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     b.add_argument("--compare", metavar="ENGINES",
                    help="comma list of frameworks to run the same model in: "
                         + ", ".join(PEER_NAMES) + _variants_help())
-    b.add_argument("--weights", choices=("fp32", "fp16", "bf16", "int8"), default="fp32",
+    b.add_argument("--weights", choices=("fp32", "fp16", "bf16", "int8"),
                    help="run lstm_fast on the model quantized to these weights "
-                        "(Model.quantize); with quantized engines the table adds each one's "
-                        "max abs error vs the fp32 model, bytes of weights per step and GB/s")
+                        "(Model.quantize; default: as the model file stores them); with "
+                        "quantized engines the table adds each one's max abs error vs the "
+                        "fp32 model, bytes of weights per step and GB/s")
     b.add_argument("--isa", choices=("auto", "avx512", "avx2", "portable"),
                    help="lstm_fast kernel instruction set (default auto)")
     b.add_argument("--seed", type=int, default=0, help="seed of --spec weights and inputs")
@@ -289,8 +290,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the bench for parsed ``lstm-fast bench`` arguments; returns the exit code."""
     import lstm_fast as lf
 
-    from ..model import Model
-
     _check_args(args)
     names = parse_engine_names(args.compare)
     if args.plot:
@@ -299,11 +298,26 @@ def run(args: argparse.Namespace) -> int:
     previous_threads = lf.get_num_threads()
     lf.set_num_threads(args.threads)
     try:
-        fp32 = Model(spec, isa=args.isa)
-        model = fp32 if args.weights == "fp32" else fp32.quantize(args.weights, measure_steps=0)
+        model, fp32 = _models(spec, args)
         return _run(args, spec, origin, names, model, fp32)
     finally:
         lf.set_num_threads(previous_threads)
+
+
+def _models(spec: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    """The model lstm_fast runs (``--weights``, else as stored) and the fp32 model its outputs
+    and every engine's are compared with (for a quantized file: the float32 values of its
+    weights); sets ``args.weights`` to what lstm_fast runs."""
+    from ..model import Model
+
+    stored = Model(spec, isa=args.isa)
+    fp32 = stored if spec.weights_dtype == "fp32" else stored.quantize("fp32", measure_steps=0)
+    args.weights = args.weights or spec.weights_dtype
+    if args.weights == "fp32":
+        return fp32, fp32
+    if args.weights == spec.weights_dtype:
+        return stored, fp32
+    return fp32.quantize(args.weights, measure_steps=0), fp32
 
 
 def _measure(timed: list[Engine], args: argparse.Namespace, progress: Progress) -> None:

@@ -312,3 +312,21 @@ def test_bench_header_names_the_peak_core_of_the_isa():
         pytest.skip("this CPU cannot run the avx2 level")
     assert run.returncode == 0, run.stderr
     assert "OpenBLAS core Haswell, the sgemm of isa avx2" in run.stdout
+
+
+def test_int8_model_file_runs_as_stored_against_its_float32_values(tmp_path):
+    pytest.importorskip("torch")
+    import lstm_fast as lf
+
+    path = tmp_path / "q.lfm"
+    lf.Model(parse_spec("lstm:I=4,H=8", seed=1)).quantize("int8", measure_steps=0).save(path)
+    out = tmp_path / "q.json"
+    run = lstm_fast("bench", str(path), *FAST, "--no-peak", "--compare", "torch",
+                    "--json", str(out))
+    assert run.returncode == 0, run.stdout + run.stderr  # torch runs the same float values
+    engines = {e["name"]: e for e in json.loads(out.read_text())["engines"]}
+    assert engines["lstm_fast"]["weights"] == "int8" and engines["torch"]["weights"] == "fp32"
+    assert 0 < engines["lstm_fast"]["max_abs_diff"] < 0.5
+    assert engines["torch"]["max_abs_diff"] < 1e-4
+    run = lstm_fast("bench", str(path), "--weights", "fp32", *FAST, "--no-peak")
+    assert run.returncode == 0 and "weights int8" not in run.stdout, run.stdout + run.stderr
