@@ -330,3 +330,31 @@ def test_int8_model_file_runs_as_stored_against_its_float32_values(tmp_path):
     assert engines["torch"]["max_abs_diff"] < 1e-4
     run = lstm_fast("bench", str(path), "--weights", "fp32", *FAST, "--no-peak")
     assert run.returncode == 0 and "weights int8" not in run.stdout, run.stdout + run.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None
+                    or importlib.util.find_spec("onnxruntime") is None,
+                    reason="needs torch and onnxruntime")
+def test_compare_py_quantized_row(tmp_path):
+    """benches/compare.py's int8 row: lstm_fast int8, its fp32 model and the peers' int8
+    variants, each one's error vs the fp32 model and bytes per step (a smoke run)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = tmp_path / "c.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    run = subprocess.run([sys.executable, os.path.join(root, "benches", "compare.py"), "--quick",
+                          "--budget", "0.02", "--only", "int8_step_64_128", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Quantized weights: median time per call" in run.stdout
+    row = json.loads(out.read_text())["workloads"]["int8_step_64_128"]
+    assert row["weights"] == "int8" and row["agrees"]
+    v = row["variants"]
+    assert set(v) == {"lstm_fast", "lstm_fast_fp32", "torch[int8]", "torch[int8-per-channel]",
+                      "onnxruntime[int8]", "onnxruntime[int8-per-channel]"}
+    assert v["lstm_fast_fp32"]["weights"] == "fp32"
+    for name, e in v.items():
+        assert e["status"] == "ok" and e["median_ns"] > 0, name
+        if name != "lstm_fast_fp32":
+            assert e["weights"] == "int8" and 0 < e["max_abs_diff_vs_lstm_fast"] < 0.5, name
+    assert v["lstm_fast"]["bytes_per_step"] < v["lstm_fast_fp32"]["bytes_per_step"] / 3
