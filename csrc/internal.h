@@ -14,6 +14,17 @@
 #define LF_X86 1            /* the AVX2 and AVX-512 kernel levels are built */
 #endif
 
+/* A weight matrix the dense kernels read as y = x·W (+ bias): `w` holds rows of `ld` elements
+ * of `type`, row k for input feature k. Narrow types are widened in registers; int8 elements
+ * are codes with one float32 scale per column (`scale`, ld of them: W's value is code * scale,
+ * the per-output-row scale of the source matrix). An Embedding table is the one matrix read by
+ * rows instead: its int8 scales are per row (per token). `w` is NULL when there is none. */
+typedef struct lf_matrix {
+    lf_weights type;
+    void *w;
+    float *scale;        /* int8 only, else NULL */
+} lf_matrix;
+
 /* One direction of a recurrent layer. Padded units (H..Hp, P..Rp) have zero weights and stay
  * exactly zero. G gates per unit: LSTM 4 (i f g o), GRU 3 (r z n), RNN 1. */
 typedef struct lf_cell {
@@ -39,7 +50,8 @@ typedef struct lf_cell {
     float *q_scale;      /* int8: per-row weight scales, W_ih then W_hh, each (G*Hp) */
     int32_t *q_corr;     /* int8: -128 * sum of each row's int8 weights, W_ih then W_hh (the
                             zero-point correction of the VNNI kernel) */
-    float *whr_t;        /* LSTM projection (H, Rp), transposed; NULL without */
+    lf_matrix whr;       /* LSTM projection (H rows of Rp), in the cell's weight type; w NULL
+                            without */
     float *zero;         /* Rp zeros (the projection's bias) */
 } lf_cell;
 
@@ -57,8 +69,8 @@ typedef struct lf_layer {
     int32_t h_off[2], c_off[2]; /* recurrent: floats of state per batch row before each
                                    direction's h (rows of Rp) and c (rows of Hp) */
     lf_cell cell[2];          /* recurrent: forward, backward */
-    float *w;                 /* DENSE: (in, ld) transposed; EMBEDDING: (vocabulary, out);
-                                 AFFINE: scale (ld) */
+    lf_matrix weights;        /* DENSE: (in, ld), transposed; EMBEDDING: (vocabulary, out) */
+    float *w;                 /* AFFINE: scale (ld) */
     float *bias;              /* DENSE, AFFINE: (ld) */
 } lf_layer;
 
@@ -91,8 +103,9 @@ typedef struct lf_kernels {
     int32_t packed_max_batch;
     void (*lstm_pointwise)(const lf_cell *cell, int32_t B, const float *gates,
                            float *c, float *h_out);
-    /* y (rows, ld) = x (rows, in; row stride ldx) · w_t (in, ld) + bias; no activation. */
-    void (*dense_small)(const float *w_t, const float *bias, int32_t in, int32_t ld,
+    /* y (rows, ld) = x (rows, in; row stride ldx) · W (in, ld) + bias; no activation. Any
+     * weight type; float32 callers use BLAS instead above LF_DENSE_SMALL_ROWS rows. */
+    void (*dense_small)(const lf_matrix *W, const float *bias, int32_t in, int32_t ld,
                         int32_t rows, const float *x, ptrdiff_t ldx, float *y);
     /* y[r, 0..ld) = act(y + bias) for rows r; an element-wise activation. */
     void (*bias_act)(lf_activation act, const float *bias, int32_t rows, int32_t ld, float *y);

@@ -9,7 +9,8 @@
 
 /* Stored weight types as template constants (lf_weights): the kernels below take one as a
  * compile-time argument WT and widen narrow weights in registers, then FMA in float32. */
-enum { WT_F32 = LF_WEIGHTS_F32, WT_F16 = LF_WEIGHTS_F16, WT_BF16 = LF_WEIGHTS_BF16 };
+enum { WT_F32 = LF_WEIGHTS_F32, WT_F16 = LF_WEIGHTS_F16, WT_BF16 = LF_WEIGHTS_BF16,
+       WT_I8 = LF_WEIGHTS_I8 };
 
 /* VW weights from element i of a packed array of type WT. */
 LF_INLINE vf v_loadw(const int WT, const void *restrict w, size_t i)
@@ -17,6 +18,7 @@ LF_INLINE vf v_loadw(const int WT, const void *restrict w, size_t i)
     switch (WT) {
     case WT_F16: return v_load_f16((const uint16_t *)w + i);
     case WT_BF16: return v_load_bf16((const uint16_t *)w + i);
+    case WT_I8: return v_load_i8((const int8_t *)w + i);
     default: return v_load((const float *)w + i);
     }
 }
@@ -395,22 +397,71 @@ static void KSUFFIX(lstm_pointwise)(const lf_cell *L, int32_t B, const float *ga
 #endif
 
 /* y (rows, ld) = x · w_t + bias, VW output columns at a time. */
-static void KSUFFIX(dense_small)(const float *w_t, const float *bias, int32_t in, int32_t ld,
+/* Columns [j, j + VW) of RB rows of y = x · W + bias (dense_small), W of type WT: two chains
+ * of FMAs per row (even and odd k); int8 sums are scaled once per column. */
+LF_INLINE void dense_strip_wt(const int WT, const int RB, const lf_matrix *restrict W,
+                              const float *restrict bias, int32_t in, int32_t ld, int32_t j,
+                              const float *restrict x, ptrdiff_t ldx, float *restrict y)
+{
+    const void *restrict w = W->w;
+    vf acc[RB][2];
+    LF_UNROLL
+    for (int r = 0; r < RB; r++) {
+        acc[r][0] = WT == WT_I8 ? v_zero() : v_load(bias + j);
+        acc[r][1] = v_zero();
+    }
+    int32_t k = 0;
+    for (; k + 1 < in; k += 2) {
+        const vf w0 = v_loadw(WT, w, (size_t)k * ld + j);
+        const vf w1 = v_loadw(WT, w, (size_t)(k + 1) * ld + j);
+        LF_UNROLL
+        for (int r = 0; r < RB; r++) {
+            acc[r][0] = v_fmadd(w0, v_set1(x[r * ldx + k]), acc[r][0]);
+            acc[r][1] = v_fmadd(w1, v_set1(x[r * ldx + k + 1]), acc[r][1]);
+        }
+    }
+    if (k < in) {
+        const vf w0 = v_loadw(WT, w, (size_t)k * ld + j);
+        LF_UNROLL
+        for (int r = 0; r < RB; r++)
+            acc[r][0] = v_fmadd(w0, v_set1(x[r * ldx + k]), acc[r][0]);
+    }
+    LF_UNROLL
+    for (int r = 0; r < RB; r++) {
+        const vf sum = v_add(acc[r][0], acc[r][1]);
+        v_store(y + (size_t)r * ld + j,
+                WT == WT_I8 ? v_fmadd(sum, v_load(W->scale + j), v_load(bias + j)) : sum);
+    }
+}
+
+/* Rows in chunks whose inputs stay in L2 (about 128 KB); per chunk, each column strip of W
+ * (in x VW weights) is read once per four rows, from L1 after the first. */
+LF_INLINE void dense_wt(const int WT, const lf_matrix *restrict W, const float *restrict bias,
+                        int32_t in, int32_t ld, int32_t rows, const float *restrict x,
+                        ptrdiff_t ldx, float *restrict y)
+{
+    int32_t chunk = (32 * 1024 / in) & ~3;
+    chunk = chunk < 4 ? 4 : chunk;
+    for (int32_t r0 = 0; r0 < rows; r0 += chunk) {
+        const int32_t r1 = rows - r0 < chunk ? rows : r0 + chunk;
+        for (int32_t j = 0; j < ld; j += VW) {
+            int32_t r = r0;
+            for (; r + 4 <= r1; r += 4)
+                dense_strip_wt(WT, 4, W, bias, in, ld, j, x + r * ldx, ldx, y + (size_t)r * ld);
+            for (; r < r1; r++)
+                dense_strip_wt(WT, 1, W, bias, in, ld, j, x + r * ldx, ldx, y + (size_t)r * ld);
+        }
+    }
+}
+
+static void KSUFFIX(dense_small)(const lf_matrix *W, const float *bias, int32_t in, int32_t ld,
                                  int32_t rows, const float *x, ptrdiff_t ldx, float *y)
 {
-    for (int32_t r = 0; r < rows; r++) {
-        const float *xr = x + r * ldx;
-        for (int32_t j = 0; j < ld; j += VW) {
-            vf acc = v_load(bias + j), acc2 = v_zero();
-            int32_t k = 0;
-            for (; k + 1 < in; k += 2) {
-                acc = v_fmadd(v_load(w_t + (size_t)k * ld + j), v_set1(xr[k]), acc);
-                acc2 = v_fmadd(v_load(w_t + (size_t)(k + 1) * ld + j), v_set1(xr[k + 1]), acc2);
-            }
-            if (k < in)
-                acc = v_fmadd(v_load(w_t + (size_t)k * ld + j), v_set1(xr[k]), acc);
-            v_store(y + (size_t)r * ld + j, v_add(acc, acc2));
-        }
+    switch (W->type) {
+    case LF_WEIGHTS_F16: dense_wt(WT_F16, W, bias, in, ld, rows, x, ldx, y); break;
+    case LF_WEIGHTS_BF16: dense_wt(WT_BF16, W, bias, in, ld, rows, x, ldx, y); break;
+    case LF_WEIGHTS_I8: dense_wt(WT_I8, W, bias, in, ld, rows, x, ldx, y); break;
+    default: dense_wt(WT_F32, W, bias, in, ld, rows, x, ldx, y); break;
     }
 }
 

@@ -6,6 +6,29 @@
 #include "blas.h"
 #include "run.h"
 
+/* y = row id of an Embedding table (n wide), widened to float32. */
+static void table_row(const lf_matrix *W, int32_t id, int32_t n, float *restrict y)
+{
+    const size_t at = (size_t)id * n;
+    switch (W->type) {
+    case LF_WEIGHTS_F16:
+        for (int32_t i = 0; i < n; i++)
+            y[i] = lf_f16_to_f32(((const uint16_t *)W->w)[at + i]);
+        break;
+    case LF_WEIGHTS_BF16:
+        for (int32_t i = 0; i < n; i++)
+            y[i] = lf_bf16_to_f32(((const uint16_t *)W->w)[at + i]);
+        break;
+    case LF_WEIGHTS_I8:
+        for (int32_t i = 0; i < n; i++)
+            y[i] = (float)((const int8_t *)W->w)[at + i] * W->scale[id];
+        break;
+    default:
+        memcpy(y, (const float *)W->w + at, (size_t)n * sizeof(float));
+        break;
+    }
+}
+
 /* Rows t*B + j of out (and mask: 0 for id 0 with MASK_ZERO) from the ids of steps t0 + t,
  * t < n, of the caller's row perm[j] (or j). */
 void lf_run_embedding(const lf_layer *layer, const int32_t *ids, ptrdiff_t sb, ptrdiff_t st,
@@ -16,8 +39,7 @@ void lf_run_embedding(const lf_layer *layer, const int32_t *ids, ptrdiff_t sb, p
         for (int32_t j = 0; j < B; j++) {
             const size_t r = (size_t)t * B + j;
             const int32_t id = ids[(perm ? perm[j] : j) * sb + (t0 + t) * st];
-            memcpy(out + r * layer->ld, layer->w + (size_t)id * layer->out,
-                   (size_t)layer->out * sizeof(float));
+            table_row(&layer->weights, id, layer->out, out + r * layer->ld);
             if (mask && (layer->flags & LF_LAYER_MASK_ZERO) && id == 0)
                 mask[r] = 0;
         }
@@ -28,13 +50,13 @@ void lf_run_dense(const lf_model *m, const lf_layer *layer, int32_t rows, const 
 {
     const lf_kernels *k = m->kernels;
     const int rowwise = layer->act == LF_ACT_SOFTMAX || layer->act == LF_ACT_LOG_SOFTMAX;
-    if (rows <= LF_DENSE_SMALL_ROWS) {
-        k->dense_small(layer->w, layer->bias, layer->in, layer->ld, rows, in, ld_in, out);
+    const lf_matrix *W = &layer->weights;
+    if (rows <= LF_DENSE_SMALL_ROWS || W->type != LF_WEIGHTS_F32) {
+        k->dense_small(W, layer->bias, layer->in, layer->ld, rows, in, ld_in, out);
         if (!rowwise && layer->act != LF_ACT_LINEAR)
             k->bias_act(layer->act, NULL, rows, layer->ld, out);
     } else {
-        lf_sgemm(rows, layer->ld, layer->in, in, (int)ld_in, layer->w, layer->ld, out,
-                 layer->ld, 0);
+        lf_sgemm(rows, layer->ld, layer->in, in, (int)ld_in, W->w, layer->ld, out, layer->ld, 0);
         k->bias_act(rowwise ? LF_ACT_LINEAR : layer->act, layer->bias, rows, layer->ld, out);
     }
     if (rowwise)

@@ -12,6 +12,7 @@ static void free_layer(lf_layer *layer)
 {
     lf_free_cell(&layer->cell[0]);
     lf_free_cell(&layer->cell[1]);
+    lf_free_matrix(&layer->weights);
     lf_aligned_free(layer->w);
     lf_aligned_free(layer->bias);
 }
@@ -35,11 +36,11 @@ static int32_t out_features(const lf_layer_desc *d)
     return bi && d->merge == LF_MERGE_CONCAT ? 2 * h : h;
 }
 
-/* Dense: w (out, in) -> w_t (in, ld); bias (ld). Embedding: table copied as is. */
+/* Dense: w (out, in) -> weights (in, ld); bias (ld). Embedding: the table (vocabulary, out).
+ * Both in the layer's weight type. */
 static lf_status build_layer(lf_layer *layer, const lf_layer_desc *d, const lf_kernels *k,
                              size_t *bytes)
 {
-    size_t n;
     layer->kind = d->kind;
     layer->in = d->input_size;
     layer->out = out_features(d);
@@ -62,27 +63,17 @@ static lf_status build_layer(lf_layer *layer, const lf_layer_desc *d, const lf_k
         return LF_OK;
     }
     case LF_LAYER_DENSE:
-        if (!lf_mul_size((size_t)layer->in, (size_t)layer->ld, &n)
-            || n > SIZE_MAX / sizeof(float))
-            return LF_E_TOO_LARGE;
-        layer->w = lf_alloc_counted(n * sizeof(float), bytes);
         layer->bias = lf_alloc_counted((size_t)layer->ld * sizeof(float), bytes);
-        if (!layer->w || !layer->bias)
+        if (!layer->bias)
             return LF_E_NO_MEMORY;
         for (size_t o = 0; o < (size_t)layer->out; o++)
             if (d->bias)
                 layer->bias[o] = d->bias[o];
-        return lf_round_matrix(d->weights, d->w, (size_t)layer->out, (size_t)layer->in,
-                               layer->w, (size_t)layer->ld, 1);
+        return lf_build_matrix(d->weights, d->w, (size_t)layer->out, (size_t)layer->in,
+                               (size_t)layer->ld, 1, &layer->weights, bytes);
     case LF_LAYER_EMBEDDING:
-        if (!lf_mul_size((size_t)layer->in, (size_t)layer->out, &n)
-            || n > SIZE_MAX / sizeof(float))
-            return LF_E_TOO_LARGE;
-        layer->w = lf_alloc_counted(n * sizeof(float), bytes);
-        if (!layer->w)
-            return LF_E_NO_MEMORY;
-        return lf_round_matrix(d->weights, d->w, (size_t)layer->in, (size_t)layer->out,
-                               layer->w, (size_t)layer->out, 0);
+        return lf_build_matrix(d->weights, d->w, (size_t)layer->in, (size_t)layer->out,
+                               (size_t)layer->out, 0, &layer->weights, bytes);
     case LF_LAYER_AFFINE:
         layer->w = lf_alloc_counted((size_t)layer->ld * sizeof(float), bytes);
         layer->bias = lf_alloc_counted((size_t)layer->ld * sizeof(float), bytes);

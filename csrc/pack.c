@@ -72,30 +72,46 @@ static void round_row(lf_weights t, const float *src, size_t n, float *out, uint
     }
 }
 
-/* dst[r * ld + k] (or dst[k * ld + r] when transposed) = row r of src (rows x n) rounded. */
-lf_status lf_round_matrix(lf_weights t, const float *src, size_t rows, size_t n, float *dst,
-                          size_t ld, int transposed)
+lf_status lf_build_matrix(lf_weights t, const float *src, size_t rows, size_t n, size_t ld,
+                          int transposed, lf_matrix *W, size_t *bytes)
 {
+    const size_t esize = lf_weight_size(t), scales = transposed ? ld : rows;
+    size_t elems;
+    if (!lf_mul_size(transposed ? n : rows, ld, &elems) || elems > SIZE_MAX / sizeof(float))
+        return LF_E_TOO_LARGE;
+    W->type = t;
+    W->w = lf_alloc_counted(elems * esize, bytes);
+    W->scale = t == LF_WEIGHTS_I8 ? lf_alloc_counted(scales * sizeof(float), bytes) : NULL;
     float *tmp = malloc((n ? n : 1) * sizeof(float));
-    int8_t *q = t == LF_WEIGHTS_I8 ? malloc(n ? n : 1) : NULL;
-    if (!tmp || (t == LF_WEIGHTS_I8 && !q)) {
-        free(tmp);
-        return LF_E_NO_MEMORY;
-    }
-    for (size_t r = 0; r < rows; r++) {
-        if (q) { /* int8: per-row scale, widened back to float32 */
-            const float s = i8_row(src + r * n, n, q);
-            for (size_t k = 0; k < n; k++)
-                tmp[k] = (float)q[k] * s;
-        } else {
-            round_row(t, src + r * n, n, tmp, NULL);
+    uint16_t *codes = malloc((n ? n : 1) * sizeof(uint16_t));
+    int8_t *q = malloc(n ? n : 1);
+    lf_status st = LF_OK;
+    if (!W->w || (t == LF_WEIGHTS_I8 && !W->scale) || !tmp || !codes || !q)
+        st = LF_E_NO_MEMORY;
+    for (size_t r = 0; st == LF_OK && r < rows; r++) {
+        if (t == LF_WEIGHTS_I8)
+            W->scale[r] = i8_row(src + r * n, n, q);
+        else
+            round_row(t, src + r * n, n, tmp, codes);
+        for (size_t k = 0; k < n; k++) {
+            const size_t at = transposed ? k * ld + r : r * ld + k;
+            switch (t) {
+            case LF_WEIGHTS_I8: ((int8_t *)W->w)[at] = q[k]; break;
+            case LF_WEIGHTS_F32: ((float *)W->w)[at] = tmp[k]; break;
+            default: ((uint16_t *)W->w)[at] = codes[k]; break;
+            }
         }
-        for (size_t k = 0; k < n; k++)
-            dst[transposed ? k * ld + r : r * ld + k] = tmp[k];
     }
     free(q);
+    free(codes);
     free(tmp);
-    return LF_OK;
+    return st;
+}
+
+void lf_free_matrix(lf_matrix *W)
+{
+    lf_aligned_free(W->w);
+    lf_aligned_free(W->scale);
 }
 
 int32_t lf_gates_of(lf_layer_kind kind)
@@ -172,10 +188,9 @@ lf_status lf_build_cell(lf_cell *L, const lf_layer_desc *d, int backward,
     const size_t I = (size_t)d->input_size, H = (size_t)d->units, G = (size_t)lf_gates_of(d->kind);
     const size_t Hp = (size_t)lf_pad_hidden(d->units), GH = G * Hp;
     const size_t R = w_hr ? (size_t)d->proj_size : H, Rp = (size_t)lf_pad_hidden((int32_t)R);
-    size_t n_ih, n_hh, n_packed, n_hr;
+    size_t n_ih, n_hh, n_packed;
     if (!lf_mul_size(I, GH, &n_ih) || !lf_mul_size(R, GH, &n_hh)
-        || !lf_mul_size(I + R, GH, &n_packed) || !lf_mul_size(H, Rp, &n_hr)
-        || n_packed > SIZE_MAX / sizeof(float) || n_hr > SIZE_MAX / sizeof(float))
+        || !lf_mul_size(I + R, GH, &n_packed) || n_packed > SIZE_MAX / sizeof(float))
         return LF_E_TOO_LARGE;
     L->kind = d->kind;
     L->I = (int32_t)I;
@@ -192,11 +207,10 @@ lf_status lf_build_cell(lf_cell *L, const lf_layer_desc *d, int backward,
         lf_status st = build_i8(L, w_ih, w_hh, b, b_rec, kernels->vw, bytes);
         if (st != LF_OK || !w_hr)
             return st;
-        L->whr_t = lf_alloc_counted(n_hr * sizeof(float), bytes);
         L->zero = lf_alloc_counted(Rp * sizeof(float), bytes);
-        if (!L->whr_t || !L->zero)
+        if (!L->zero)
             return LF_E_NO_MEMORY;
-        return lf_round_matrix(LF_WEIGHTS_I8, w_hr, R, H, L->whr_t, Rp, 1);
+        return lf_build_matrix(LF_WEIGHTS_I8, w_hr, R, H, Rp, 1, &L->whr, bytes);
     }
     const int blas_recurrence = d->kind == LF_LAYER_LSTM && kernels->lstm_pointwise;
     const int has_bias_hn = d->kind == LF_LAYER_GRU && L->reset_after;
@@ -255,11 +269,10 @@ lf_status lf_build_cell(lf_cell *L, const lf_layer_desc *d, int backward,
     free(row);
     free(codes);
     if (w_hr) {
-        L->whr_t = lf_alloc_counted(n_hr * sizeof(float), bytes);
         L->zero = lf_alloc_counted(Rp * sizeof(float), bytes);
-        if (!L->whr_t || !L->zero)
+        if (!L->zero)
             return LF_E_NO_MEMORY;
-        return lf_round_matrix(wt, w_hr, R, H, L->whr_t, Rp, 1);
+        return lf_build_matrix(wt, w_hr, R, H, Rp, 1, &L->whr, bytes);
     }
     return LF_OK;
 }
@@ -274,7 +287,7 @@ void lf_free_cell(lf_cell *L)
     lf_aligned_free(L->bias);
     lf_aligned_free(L->bias_hn);
     lf_aligned_free(L->packed);
-    lf_aligned_free(L->whr_t);
+    lf_free_matrix(&L->whr);
     lf_aligned_free(L->zero);
 }
 

@@ -18,7 +18,7 @@ static void cell_step(const lf_model *m, const lf_cell *L, int32_t B, const floa
 {
     const lf_kernels *k = m->kernels;
     const int G = L->G * L->Hp;
-    float *h_cell = L->whr_t ? w->hc : h_out;
+    float *h_cell = L->whr.w ? w->hc : h_out;
     if (L->wtype == LF_WEIGHTS_I8) {
         k->cell_i8(L, B, x, ldx, h_prev, c, h_cell, w->scratch);
     } else if (lf_blas_recurrence(k, L, B)) {
@@ -27,12 +27,12 @@ static void cell_step(const lf_model *m, const lf_cell *L, int32_t B, const floa
     } else {
         k->cell_packed(L, B, x, ldx, x ? NULL : gates, G, h_prev, c, h_cell, w->scratch);
     }
-    if (!L->whr_t)
+    if (!L->whr.w)
         return;
-    if (B <= LF_DENSE_SMALL_ROWS || no_blas)
-        k->dense_small(L->whr_t, L->zero, L->H, L->Rp, B, h_cell, L->Hp, h_out);
+    if (B <= LF_DENSE_SMALL_ROWS || no_blas || L->whr.type != LF_WEIGHTS_F32)
+        k->dense_small(&L->whr, L->zero, L->H, L->Rp, B, h_cell, L->Hp, h_out);
     else
-        lf_sgemm(B, L->Rp, L->H, h_cell, L->Hp, L->whr_t, L->Rp, h_out, L->Rp, 0);
+        lf_sgemm(B, L->Rp, L->H, h_cell, L->Hp, L->whr.w, L->Rp, h_out, L->Rp, 0);
 }
 
 /* DIR_NO_BLAS: read inputs in the packed kernel rather than projecting them with BLAS (for
@@ -81,7 +81,7 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
      * each step reading its inputs directly (no projection of padded rows). */
     const int prefix = mask && w->perm && packed;
     const int no_blas = (mode & DIR_NO_BLAS) && packed;
-    if (B == 1 && !mask && L->kind == LF_LAYER_LSTM && !L->whr_t
+    if (B == 1 && !mask && L->kind == LF_LAYER_LSTM && !L->whr.w
         && L->Hp <= 4 * m->kernels->vw && L->wtype == LF_WEIGHTS_F32) {
         /* One small row: a step is latency bound; x is read in the kernel while the weights
          * fit in L1, else projected by one GEMM. */

@@ -20,6 +20,10 @@ static inline vf v_load_bf16(const uint16_t *p)
     __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
+static inline vf v_load_i8(const int8_t *p)
+{
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+}
 static inline vf v_set1(float a) { return _mm256_set1_ps(a); }
 /* Every lane = lane j of a. */
 static inline vf v_lane(vf a, int j) { return _mm256_permutevar8x32_ps(a, _mm256_set1_epi32(j)); }

@@ -14,6 +14,7 @@ static inline vf v_load(const float *p) { V_MAP1(p[l_]); }
 static inline void v_store(float *p, vf a) { for (int l = 0; l < VW; l++) p[l] = a.v[l]; }
 static inline vf v_load_f16(const uint16_t *p) { V_MAP1(lf_f16_to_f32(p[l_])); }
 static inline vf v_load_bf16(const uint16_t *p) { V_MAP1(lf_bf16_to_f32(p[l_])); }
+static inline vf v_load_i8(const int8_t *p) { V_MAP1((float)p[l_]); }
 static inline vf v_set1(float a) { V_MAP1(a); }
 /* Every lane = lane j of a. */
 static inline vf v_lane(vf a, int j) { V_MAP1(a.v[j]); }

@@ -155,8 +155,9 @@ class Model:
             registers. int8 rounds every weight matrix to int8 with one symmetric float32
             scale per output row (max|row| / 127; W_ih and W_hh of a cell separately); the
             cells' steps run on int8 dot products with x and h quantized per step and batch
-            row (docs/architecture.md), projections, Dense and Embedding weights are widened
-            to float32 at build time. Biases, state and gate math stay float32.
+            row (docs/architecture.md); projections, Dense and Embedding weights stay int8
+            in memory and are widened in registers (float32 activations). Biases, state and
+            gate math stay float32.
             ``"fp32"``: a copy with ``weights_dtype`` fp32 (the values stay as they are).
         measure_steps : int
             The new model's max abs output error against this one is measured on a random

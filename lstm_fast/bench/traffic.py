@@ -2,10 +2,10 @@
 bench's GB/s column (bytes per step / time per step; at batch 1 a step reads every weight
 once, so this is the figure the memory bandwidth bounds).
 
-Counted: every recurrent cell's weight matrices in their storage type plus what the step reads
-beside them (float32 biases; int8: the float32 scale of each row, and on the AVX-512 VNNI
-level the int32 zero-point correction of each row), projections and Dense weights. Embedding
-tables are not counted (a step reads one row).
+Counted: every recurrent cell's weight matrices, projections and Dense weights in their storage
+type plus what the step reads beside them (float32 biases; int8: the float32 scale of each
+row, and for the cells on the AVX-512 VNNI level the int32 zero-point correction of each row).
+Embedding tables are not counted (a step reads one row).
 """
 
 from __future__ import annotations
@@ -36,21 +36,26 @@ def lstm_fast_step_bytes(model: Any) -> int:
     The packed recurrent weights as the engine holds them (``model.step_weight_bytes``: the
     storage type, hidden units padded to the vector width), their float32 biases, and for int8
     the per-row float32 scales (W_ih and W_hh) and, on the avx512 level (VNNI), the per-row
-    int32 zero-point corrections; projections and Dense weights are float32 in the engine
-    (int8 ones are widened at build time).
+    int32 zero-point corrections; projections and Dense weights in the model's storage type
+    too (the engine keeps them narrow), int8 ones with one float32 scale per output.
     """
     spec = model.spec
+    dtype = spec.weights_dtype
+
+    def matrix(a: Any) -> int:
+        return ITEMSIZE[dtype] * int(a.size) + (4 * a.shape[0] if dtype == "int8" else 0)
+
     cells, dense = _cells_and_dense(spec)
     total = int(model.step_weight_bytes)
     for c in cells:
         total += 4 * _bias_floats(c)
-        if spec.weights_dtype == "int8":
+        if dtype == "int8":
             per_row = 2 * c.w_ih.shape[0]  # W_ih's rows and W_hh's
             total += 4 * per_row * (2 if model.isa == "avx512" else 1)
         if getattr(c, "w_hr", None) is not None:
-            total += 4 * int(c.w_hr.size)
+            total += matrix(c.w_hr)
     for d in dense:
-        total += 4 * int(d.weight.size) + (0 if d.bias is None else 4 * int(d.bias.size))
+        total += matrix(d.weight) + (0 if d.bias is None else 4 * int(d.bias.size))
     return total
 
 
