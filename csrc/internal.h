@@ -8,7 +8,7 @@
 #define LF_HPAD 16          /* feature sizes are padded to a multiple of this internally */
 #define LF_BLOCK_ROWS 1024  /* time steps per block = max(1, LF_BLOCK_ROWS / batch) */
 #define LF_DENSE_SMALL_ROWS 8 /* dense layers on at most this many rows skip BLAS */
-#define LF_L1_WEIGHTS (24 * 1024) /* bytes of weights a one-row kernel reads from L1 */
+#define LF_ONE_ROW_READ_X 16 /* inputs a one-row LSTM kernel reads itself (more: a GEMM) */
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define LF_X86 1            /* the AVX2 and AVX-512 kernel levels are built */
@@ -90,7 +90,7 @@ typedef struct lf_kernels {
      * cell_packed. scratch: lf_i8_scratch_bytes(L, B) bytes. */
     void (*cell_i8)(const lf_cell *cell, int32_t B, const float *x, ptrdiff_t ldx,
                     const float *h, float *c, float *h_out, float *scratch);
-    /* One LSTM row over n steps, Hp <= 4 * vw, no projection, float32 weights: gates = bias +
+    /* One LSTM row over n steps, any Hp, no projection, float32 weights: gates = bias +
      * xproj row (if non-NULL) + packed·[x row (if non-NULL); h]. h (Rp) is read; step t writes
      * h' to out + t*ldo and reads it back as the next step's h; c (Hp) is updated in place.
      * Strides may be negative (time reversed). */

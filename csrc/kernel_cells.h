@@ -356,10 +356,98 @@ LF_INLINE void lstm_seq_tiles(const int NT, const int S, const int DEF, const in
 #undef A
 }
 
+/* Tiles [u0 / VW, u0 / VW + NB) of one LSTM step on one row: the NB*4 gate accumulators in
+ * registers over x (if non-NULL) and h (R floats, read from memory), then the state update:
+ * c loaded and stored once, h' stored to o. */
+LF_INLINE void lstm_row_block(const int NB, const int DEF, const lf_cell *restrict L,
+                              int32_t u0, const float *restrict xs, const float *restrict ps,
+                              const float *hp, float *restrict c, float *o)
+{
+    const int32_t I = L->I, R = L->R, Hp = L->Hp;
+    const size_t row = 4 * VW, tile = (size_t)(I + R) * row;
+    const float *restrict wb = L->packed + (size_t)(u0 / VW) * tile;
+    vf acc[NB][4];
+    LF_UNROLL
+    for (int t = 0; t < NB; t++)
+        LF_UNROLL
+        for (int g = 0; g < 4; g++) {
+            vf b = v_load(L->bias + g * Hp + u0 + t * VW);
+            acc[t][g] = ps ? v_add(b, v_load(ps + g * Hp + u0 + t * VW)) : b;
+        }
+    if (xs)
+        for (int32_t k = 0; k < I; k++) {
+            const vf a = v_set1(xs[k]);
+            LF_UNROLL
+            for (int t = 0; t < NB; t++)
+                LF_UNROLL
+                for (int g = 0; g < 4; g++)
+                    acc[t][g] = v_fmadd(v_load(wb + t * tile + k * row + g * VW), a, acc[t][g]);
+        }
+    const float *restrict wh = wb + (size_t)I * row;
+    for (int32_t k = 0; k < R; k++) {
+        const vf a = v_set1(hp[k]);
+        LF_UNROLL
+        for (int t = 0; t < NB; t++)
+            LF_UNROLL
+            for (int g = 0; g < 4; g++)
+                acc[t][g] = v_fmadd(v_load(wh + t * tile + k * row + g * VW), a, acc[t][g]);
+    }
+    LF_UNROLL
+    for (int t = 0; t < NB; t++) {
+        vf cv = v_load(c + u0 + t * VW);
+        v_store(o + u0 + t * VW, lstm_cell(L, DEF, acc[t][0], acc[t][1], acc[t][2], acc[t][3],
+                                           &cv));
+        v_store(c + u0 + t * VW, cv);
+    }
+}
+
+/* One LSTM row over n steps for any Hp: each step reads h back from the previous step's output
+ * row (L1) and runs the tiles in blocks of NB (lstm_row_block): enough independent chains to
+ * keep both FMA pipes busy, few enough not to spill. The cost grows with the weights, without
+ * the register-resident kernel's limit of 4 tiles. h (R floats) must not overlap out. */
+LF_INLINE void lstm_seq_blocked(const int NB, const int DEF, const lf_cell *restrict L,
+                                int32_t n, const float *x, ptrdiff_t ldx, const float *xp,
+                                ptrdiff_t ldxp, const float *h, float *c, float *out,
+                                ptrdiff_t ldo)
+{
+    const int32_t Hp = L->Hp;
+    const float *hp = h;
+    for (int32_t step = 0; step < n; step++) {
+        const float *xs = x ? x + step * ldx : NULL, *ps = xp ? xp + step * ldxp : NULL;
+        float *o = out + step * ldo;
+        int32_t u0 = 0;
+        for (; u0 + NB * VW <= Hp; u0 += NB * VW)
+            lstm_row_block(NB, DEF, L, u0, xs, ps, hp, c, o);
+        for (; u0 < Hp; u0 += VW)
+            lstm_row_block(1, DEF, L, u0, xs, ps, hp, c, o);
+        hp = o;
+    }
+}
+
+/* lstm_seq_blocked for float32 weights in blocks of 2 tiles (8 accumulators: both FMA pipes
+ * busy, no spill on 16 registers), kept out of lstm_seq_one: inlined there it changed the code
+ * of the register kernels (measured: AVX-512 LSTM 16->16 77 -> 145 ns per frame). */
+static __attribute__((noinline)) void KSUFFIX(lstm_seq_rows)(
+    const lf_cell *L, int32_t n, const float *x, ptrdiff_t ldx, const float *xp, ptrdiff_t ldxp,
+    const float *h, float *c, float *out, ptrdiff_t ldo)
+{
+    if (L->default_acts)
+        lstm_seq_blocked(2, 1, L, n, x, ldx, xp, ldxp, h, c, out, ldo);
+    else
+        lstm_seq_blocked(2, 0, L, n, x, ldx, xp, ldxp, h, c, out, ldo);
+}
+
 static void KSUFFIX(lstm_seq_one)(const lf_cell *L, int32_t n, const float *x, ptrdiff_t ldx,
                                   const float *xp, ptrdiff_t ldxp, const float *h, float *c,
                                   float *out, ptrdiff_t ldo)
 {
+    /* Measured (512-frame chunks): the register kernel wins up to 4 tiles with 32 registers,
+     * up to 2 with 16 (at 4 tiles its 16 accumulators plus h and c spill: AVX2 LSTM 1->32
+     * 297 -> 196 ns per frame on the blocked kernel); the blocked kernel beyond. */
+    if (L->Hp > (VW >= 16 ? 4 : 2) * VW) {
+        KSUFFIX(lstm_seq_rows)(L, n, x, ldx, xp, ldxp, h, c, out, ldo);
+        return;
+    }
 #define SEQ_WT(NT, S, WT) \
     (L->default_acts ? lstm_seq_tiles(NT, S, 1, WT, L, n, x, ldx, xp, ldxp, h, c, out, ldo) \
                      : lstm_seq_tiles(NT, S, 0, WT, L, n, x, ldx, xp, ldxp, h, c, out, ldo))
