@@ -1,0 +1,128 @@
+"""Batched recurrent steps vs the float64 oracle on every ISA, around the crossovers between
+the packed kernels and the BLAS recurrence (recurrent product by sgemm + lstm_pointwise) of
+LSTM cells: portable above 8 rows, avx2 above LF_AVX2_PACKED_MAX_BATCH = 31 rows; avx512 and
+other cells stay packed (two-row / six-row register blocks, tails of fewer rows).
+
+Hidden sizes are not multiples of the vector width and I != H. Whole sequences take the
+hoisted-GEMM path (x projected), single steps and the two-thread batch halves read x in the
+packed kernel; streams carry the state across calls, ragged lengths take the masked paths,
+fp16 / bf16 weights the narrow-weight instantiations.
+"""
+
+import numpy as np
+import pytest
+
+import lstm_fast as lf
+from lstm_fast import _core
+from lstm_fast.spec import BidirectionalSpec, ModelSpec
+from tests.helpers import cell_spec, per_cell
+from tests.reference import spec_forward
+
+TOL = 2e-5
+KINDS = ("lstm", "lstm_proj", "gru", "gru_before", "rnn")
+BATCHES = (7, 8, 9, 31, 32, 33, 64, 65)
+
+
+def random_state(rng, spec, B):
+    """A random initial state per cell, in the oracle's [(h, c or None)] form."""
+    out = []
+    for cell in spec.cells:
+        R = cell.w_hh.shape[1]
+        h = rng.uniform(-1, 1, (B, R))
+        c = rng.uniform(-2, 2, (B, cell.hidden_size)) if cell.kind == "lstm" else None
+        out.append((h, c))
+    return out
+
+
+def as_model_state(state):
+    """The oracle's state in Model.predict's initial_state form (one cell)."""
+    h, c = state[0]
+    h = h[None].astype(np.float32)
+    return (h, c[None].astype(np.float32)) if c is not None else h
+
+
+def check_state(got, want):
+    for (h, c), (h_ref, c_ref) in zip(per_cell(got), want, strict=True):
+        np.testing.assert_allclose(np.asarray(h).reshape(h_ref.shape), h_ref, rtol=0, atol=TOL)
+        if c_ref is not None:
+            np.testing.assert_allclose(np.asarray(c).reshape(c_ref.shape), c_ref, rtol=0,
+                                       atol=TOL)
+
+
+@pytest.mark.parametrize("B", BATCHES)
+@pytest.mark.parametrize("I, H", [(5, 13), (37, 40)])
+@pytest.mark.parametrize("kind", KINDS)
+def test_sequences_match_oracle(kind, I, H, B, isa):
+    rng = np.random.default_rng(KINDS.index(kind) * 100 + B + H)
+    spec = ModelSpec(layers=(cell_spec(rng, kind, I, H),))
+    x = rng.standard_normal((B, 6, I)).astype(np.float32)
+    s0 = random_state(rng, spec, B)
+    y, state = lf.Model(spec, isa=isa).predict(x, initial_state=as_model_state(s0),
+                                                return_state=True)
+    y_ref, s_ref = spec_forward(spec, x.astype(np.float64), initial_state=s0)
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=TOL)
+    check_state(state, s_ref)
+
+
+@pytest.mark.parametrize("B", [8, 33, 65])
+@pytest.mark.parametrize("kind", KINDS)
+def test_stream_steps_and_chunks_carry_state(kind, B, isa):
+    """Single steps (x read by the kernel) and chunks continue one sequence exactly."""
+    rng = np.random.default_rng(B + 7 * KINDS.index(kind))
+    first = cell_spec(rng, kind, 11, 24)
+    spec = ModelSpec(layers=(first, cell_spec(rng, kind, first.output_size, 19)))
+    x = rng.standard_normal((B, 12, 11)).astype(np.float32)
+    want = spec_forward(spec, x.astype(np.float64))[0]
+    stream = lf.Model(spec, isa=isa).stream(B)
+    parts = [stream.step(x[:, 0])[:, None], stream.step(x[:, 1])[:, None],
+             stream.run(x[:, 2:7]), stream.step(x[:, 7])[:, None], stream.run(x[:, 8:])]
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), want, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("B", [9, 33, 64])
+@pytest.mark.parametrize("kind", KINDS)
+def test_lengths_match_oracle(kind, B, isa):
+    """Ragged lengths: the masked paths (valid rows a prefix or a masked step)."""
+    rng = np.random.default_rng(3 * B + KINDS.index(kind))
+    spec = ModelSpec(layers=(cell_spec(rng, kind, 9, 21),), mask_semantics="torch")
+    x = rng.standard_normal((B, 10, 9)).astype(np.float32)
+    lengths = rng.integers(1, 11, B)
+    y = lf.Model(spec, isa=isa).predict(x, lengths=lengths)
+    y_ref = spec_forward(spec, x.astype(np.float64), lengths=lengths)[0]
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("B", [16, 65])
+def test_bidirectional_and_batch_halves(B, threads, isa):
+    """Two threads run the directions, or halves of the batch, each reading x in the kernel."""
+    rng = np.random.default_rng(B)
+    spec = ModelSpec(layers=(
+        BidirectionalSpec(cell_spec(rng, "lstm", 20, 72), cell_spec(rng, "lstm", 20, 72),
+                          merge_mode="concat"),
+        cell_spec(rng, "gru", 144, 100),
+    ))
+    x = rng.standard_normal((B, 7, 20)).astype(np.float32)
+    old = _core.get_threads()
+    _core.set_threads(threads)
+    try:
+        y = lf.Model(spec, isa=isa).predict(x)
+    finally:
+        _core.set_threads(old)
+    np.testing.assert_allclose(y, spec_forward(spec, x.astype(np.float64))[0], rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_narrow_weights_match_oracle(kind, dtype, isa):
+    """The narrow-weight kernels compute with exactly the rounded weights (q.spec)."""
+    rng = np.random.default_rng(KINDS.index(kind))
+    spec = ModelSpec(layers=(cell_spec(rng, kind, 30, 45),))
+    q = lf.Model(spec, isa=isa).quantize(dtype, measure_steps=0)
+    x = rng.standard_normal((40, 5, 30)).astype(np.float32)
+    np.testing.assert_allclose(q.predict(x), spec_forward(q.spec, x.astype(np.float64))[0],
+                               rtol=0, atol=TOL)
+    s = q.stream(40)
+    np.testing.assert_allclose(s.step(x[:, 0]),
+                               spec_forward(q.spec, x[:, :1].astype(np.float64))[0][:, 0],
+                               rtol=0, atol=TOL)
