@@ -68,10 +68,13 @@ static void run_row_range_job(void *arg);
 /* The hidden-unit split (LF_RUN_PARALLEL, one or a few unmasked rows): each of the two
  * threads computes half of the units of every step, reading x and the whole h, so each
  * core streams only its half of the packed weights (and keeps it in its own L2 when it
- * fits); a spinning barrier per step hands the new h to both. Measured crossover (avx512
- * and avx2, Zen 4; docs/architecture.md): it pays from LF_UNIT_SPLIT_MIN_BYTES of packed
- * weights per step, for up to LF_UNIT_SPLIT_MAX_ROWS rows (above, the batch halves win). */
-#define LF_UNIT_SPLIT_MIN_BYTES (256 * 1024)
+ * fits); a spinning barrier per step hands the new h to both. It pays once one thread's
+ * step no longer reads its weights from its own L2 (1 MB per core on Zen 4, 512 KB on Zen
+ * 3): below, a step takes a few microseconds and the hand-over and the barrier (~1-2 us)
+ * eat the gain. Measured on Zen 4 (docs/architecture.md; a shared, loaded machine, so
+ * provisional): 256->512 fp32 (6 MB) and int8 (1.5 MB) steps 1.5-1.7x, 64->128 fp32
+ * (384 KB) 0.4x. Above LF_UNIT_SPLIT_MAX_ROWS rows the batch halves take over. */
+#define LF_UNIT_SPLIT_MIN_BYTES (1024 * 1024)
 #define LF_UNIT_SPLIT_MAX_ROWS 4
 
 /* The two threads' shares of a hidden-unit split of run_row_range's steps. */

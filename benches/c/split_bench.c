@@ -85,9 +85,10 @@ int main(int argc, char **argv)
     qsort(t[0], ROUNDS, sizeof(double), cmp);
     qsort(t[1], ROUNDS, sizeof(double), cmp);
     const double a = t[0][ROUNDS / 2], b = t[1][ROUNDS / 2];
-    printf("%s %d->%d %s B=%d steps=%d isa=%s: serial %.2f us, parallel %.2f us, "
-           "serial/parallel %.2fx (weights %zu KB)\n", argv[1], I, H, wt, B, T,
-           isa_name, a * 1e6, b * 1e6, a / b, lf_model_step_weight_bytes(m) / 1024);
+    const double a10 = t[0][ROUNDS / 10], b10 = t[1][ROUNDS / 10];
+    printf("%s %d->%d %s B=%d steps=%d isa=%s: median serial %.2f us, parallel %.2f us, "
+           "serial/parallel %.2fx (p10: %.2fx; weights %zu KB)\n", argv[1], I, H, wt, B, T,
+           isa_name, a * 1e6, b * 1e6, a / b, a10 / b10, lf_model_step_weight_bytes(m) / 1024);
     lf_pool_stop();
     free(ws); free(x); free(y); free(w); free(u);
     lf_state_free(s);

@@ -325,8 +325,9 @@ static void test_parallel(lf_isa isa)
 }
 
 /* One model for test_pool: kind 0 LSTM fp32, 1 LSTM fp16, 2 LSTM int8, 3 GRU (reset-after)
- * fp32, 4 RNN bf16, 5 LSTM fp32 bidirectional; large enough for the hidden-unit split, H not
- * a multiple of the vector width (Hp = 112: 7 avx512 tiles, split 4 + 3). */
+ * fp32, 4 RNN bf16, 5 LSTM fp32 bidirectional; more than 1 MB of packed weights (recurrent.c's
+ * LF_UNIT_SPLIT_MIN_BYTES: B <= 4 rows split their hidden units), H not a multiple of the
+ * vector width (Hp = 208: 13 avx512 tiles, split 7 + 6). */
 typedef struct pool_case {
     lf_layer_desc d;
     lf_model *m;
@@ -335,8 +336,8 @@ typedef struct pool_case {
 
 static pool_case pool_case_make(lf_isa isa, int kind)
 {
-    static const int inputs[6] = {90, 300, 500, 120, 1200, 90};
-    const int H = 100, I = inputs[kind];
+    static const int inputs[6] = {130, 450, 1100, 240, 2400, 130};
+    const int H = 200, I = inputs[kind];
     const int G = kind == 3 ? 3 : kind == 4 ? 1 : 4;
     pool_case pc = {.I = I, .O = kind == 5 ? 2 * H : H};
     lf_layer_desc *d = &pc.d;
