@@ -2,6 +2,8 @@
 #ifndef LF_INTERNAL_H
 #define LF_INTERNAL_H
 
+#include <stdatomic.h>
+
 #include "lstm_fast.h"
 
 #define LF_ALIGN 64
@@ -53,6 +55,9 @@ typedef struct lf_cell {
     lf_matrix whr;       /* LSTM projection (H rows of Rp), in the cell's weight type; w NULL
                             without */
     float *zero;         /* Rp zeros (the projection's bias) */
+    int32_t u_lo, u_hi;  /* units [u_lo, u_hi) that cell_packed and cell_i8 compute: [0, Hp),
+                            or one thread's slice in a copy of the cell (recurrent.c's
+                            hidden-unit split); multiples of the kernels' vw */
 } lf_cell;
 
 /* One layer of the chain. Outputs are rows of `ld` floats (ld = out padded to LF_HPAD). */
@@ -158,6 +163,23 @@ static inline int lf_blas_recurrence(const lf_kernels *k, const lf_cell *L, int3
 {
     return L->whh_t && B > k->packed_max_batch;
 }
+
+/* The thread pool (pool.c). lf_pool_begin hands fn(arg) to the worker and returns 1, or
+ * returns 0 (nothing handed over) when another caller owns the pool or it is not started;
+ * after 1, the caller does its own part, then lf_pool_end runs fn itself if the worker has
+ * not started it yet (lf_pool_reclaim), else waits for it, and frees the pool.
+ * lf_pool_reclaim (between the two) returns 1 if the caller has taken fn back (then it runs
+ * fn's work itself, and lf_pool_end does not), 0 if the worker runs it. */
+int lf_pool_begin(void (*fn)(void *), void *arg);
+int lf_pool_reclaim(void);
+void lf_pool_end(void);
+
+/* A spinning barrier of `parties` threads (zero-initialise count and gen). */
+typedef struct lf_barrier {
+    atomic_uint count, gen;
+    unsigned parties;
+} lf_barrier;
+void lf_barrier_wait(lf_barrier *b);
 
 /* The layer holding recurrent state k, and its direction; NULL if out of range. */
 const lf_layer *lf_state_layer(const lf_model *model, int32_t k, int32_t *dir);

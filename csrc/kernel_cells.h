@@ -233,7 +233,7 @@ LF_INLINE void cell_packed_wt(const int WT, const lf_cell *L, int32_t B,
     float *rh = scratch, *zs = scratch ? scratch + (size_t)B * Hp : NULL;
     const int phases = L->kind == LF_LAYER_GRU && !L->reset_after ? 2 : 1;
     for (int phase = 0; phase < phases; phase++)
-        for (int32_t u0 = 0; u0 < L->Hp; u0 += VW) {
+        for (int32_t u0 = L->u_lo; u0 < L->u_hi; u0 += VW) {
             int32_t b = 0;
             for (; b + BG_MAX <= B; b += BG_MAX)
                 TILE_ROWS(BG_MAX);

@@ -265,7 +265,7 @@ static void KSUFFIX(cell_i8)(const lf_cell *L, int32_t B, const float *x, ptrdif
         if (phase == 1) /* n's recurrent input is r*h (Hp == Rp for a GRU) */
             for (int32_t b = 0; b < B; b++)
                 hs[b] = i8_quantize(rh + (size_t)b * Hp, Hp, Rp, hq + (size_t)b * Rp);
-        for (int32_t u0 = 0; u0 < Hp; u0 += VW) {
+        for (int32_t u0 = L->u_lo; u0 < L->u_hi; u0 += VW) {
             int32_t b = 0;
             for (; b + I8_BG <= B; b += I8_BG)
                 I8_ROWS(I8_BG);

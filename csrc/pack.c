@@ -196,6 +196,7 @@ lf_status lf_build_cell(lf_cell *L, const lf_layer_desc *d, int backward,
     L->I = (int32_t)I;
     L->H = (int32_t)H;
     L->Hp = (int32_t)Hp;
+    L->u_hi = (int32_t)Hp;
     L->G = (int32_t)G;
     L->R = (int32_t)R;
     L->Rp = (int32_t)Rp;

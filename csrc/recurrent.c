@@ -1,11 +1,11 @@
 /* Recurrent layers: a cell (one direction) over the steps of a block, masked steps carried,
- * and the two-thread split (the two directions of a bidirectional layer, or two halves of an
- * unmasked batch). Per block, one GEMM projects the inputs of all steps; then the recurrence
- * runs step by step on the packed SIMD kernels (or, on kernel levels with a BLAS recurrence,
- * above their packed_max_batch on BLAS + a fused pointwise pass). A single step of a packed
- * batch skips the GEMM: the packed kernel reads x and h in one pass. Rows are time-major:
- * row t*B + b. */
-#include <pthread.h>
+ * and the two-way splits run on the engine's thread pool (pool.c): the two directions of a
+ * bidirectional layer, two halves of an unmasked batch, or the two halves of the hidden units
+ * of a large layer stepping one or a few rows. Per block, one GEMM projects the inputs of all
+ * steps; then the recurrence runs step by step on the packed SIMD kernels (or, on kernel
+ * levels with a BLAS recurrence, above their packed_max_batch on BLAS + a fused pointwise
+ * pass). A single step of a packed batch skips the GEMM: the packed kernel reads x and h in
+ * one pass. Rows are time-major: row t*B + b. */
 #include <string.h>
 
 #include "blas.h"
@@ -60,10 +60,107 @@ typedef struct lf_dir_job {
     float *xproj;
 } lf_dir_job;
 
-static void *run_row_range_job(void *arg);
+static void run_row_range_job(void *arg);
 
 /* Floating-point work of a layer below which a second thread costs more than it saves. */
 #define LF_PARALLEL_MIN_FLOPS 2e6
+
+/* The hidden-unit split (LF_RUN_PARALLEL, one or a few unmasked rows): each of the two
+ * threads computes half of the units of every step, reading x and the whole h, so each
+ * core streams only its half of the packed weights (and keeps it in its own L2 when it
+ * fits); a spinning barrier per step hands the new h to both. It pays once one thread's
+ * step no longer reads its weights from its own L2 (1 MB per core on Zen 4, 512 KB on Zen
+ * 3): below, a step takes a few microseconds and the hand-over and the barrier (~1-2 us)
+ * eat the gain. Measured on Zen 4 (docs/architecture.md; a shared, loaded machine, so
+ * provisional): 256->512 fp32 (6 MB) and int8 (1.5 MB) steps 1.5-1.7x, 64->128 fp32
+ * (384 KB) 0.4x. Above LF_UNIT_SPLIT_MAX_ROWS rows the batch halves take over. */
+#define LF_UNIT_SPLIT_MIN_BYTES (1024 * 1024)
+#define LF_UNIT_SPLIT_MAX_ROWS 4
+
+/* The two threads' shares of a hidden-unit split of run_row_range's steps. */
+typedef struct lf_unit_split {
+    const lf_model *m;
+    const lf_cell *L;
+    unsigned mode;
+    int32_t B, n;
+    const float *in;
+    ptrdiff_t ld;
+    const float *h;
+    float *c, *out;
+    const lf_work *w[2];
+    int32_t u_split;        /* thread 0: units [0, u_split), thread 1: [u_split, Hp) */
+    lf_barrier barrier;
+} lf_unit_split;
+
+/* Whether B rows of cell L step faster split by hidden units (see LF_UNIT_SPLIT_MIN_BYTES).
+ * Not for projected LSTMs (the projection needs all units) nor GRU reset-before (its two
+ * phases would need a second barrier per step). */
+static int unit_split_pays(const lf_kernels *k, const lf_cell *L, int32_t B)
+{
+    const double bytes = (double)(L->I + L->R) * L->G * L->Hp * (double)lf_weight_size(L->wtype);
+    return B <= LF_UNIT_SPLIT_MAX_ROWS && !L->whr.w && L->Hp >= 2 * k->vw
+           && !(L->kind == LF_LAYER_GRU && !L->reset_after) && !lf_blas_recurrence(k, L, B)
+           && bytes >= LF_UNIT_SPLIT_MIN_BYTES;
+}
+
+/* Thread `part`'s units of every step of a hidden-unit split (inputs read in the kernel).
+ * The caller's part (0) meets the worker's at a barrier after each step; if the worker has
+ * not started by then (its core busy), the caller takes its part back (lf_pool_reclaim) and
+ * runs every unit itself from there on. */
+static void run_unit_part(lf_unit_split *s, int part)
+{
+    lf_cell view = *s->L;
+    if (part)
+        view.u_lo = s->u_split;
+    else
+        view.u_hi = s->u_split;
+    const size_t Rp = (size_t)view.Rp;
+    const int32_t B = s->B;
+    const float *h_prev = s->h;
+    int alone = 0;
+    for (int32_t p = 0; p < s->n; p++) {
+        const int32_t t = (s->mode & DIR_REVERSE) ? s->n - 1 - p : p;
+        float *h_out = s->out + (size_t)((s->mode & DIR_TIME_ALIGNED) ? t : p) * B * Rp;
+        const float *x = s->in + (ptrdiff_t)t * B * s->ld;
+        cell_step(s->m, &view, B, x, s->ld, NULL, h_prev, s->c, h_out, s->w[part], 1);
+        if (!part && !alone && lf_pool_reclaim()) {
+            alone = 1;      /* this step's other half, then every unit */
+            view.u_lo = s->u_split;
+            view.u_hi = s->L->Hp;
+            cell_step(s->m, &view, B, x, s->ld, NULL, h_prev, s->c, h_out, s->w[0], 1);
+            view.u_lo = 0;
+        } else if (!alone && p + 1 < s->n) {
+            lf_barrier_wait(&s->barrier);
+        }
+        h_prev = h_out;
+    }
+}
+
+static void run_unit_part1(void *arg) { run_unit_part(arg, 1); }
+
+/* The steps of an unmasked batch of B <= LF_UNIT_SPLIT_MAX_ROWS rows split by hidden units:
+ * the second half on the pool's worker, or, if the pool is busy, the whole on this thread
+ * with the same kernels (the same bits: each unit's arithmetic does not depend on the
+ * split). */
+static void run_unit_split(const lf_model *m, const lf_cell *L, unsigned mode, int32_t B,
+                           int32_t n, const float *in, ptrdiff_t ld_in, float *h_state,
+                           float *c_state, const lf_work *w, float *out)
+{
+    const size_t Rp = (size_t)L->Rp;
+    const int32_t vw = m->kernels->vw, tiles = L->Hp / vw;
+    lf_unit_split s = {m, L, mode, B, n, in, ld_in, h_state, c_state, out, {w, w->second},
+                       (tiles + 1) / 2 * vw, {0, 0, 2}};
+    if (!lf_pool_begin(run_unit_part1, &s)) {
+        run_row_range(m, L, mode | DIR_NO_BLAS, B, 0, B, n, in, ld_in, NULL, h_state, c_state,
+                      w, out);
+        return;
+    }
+    run_unit_part(&s, 0);
+    lf_pool_end();
+    const int32_t last = (mode & (DIR_TIME_ALIGNED | DIR_REVERSE))
+                         == (DIR_TIME_ALIGNED | DIR_REVERSE) ? 0 : n - 1;
+    memcpy(h_state, out + (size_t)last * B * Rp, (size_t)B * Rp * sizeof(float));
+}
 
 /* One cell over n steps. Input rows r = t*B + b at in + r*ld_in; outputs (n*B, Rp) to out,
  * in processing order or (DIR_TIME_ALIGNED) at their step's row. mask (n*B bytes, 0 =
@@ -81,6 +178,17 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
      * each step reading its inputs directly (no projection of padded rows). */
     const int prefix = mask && w->perm && packed;
     const int no_blas = (mode & DIR_NO_BLAS) && packed;
+    /* Rows are independent: with a second thread's buffers and enough work, one or a few
+     * rows of a large layer split its hidden units, and the two halves of a larger unmasked
+     * batch run their whole sequences on two threads; either way each thread reads its
+     * inputs in the packed kernel (no BLAS: its threads would spin on the cores the halves
+     * use). */
+    const int32_t half = B / 2;
+    const int threadable = !mask && w->second && packed && !(mode & DIR_NO_BLAS);
+    if (threadable && unit_split_pays(m->kernels, L, B)) {
+        run_unit_split(m, L, mode, B, n, in, ld_in, h_state, c_state, w, out);
+        return;
+    }
     if (B == 1 && !mask && L->kind == LF_LAYER_LSTM && !L->whr.w
         && L->wtype == LF_WEIGHTS_F32) {
         /* One row: a step is latency bound (small H) or bound by reading the recurrent
@@ -101,11 +209,7 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
         memcpy(h_state, o + (n - 1) * so, hb);
         return;
     }
-    /* Rows are independent: with a second thread's buffers and enough work, the two halves
-     * of an unmasked batch run their whole sequences on two threads, each reading its inputs
-     * in the packed kernel (no BLAS: its threads would spin on the cores the halves use). */
-    const int32_t half = B / 2;
-    const int split = !mask && w->second && packed && half > 0 && !(mode & DIR_NO_BLAS)
+    const int split = threadable && half > 0
                       && 2.0 * n * B * G * (double)(L->I + L->R) >= LF_PARALLEL_MIN_FLOPS;
     /* int8 cells always read (and quantize) x in the kernel: there is no float projection. */
     const int fused = (n == 1 && packed) || prefix || no_blas || split
@@ -114,14 +218,20 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
         lf_sgemm(n * B, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
     if (!mask) {
         float *xproj = fused ? NULL : w->xproj;
+        if (!split) {
+            run_row_range(m, L, mode, B, 0, B, n, in, ld_in, xproj, h_state, c_state, w, out);
+            return;
+        }
+        /* The second half on the pool's worker, or after the first if the pool is busy. */
         lf_dir_job job = {m, L, mode | DIR_NO_BLAS, B, n, in, ld_in, NULL, h_state, c_state,
                           NULL, out, w->second, half, B - half, xproj};
-        pthread_t thread;
-        const int threaded = split && pthread_create(&thread, NULL, run_row_range_job, &job) == 0;
-        run_row_range(m, L, threaded ? job.mode : mode, B, 0, threaded ? half : B, n, in, ld_in,
-                 xproj, h_state, c_state, w, out);
-        if (threaded)
-            pthread_join(thread, NULL);
+        const int pooled = lf_pool_begin(run_row_range_job, &job);
+        run_row_range(m, L, job.mode, B, 0, half, n, in, ld_in, xproj, h_state, c_state, w,
+                      out);
+        if (pooled)
+            lf_pool_end();
+        else
+            run_row_range_job(&job);
         return;
     }
     for (int32_t p = 0; p < n; p++) {
@@ -199,24 +309,23 @@ static void run_row_range(const lf_model *m, const lf_cell *L, unsigned mode, in
     memcpy(h_state + b0 * Rp, h_prev, (size_t)nb * Rp * sizeof(float));
 }
 
-static void *run_row_range_job(void *arg)
+static void run_row_range_job(void *arg)
 {
     const lf_dir_job *j = arg;
-    run_row_range(j->m, j->L, j->mode, j->B, j->b0, j->nb, j->n, j->in, j->ld, j->xproj, j->h, j->c,
-             j->w, j->out);
-    return NULL;
+    run_row_range(j->m, j->L, j->mode, j->B, j->b0, j->nb, j->n, j->in, j->ld, j->xproj, j->h,
+                  j->c, j->w, j->out);
 }
 
-static void *run_dir(void *arg)
+static void run_dir(void *arg)
 {
     const lf_dir_job *j = arg;
     run_cell(j->m, j->L, j->mode, j->B, j->n, j->in, j->ld, j->mask, j->h, j->c, j->lastout,
              j->w, j->out);
-    return NULL;
 }
 
 /* A recurrent layer (one or two directions) over n steps. With a second thread's scratch
- * (w->second), the backward direction runs on that thread. */
+ * (w->second) and enough work, the backward direction runs on the pool's worker (or, if the
+ * pool is busy, after the forward one with the same modes and buffers). */
 void lf_run_recurrent(const lf_model *m, lf_state *s, const lf_layer *layer, int32_t n,
                       const float *in, ptrdiff_t ld, const unsigned char *mask,
                       const lf_work *w, float *out)
@@ -241,22 +350,16 @@ void lf_run_recurrent(const lf_model *m, lf_state *s, const lf_layer *layer, int
     }
     const lf_cell *L0 = &layer->cell[0];
     const double flops = 2.0 * n * (double)B * L0->G * L0->Hp * (double)(L0->I + L0->R);
-    pthread_t thread;
-    int threaded = 0;
+    int pooled = 0;
     if (layer->dirs == 2 && w->second && flops >= LF_PARALLEL_MIN_FLOPS) {
         jobs[1].w = w->second;
         jobs[0].mode |= DIR_NO_BLAS;
         jobs[1].mode |= DIR_NO_BLAS;
-        threaded = pthread_create(&thread, NULL, run_dir, &jobs[1]) == 0;
-        if (!threaded) {
-            jobs[1].w = w;
-            jobs[0].mode &= ~(unsigned)DIR_NO_BLAS;
-            jobs[1].mode &= ~(unsigned)DIR_NO_BLAS;
-        }
+        pooled = lf_pool_begin(run_dir, &jobs[1]);
     }
     run_dir(&jobs[0]);
-    if (threaded)
-        pthread_join(thread, NULL);
+    if (pooled)
+        lf_pool_end();
     else if (layer->dirs == 2)
         run_dir(&jobs[1]);
     if (layer->dirs == 2)

@@ -100,10 +100,14 @@ def set_num_threads(n: int) -> None:
     """Set the threads lstm_fast may use (default 1, or ``$LSTM_FAST_NUM_THREADS``).
 
     They go to BLAS (input projections of long chunks and large batches) and, from 2 on, to
-    a second thread per recurrent layer large enough to gain: the two directions of a
-    bidirectional layer run at the same time, and a batch of two or more sequences (without
-    lengths or masks) runs as two halves. Results agree across thread counts to float32
-    rounding.
+    the engine's thread pool: one worker thread, started by this call and kept (``1`` stops
+    it), shared by every model in the process, so no run creates a thread. Each recurrent
+    layer large enough to gain is split in two: the two directions of a bidirectional layer
+    run at the same time, a batch of several sequences (without lengths or masks) runs as two
+    halves, and one or a few sequences of a large layer split its hidden units (each core
+    streams half of the weights). Results agree across thread counts to float32 rounding;
+    several Python threads may run at once (a layer that finds the pool busy runs both parts
+    itself, with the same result). A forked child process starts its own worker.
 
     Parameters
     ----------

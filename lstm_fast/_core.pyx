@@ -8,6 +8,8 @@ from libc.stdint cimport INT32_MAX, int32_t, int64_t
 
 from ._lf cimport *  # the C ABI (lstm_fast.h): lf_* functions and types, LF_* names
 
+import os
+
 import numpy as np
 
 from ._checks import check_array, check_ids, check_lengths
@@ -88,11 +90,32 @@ def blas_core_name():
 cdef int _threads = 1
 
 
-def set_threads(int n):
-    """Threads for BLAS and for the two directions of bidirectional layers."""
+def set_threads(int n, int spin_us=-1):
+    """Threads for BLAS and, from 2 on, the engine's thread pool (lf_pool_start: one worker,
+    started here so that no run creates a thread; spin_us >= 0 sets its spin before sleeping);
+    1 stops the worker. The pool is process-wide, as this setting is."""
     global _threads
+    if n >= 2:
+        check(lf_pool_start(spin_us), "starting the thread pool")
+    else:
+        with nogil:
+            lf_pool_stop()
     _threads = max(1, n)
     lf_blas_set_num_threads(_threads)
+
+
+def pool_starts():
+    """Worker threads the engine's pool has created since the process started."""
+    return lf_pool_starts()
+
+
+def _pool_after_fork():
+    # fork() copies only the forking thread: the child's pool has no worker; start one.
+    if _threads >= 2:
+        lf_pool_start(-1)
+
+
+os.register_at_fork(after_in_child=_pool_after_fork)
 
 
 def get_threads():

@@ -1,6 +1,6 @@
 # Cython declarations of the C ABI: csrc/include/lstm_fast.h, mirrored name for name (the
 # header documents every declaration). _core.pyx uses the enum names, never their values.
-from libc.stdint cimport int32_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint32_t
 
 
 cdef extern from "lstm_fast.h" nogil:
@@ -159,3 +159,7 @@ cdef extern from "lstm_fast.h" nogil:
 
     const char *lf_blas_core_name()
     void lf_blas_set_num_threads(int32_t n)
+
+    lf_status lf_pool_start(int32_t spin_us)
+    void lf_pool_stop()
+    int64_t lf_pool_starts()

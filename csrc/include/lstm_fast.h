@@ -12,7 +12,8 @@
  *   workspace     Caller-owned scratch memory for one run call, of at least
  *                 lf_workspace_size(model, B, T) bytes. Any alignment; reusable across calls.
  *
- * lf_run never allocates, never does I/O and never keeps pointers after it returns. Every
+ * lf_run never allocates, never creates a thread (LF_RUN_PARALLEL uses the pool started by
+ * lf_pool_start), never does I/O and never keeps pointers after it returns. Every
  * function that can fail returns an lf_status; lf_status_string() names it. A failed lf_run
  * leaves the state untouched (all checks happen before any state is written).
  *
@@ -242,12 +243,14 @@ typedef struct lf_io {
 
 /* lf_io.flags */
 #define LF_RUN_CHECK_FINITE 1u  /* reject NaN/Inf in x with LF_E_NONFINITE before any work */
-#define LF_RUN_PARALLEL 2u      /* use a second thread (started per layer and block) when
-                                   the layer is large enough: the two directions of a
-                                   bidirectional layer run at once, and an unmasked batch of
-                                   2+ rows runs as two halves; inputs are then read by the
-                                   packed kernels, not projected with BLAS (equal to float32
-                                   rounding) */
+#define LF_RUN_PARALLEL 2u      /* split the work of large enough layers in two parts, the
+                                   second on the engine's thread pool (lf_pool_start): the
+                                   two directions of a bidirectional layer, the two halves
+                                   of an unmasked batch, or, for a single row or a few rows
+                                   of a large layer, its hidden units (see lf_pool_start);
+                                   inputs are then read by the packed kernels, not projected
+                                   with BLAS (equal to the serial run to float32 rounding;
+                                   the same bits whether or not the pool was free) */
 
 typedef struct lf_model lf_model;
 typedef struct lf_state lf_state;
@@ -333,6 +336,26 @@ LF_API lf_status lf_run_rows(const lf_model *model, lf_state *const *states,
  * not be a destination and a later source. */
 LF_API lf_status lf_state_copy_rows(lf_state *dst, const int32_t *dst_rows, const lf_state *src,
                                     const int32_t *src_rows, int32_t n);
+
+/* The thread pool of LF_RUN_PARALLEL: one process-wide worker thread (the calling thread is
+ * the other part of every split), created by lf_pool_start and kept until lf_pool_stop (also
+ * run at exit); lf_run never creates a thread. Between sections the worker spins for spin_us
+ * microseconds (a negative value keeps the current setting; default 100), then sleeps on a
+ * condition variable; a caller waiting for the worker does the same. The pool is
+ * process-wide rather than per model because the cores are: any number of models and
+ * threads share it. A parallel section (one layer of one block) takes the pool with a
+ * try-lock; when several threads run lf_run at once, a section that finds the pool taken (or
+ * not started) runs its second part itself, with the same buffers and kernels, so results
+ * never depend on contention and callers never wait for each other. A batch-1 (or few-row)
+ * layer split by hidden units runs each step's two halves on the two threads with a
+ * spinning barrier per step; the split results are bit-identical to the unsplit run on the
+ * packed kernels. After fork() the child has no worker (its sections run on the calling
+ * thread) until it calls lf_pool_start. lf_pool_start returns LF_OK when the worker runs (or
+ * ran already), LF_E_NO_MEMORY when it cannot be created. lf_pool_starts counts the workers
+ * created since the process started (tests check that runs do not grow it). */
+LF_API lf_status lf_pool_start(int32_t spin_us);
+LF_API void lf_pool_stop(void);
+LF_API int64_t lf_pool_starts(void);
 
 /* BLAS (OpenBLAS) runs the hoisted input projection of multi-step calls, and the recurrence
  * of large batches on the portable kernel level. */

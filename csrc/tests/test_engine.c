@@ -1,6 +1,7 @@
 /* C-level tests of the ABI, built with AddressSanitizer + UBSan by tests/engine/test_c_engine.py.
  * A double-precision reference in this file is the oracle. Prints "N passed, M failed". */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -284,7 +285,6 @@ static void test_family(lf_isa isa, int B)
     free(len);
 }
 
-/* LF_RUN_PARALLEL: the backward direction on its own thread gives the serial result. */
 /* LF_RUN_PARALLEL: a bidirectional layer's directions, or a unidirectional layer's batch
  * halves, on two threads; equal to the serial run. */
 static void test_parallel(lf_isa isa)
@@ -326,6 +326,158 @@ static void test_parallel(lf_isa isa)
         free(y[0]); free(y[1]); free(x);
         free((void *)d.w); free((void *)d.w_rec); free((void *)d.w_b); free((void *)d.w_rec_b);
     }
+}
+
+/* One model for test_pool: kind 0 LSTM fp32, 1 LSTM fp16, 2 LSTM int8, 3 GRU (reset-after)
+ * fp32, 4 RNN bf16, 5 LSTM fp32 bidirectional; more than 1 MB of packed weights (recurrent.c's
+ * LF_UNIT_SPLIT_MIN_BYTES: B <= 4 rows split their hidden units), H not a multiple of the
+ * vector width (Hp = 208: 13 avx512 tiles, split 7 + 6). */
+typedef struct pool_case {
+    lf_layer_desc d;
+    lf_model *m;
+    int I, O;
+} pool_case;
+
+static pool_case pool_case_make(lf_isa isa, int kind)
+{
+    static const int inputs[6] = {130, 450, 1100, 240, 2400, 130};
+    const int H = 200, I = inputs[kind];
+    const int G = kind == 3 ? 3 : kind == 4 ? 1 : 4;
+    pool_case pc = {.I = I, .O = kind == 5 ? 2 * H : H};
+    lf_layer_desc *d = &pc.d;
+    *d = (lf_layer_desc){.kind = kind == 3 ? LF_LAYER_GRU : kind == 4 ? LF_LAYER_RNN : LF_LAYER_LSTM,
+                         .input_size = I, .units = H,
+                         .w = rand_array((size_t)G * H * I, 0.2f),
+                         .w_rec = rand_array((size_t)G * H * H, 0.2f),
+                         .bias = rand_array((size_t)G * H, 0.2f),
+                         .bias_rec = kind == 3 ? rand_array((size_t)G * H, 0.2f) : NULL,
+                         .activation = LF_ACT_TANH, .recurrent_activation = LF_ACT_SIGMOID,
+                         .flags = kind == 3 ? LF_LAYER_RESET_AFTER
+                                  : kind == 5 ? LF_LAYER_BIDIRECTIONAL : 0u,
+                         .weights = kind == 1 ? LF_WEIGHTS_F16 : kind == 2 ? LF_WEIGHTS_I8
+                                    : kind == 4 ? LF_WEIGHTS_BF16 : LF_WEIGHTS_F32};
+    if (kind == 5) {
+        d->w_b = rand_array((size_t)G * H * I, 0.2f);
+        d->w_rec_b = rand_array((size_t)G * H * H, 0.2f);
+    }
+    CHECK(lf_model_create(d, 1, isa, &pc.m) == LF_OK, "pool case %d create", kind);
+    return pc;
+}
+
+static void pool_case_free(pool_case *pc)
+{
+    lf_model_free(pc->m);
+    free((void *)pc->d.w); free((void *)pc->d.w_rec); free((void *)pc->d.bias);
+    free((void *)pc->d.bias_rec); free((void *)pc->d.w_b); free((void *)pc->d.w_rec_b);
+}
+
+/* T steps of B rows from zero state, `chunk` steps per call; y (B, T, O). Returns 1 if every
+ * call succeeded (no CHECK here: callers on other threads). */
+static int pool_run(const pool_case *pc, int B, int T, int chunk, const float *x, float *y,
+                    uint32_t flags)
+{
+    lf_state *s = NULL;
+    if (lf_state_create(pc->m, B, &s) != LF_OK)
+        return 0;
+    size_t need = lf_workspace_size(pc->m, B, chunk);
+    void *ws = malloc(need);
+    int ok = 1;
+    for (int t0 = 0; t0 < T; t0 += chunk) {
+        const int n = T - t0 < chunk ? T - t0 : chunk;
+        lf_io io = seq_io(n, x + (size_t)t0 * pc->I, pc->I, T, y + (size_t)t0 * pc->O, pc->O,
+                          flags);
+        ok &= lf_run(pc->m, s, &io, ws, need) == LF_OK;
+    }
+    free(ws);
+    lf_state_free(s);
+    return ok;
+}
+
+typedef struct pool_caller {
+    const pool_case *pc;
+    int B, T, chunk;
+    const float *x;
+    float *y;
+    int ok;
+} pool_caller;
+
+static void *pool_caller_main(void *arg)
+{
+    pool_caller *c = arg;
+    c->ok = 1;
+    for (int rep = 0; rep < 3; rep++)
+        c->ok &= pool_run(c->pc, c->B, c->T, c->chunk, c->x, c->y, LF_RUN_PARALLEL);
+    return NULL;
+}
+
+static double max_diff(const float *a, const float *b, size_t n)
+{
+    double e = 0;
+    for (size_t k = 0; k < n; k++)
+        e = fmax(e, fabs((double)a[k] - b[k]));
+    return e;
+}
+
+/* The thread pool: LF_RUN_PARALLEL on the pool (bidirectional directions, batch halves, the
+ * hidden-unit split of B <= 4 rows) equals the run with the pool stopped (every section on
+ * the calling thread) bit for bit, and the serial run to float32 rounding; runs never create
+ * a thread (lf_pool_starts); concurrent callers (the pool busy) give the same bits. */
+static void test_pool(lf_isa isa)
+{
+    const int T = 13, Bs[] = {1, 3, 9};
+    CHECK(lf_pool_start(20) == LF_OK, "pool start");
+    const int64_t starts = lf_pool_starts();
+    for (int kind = 0; kind < 6; kind++) {
+        pool_case pc = pool_case_make(isa, kind);
+        for (size_t bi = 0; bi < sizeof Bs / sizeof Bs[0]; bi++) {
+            const int B = Bs[bi];
+            const size_t ny = (size_t)B * T * pc.O;
+            float *x = rand_array((size_t)B * T * pc.I, 1.0f);
+            float *y[4];
+            for (int v = 0; v < 4; v++)
+                y[v] = malloc(sizeof(float) * ny);
+            for (int chunk = 1; chunk <= 8; chunk += 7) {
+                CHECK(pool_run(&pc, B, T, chunk, x, y[0], 0), "pool serial run");
+                CHECK(pool_run(&pc, B, T, chunk, x, y[1], LF_RUN_PARALLEL), "pool run");
+                lf_pool_stop();
+                CHECK(pool_run(&pc, B, T, chunk, x, y[2], LF_RUN_PARALLEL), "stopped run");
+                CHECK(lf_pool_start(-1) == LF_OK, "pool restart");
+                CHECK(memcmp(y[1], y[2], ny * sizeof(float)) == 0,
+                      "pool isa=%d kind=%d B=%d chunk=%d: pooled != pool stopped", isa, kind,
+                      B, chunk);
+                const double err = max_diff(y[0], y[1], ny);
+                CHECK(err <= 2e-5, "pool isa=%d kind=%d B=%d chunk=%d: parallel vs serial %g",
+                      isa, kind, B, chunk, err);
+            }
+            /* three callers at once: the pool is busy for some sections */
+            pthread_t th[3];
+            pool_caller pcs[3];
+            for (int k = 0; k < 3; k++) {
+                pcs[k] = (pool_caller){&pc, B, T, 8, x, k ? malloc(sizeof(float) * ny) : y[3], 0};
+                CHECK(pthread_create(&th[k], NULL, pool_caller_main, &pcs[k]) == 0, "caller");
+            }
+            for (int k = 0; k < 3; k++) {
+                pthread_join(th[k], NULL);
+                CHECK(pcs[k].ok, "concurrent caller %d runs", k);
+                CHECK(memcmp(pcs[k].y, y[1], ny * sizeof(float)) == 0,
+                      "pool isa=%d kind=%d B=%d: concurrent caller %d differs", isa, kind, B, k);
+                if (k)
+                    free(pcs[k].y);
+            }
+            for (int v = 0; v < 4; v++)
+                free(y[v]);
+            free(x);
+        }
+        pool_case_free(&pc);
+    }
+    /* every restart above created one worker; no run did */
+    CHECK(lf_pool_starts() == starts + 6 * 3 * 2, "pool starts %lld, expected %lld",
+          (long long)lf_pool_starts(), (long long)(starts + 36));
+    const int64_t before = lf_pool_starts();
+    CHECK(lf_pool_start(-1) == LF_OK && lf_pool_starts() == before, "pool start when running");
+    lf_pool_stop();
+    lf_pool_stop();
+    CHECK(lf_pool_start(-1) == LF_OK && lf_pool_starts() == before + 1, "pool start after stop");
 }
 
 /* AFFINE (scale/shift + activation, NULL arrays, softmax) and NORMALIZE after an LSTM, against
@@ -766,6 +918,7 @@ int main(void)
         {1, 64, 1, 1, 50, 7}, {200, 60, 2, 1, 40, 40}, /* one-row kernel: x read, x projected */
     };
     lf_isa best = lf_cpu_best_isa();
+    CHECK(lf_pool_start(20) == LF_OK, "pool start");  /* LF_RUN_PARALLEL runs use it */
     for (lf_isa isa = LF_ISA_PORTABLE; isa <= best; isa++)
         for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
             for (int masked = 0; masked < (sizes[k][4] > 100 ? 1 : 3); masked++)
@@ -775,6 +928,7 @@ int main(void)
         test_chain(isa);
         test_family(isa, 3);
         test_parallel(isa);
+        test_pool(isa);
         test_pointwise(isa);
         test_rows(isa);
         test_model_bytes(isa);
@@ -788,6 +942,7 @@ int main(void)
         test_family(isa, 17);
     }
     test_errors();
+    lf_pool_stop();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

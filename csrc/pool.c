@@ -1,0 +1,267 @@
+/* The engine's thread pool: one persistent worker thread that takes the second part of every
+ * two-way parallel section of lf_run (the backward direction of a bidirectional layer, the
+ * second half of a batch, the second half of the hidden units of a large layer). The pool is
+ * process-wide: lf_pool_start creates the worker, lf_pool_stop (also run at exit) joins it;
+ * lf_run never creates a thread. A section is handed over by bumping a generation counter;
+ * the worker spins on it for the configured time before it sleeps on a condition variable,
+ * and the caller, once its own part is done, waits for the worker the same way.
+ *
+ * One caller owns the pool per section (a try-lock): a caller that finds it owned by another
+ * thread, or not started, runs the section on its own thread (recurrent.c), with the same
+ * kernels and modes, so a result does not depend on whether the pool was free. */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "internal.h"
+
+/* Default spin before sleeping, for the worker between sections and for the caller waiting
+ * for the worker. Measured (docs/architecture.md): a stream stepped from Python comes back
+ * within ~10-30 us, so the worker must still be awake then; beyond ~100 us spinning only
+ * takes the core from other processes. */
+#define LF_POOL_SPIN_US_DEFAULT 100
+
+/* A handed-over section (on the caller's stack until lf_pool_end returns). */
+typedef struct lf_section {
+    void (*fn)(void *);
+    void *arg;
+} lf_section;
+
+static struct {
+    pthread_mutex_t mu;           /* guards start/stop, and the sleep of either side */
+    pthread_cond_t cv;            /* worker: new section or stop; caller: section done */
+    pthread_t thread;
+    int running;                  /* under mu: the worker exists */
+    int hooks;                    /* under mu: atexit and pthread_atfork registered */
+    int exiting;                  /* under mu: at exit, no restart */
+    atomic_flag owned;            /* a caller owns the pool for one section */
+    /* Section g (gen) is run by whoever moves claim from g - 1 to g first: the worker when
+     * it wakes, or the caller taking it back (lf_pool_reclaim) if the worker has not started
+     * it; so a caller never waits for a worker the OS has not scheduled yet. */
+    atomic_uint_fast64_t gen;     /* sections handed over */
+    atomic_uint_fast64_t claim;   /* sections claimed (by the worker or taken back) */
+    atomic_uint_fast64_t done;    /* sections finished by the worker */
+    _Atomic(const lf_section *) sec;  /* the latest section, stored before gen's bump */
+    lf_section current;           /* the owner's section */
+    int reclaimed;                /* the owner took its section back */
+    atomic_int sleepers;          /* threads in (or about to enter) the cv wait */
+    atomic_int stop;
+    atomic_int_fast64_t spin_ns;
+    atomic_int_fast64_t starts;   /* worker threads created since the process started */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, .owned = ATOMIC_FLAG_INIT,
+          .spin_ns = LF_POOL_SPIN_US_DEFAULT * 1000};
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Waits until *counter != value (then returns its new value) or, if until_stop, stop is set:
+ * spins first, then sleeps on the condition variable. */
+static uint_fast64_t wait_change(atomic_uint_fast64_t *counter, uint_fast64_t value,
+                                 int until_stop)
+{
+    const int64_t spin = atomic_load_explicit(&pool.spin_ns, memory_order_relaxed);
+    uint_fast64_t v;
+    int64_t t0 = 0;
+    for (unsigned i = 0;; i++) {
+        v = atomic_load(counter);
+        if (v != value || (until_stop && atomic_load(&pool.stop)))
+            return v;
+        cpu_relax();
+        if ((i & 63) == 63) {
+            const int64_t t = now_ns();
+            if (!t0)
+                t0 = t;
+            else if (t - t0 > spin)
+                break;
+        }
+    }
+    pthread_mutex_lock(&pool.mu);
+    atomic_fetch_add(&pool.sleepers, 1);  /* seq_cst: a notifier that bumps the counter
+                                             after this either is seen below or sees us */
+    while ((v = atomic_load(counter)) == value && !(until_stop && atomic_load(&pool.stop)))
+        pthread_cond_wait(&pool.cv, &pool.mu);
+    atomic_fetch_sub(&pool.sleepers, 1);
+    pthread_mutex_unlock(&pool.mu);
+    return v;
+}
+
+/* After a seq_cst change of gen, done or stop: wakes the sleepers, if any. */
+static void notify(void)
+{
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.mu);
+        pthread_cond_broadcast(&pool.cv);
+        pthread_mutex_unlock(&pool.mu);
+    }
+}
+
+static void *worker(void *unused)
+{
+    (void)unused;
+    /* Not gen: done was set to gen before this thread was created, and only this thread
+     * changes it. */
+    uint_fast64_t seen = atomic_load(&pool.done);
+    for (;;) {
+        seen = wait_change(&pool.gen, seen, 1);
+        if (atomic_load(&pool.stop))
+            return NULL;
+        /* sec is section seen's or, if that one was taken back already, a later one: then
+         * the claim fails and the later section is seen next time round. */
+        const lf_section *sec = atomic_load(&pool.sec);
+        uint_fast64_t expect = seen - 1;
+        if (atomic_compare_exchange_strong(&pool.claim, &expect, seen)) {
+            sec->fn(sec->arg);
+            atomic_store(&pool.done, seen);
+            notify();
+        }
+    }
+}
+
+static void stop_at_exit(void)
+{
+    pthread_mutex_lock(&pool.mu);
+    pool.exiting = 1;
+    pthread_mutex_unlock(&pool.mu);
+    lf_pool_stop();
+}
+
+/* fork() copies only the forking thread: the child has no worker (lf_pool_start starts one;
+ * until then its parallel sections run on the calling thread). mu is held across the fork so
+ * that the child's copy is in a known state. */
+static void before_fork(void) { pthread_mutex_lock(&pool.mu); }
+static void after_fork_parent(void) { pthread_mutex_unlock(&pool.mu); }
+static void after_fork_child(void)
+{
+    pool.running = 0;
+    atomic_flag_clear(&pool.owned);
+    atomic_store(&pool.sleepers, 0);
+    atomic_store(&pool.stop, 0);
+    atomic_store(&pool.claim, atomic_load(&pool.gen));
+    atomic_store(&pool.done, atomic_load(&pool.gen));
+    pthread_mutex_unlock(&pool.mu);
+}
+
+lf_status lf_pool_start(int32_t spin_us)
+{
+    if (spin_us >= 0)
+        atomic_store(&pool.spin_ns, (int_fast64_t)spin_us * 1000);
+    lf_status st = LF_OK;
+    pthread_mutex_lock(&pool.mu);
+    if (pool.running) {
+        /* running */
+    } else if (pool.exiting) {
+        st = LF_E_NO_MEMORY;
+    } else if (!pool.hooks && (atexit(stop_at_exit) != 0
+                               || pthread_atfork(before_fork, after_fork_parent,
+                                                 after_fork_child) != 0)) {
+        st = LF_E_NO_MEMORY;
+    } else {
+        pool.hooks = 1;
+        atomic_store(&pool.stop, 0);
+        atomic_store(&pool.claim, atomic_load(&pool.gen));
+        atomic_store(&pool.done, atomic_load(&pool.gen));
+        if (pthread_create(&pool.thread, NULL, worker, NULL) != 0) {
+            st = LF_E_NO_MEMORY;
+        } else {
+            pool.running = 1;
+            atomic_fetch_add(&pool.starts, 1);
+        }
+    }
+    pthread_mutex_unlock(&pool.mu);
+    return st;
+}
+
+void lf_pool_stop(void)
+{
+    /* Own the pool, so that no section is under way and none starts while stopping. */
+    while (atomic_flag_test_and_set(&pool.owned))
+        sched_yield();
+    pthread_mutex_lock(&pool.mu);
+    const int running = pool.running;
+    pool.running = 0;
+    if (running) {
+        atomic_store(&pool.stop, 1);
+        pthread_cond_broadcast(&pool.cv);
+    }
+    pthread_mutex_unlock(&pool.mu);
+    if (running)
+        pthread_join(pool.thread, NULL);
+    atomic_flag_clear(&pool.owned);
+}
+
+int64_t lf_pool_starts(void) { return atomic_load(&pool.starts); }
+
+int lf_pool_begin(void (*fn)(void *), void *arg)
+{
+    if (atomic_flag_test_and_set(&pool.owned))
+        return 0;   /* another caller's section */
+    pthread_mutex_lock(&pool.mu);
+    const int running = pool.running;
+    pthread_mutex_unlock(&pool.mu);
+    if (!running) {
+        atomic_flag_clear(&pool.owned);
+        return 0;
+    }
+    pool.current = (lf_section){fn, arg};
+    pool.reclaimed = 0;
+    atomic_store(&pool.sec, &pool.current);
+    atomic_fetch_add(&pool.gen, 1);
+    notify();
+    return 1;
+}
+
+int lf_pool_reclaim(void)
+{
+    if (pool.reclaimed)
+        return 1;
+    const uint_fast64_t g = atomic_load(&pool.gen);
+    uint_fast64_t expect = g - 1;
+    if (atomic_load(&pool.claim) == g
+        || !atomic_compare_exchange_strong(&pool.claim, &expect, g))
+        return 0;
+    pool.reclaimed = 1;
+    return 1;
+}
+
+void lf_pool_end(void)
+{
+    if (!pool.reclaimed && lf_pool_reclaim()) {
+        pool.current.fn(pool.current.arg);
+    } else if (!pool.reclaimed) {
+        const uint_fast64_t target = atomic_load(&pool.gen);
+        uint_fast64_t d = atomic_load(&pool.done);
+        while (d != target)
+            d = wait_change(&pool.done, d, 0);
+    }
+    atomic_flag_clear(&pool.owned);
+}
+
+void lf_barrier_wait(lf_barrier *b)
+{
+    const unsigned g = atomic_load_explicit(&b->gen, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) + 1 == b->parties) {
+        atomic_store_explicit(&b->count, 0, memory_order_relaxed);
+        atomic_store_explicit(&b->gen, g + 1, memory_order_release);
+        return;
+    }
+    /* Spin: the other part is a step's work away. Yield now and then, in case it was
+     * descheduled (the cores are shared). */
+    for (unsigned i = 1; atomic_load_explicit(&b->gen, memory_order_acquire) == g; i++) {
+        cpu_relax();
+        if ((i & 4095) == 0)
+            sched_yield();
+    }
+}
