@@ -169,9 +169,12 @@ static inline int lf_blas_recurrence(const lf_kernels *k, const lf_cell *L, int3
  * after 1, the caller does its own part, then lf_pool_end runs fn itself if the worker has
  * not started it yet (lf_pool_reclaim), else waits for it, and frees the pool.
  * lf_pool_reclaim (between the two) returns 1 if the caller has taken fn back (then it runs
- * fn's work itself, and lf_pool_end does not), 0 if the worker runs it. */
+ * fn's work itself, and lf_pool_end does not), 0 if the worker runs it.
+ * lf_pool_reclaim_after first gives the worker up to wait_ns to claim fn (it may be waking
+ * from its sleep), for callers with enough work left to make the wait pay. */
 int lf_pool_begin(void (*fn)(void *), void *arg);
 int lf_pool_reclaim(void);
+int lf_pool_reclaim_after(int64_t wait_ns);
 void lf_pool_end(void);
 
 /* A spinning barrier of `parties` threads (zero-initialise count and gen). */

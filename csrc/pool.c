@@ -223,6 +223,20 @@ int lf_pool_begin(void (*fn)(void *), void *arg)
     return 1;
 }
 
+int lf_pool_reclaim_after(int64_t wait_ns)
+{
+    if (pool.reclaimed)
+        return 1;
+    const uint_fast64_t g = atomic_load(&pool.gen);
+    const int64_t t0 = wait_ns > 0 ? now_ns() : 0;
+    for (unsigned i = 1; wait_ns > 0 && atomic_load(&pool.claim) != g; i++) {
+        cpu_relax();
+        if ((i & 63) == 0 && now_ns() - t0 > wait_ns)
+            break;
+    }
+    return lf_pool_reclaim();
+}
+
 int lf_pool_reclaim(void)
 {
     if (pool.reclaimed)

@@ -76,6 +76,11 @@ static void run_row_range_job(void *arg);
  * (384 KB) 0.4x. Above LF_UNIT_SPLIT_MAX_ROWS rows the batch halves take over. */
 #define LF_UNIT_SPLIT_MIN_BYTES (1024 * 1024)
 #define LF_UNIT_SPLIT_MAX_ROWS 4
+/* A chunk with more than this many steps left waits up to LF_UNIT_SPLIT_WAIT_NS for a worker
+ * waking from its sleep (tens of microseconds) before running alone: measured, a 100-step
+ * 256->512 chunk otherwise ran alone on the slower per-step path (0.73x the serial run). */
+#define LF_UNIT_SPLIT_WAIT_STEPS 4
+#define LF_UNIT_SPLIT_WAIT_NS 300000
 
 /* The two threads' shares of a hidden-unit split of run_row_range's steps. */
 typedef struct lf_unit_split {
@@ -95,8 +100,14 @@ typedef struct lf_unit_split {
 /* Whether B rows of cell L step faster split by hidden units (see LF_UNIT_SPLIT_MIN_BYTES).
  * Not for projected LSTMs (the projection needs all units) nor GRU reset-before (its two
  * phases would need a second barrier per step). */
-static int unit_split_pays(const lf_kernels *k, const lf_cell *L, int32_t B)
+static int unit_split_pays(const lf_kernels *k, const lf_cell *L, int32_t B, int32_t n)
 {
+    /* A float chunk of several steps stays on one thread: its one GEMM projects every
+     * step's x, so a step reads only W_hh, and two cores reading halves of W_ih and W_hh
+     * per step measured slower (256->512, 100 steps: fp32 0.71x, fp16 0.70x; int8, which
+     * reads x in its kernel either way, 1.9-2.3x). */
+    if (n > 1 && L->wtype != LF_WEIGHTS_I8)
+        return 0;
     const double bytes = (double)(L->I + L->R) * L->G * L->Hp * (double)lf_weight_size(L->wtype);
     return B <= LF_UNIT_SPLIT_MAX_ROWS && !L->whr.w && L->Hp >= 2 * k->vw
            && !(L->kind == LF_LAYER_GRU && !L->reset_after) && !lf_blas_recurrence(k, L, B)
@@ -123,7 +134,9 @@ static void run_unit_part(lf_unit_split *s, int part)
         float *h_out = s->out + (size_t)((s->mode & DIR_TIME_ALIGNED) ? t : p) * B * Rp;
         const float *x = s->in + (ptrdiff_t)t * B * s->ld;
         cell_step(s->m, &view, B, x, s->ld, NULL, h_prev, s->c, h_out, s->w[part], 1);
-        if (!part && !alone && lf_pool_reclaim()) {
+        if (!part && !alone
+            && lf_pool_reclaim_after(s->n - p > LF_UNIT_SPLIT_WAIT_STEPS ? LF_UNIT_SPLIT_WAIT_NS
+                                                                         : 0)) {
             alone = 1;      /* this step's other half, then every unit */
             view.u_lo = s->u_split;
             view.u_hi = s->L->Hp;
@@ -185,7 +198,7 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
      * use). */
     const int32_t half = B / 2;
     const int threadable = !mask && w->second && packed && !(mode & DIR_NO_BLAS);
-    if (threadable && unit_split_pays(m->kernels, L, B)) {
+    if (threadable && unit_split_pays(m->kernels, L, B, n)) {
         run_unit_split(m, L, mode, B, n, in, ld_in, h_state, c_state, w, out);
         return;
     }
