@@ -356,6 +356,20 @@ LF_INLINE void lstm_seq_tiles(const int NT, const int S, const int DEF, const in
 #undef A
 }
 
+/* acc[t][g] += w[t * tile + k * row + g * VW] * v[k] for k < K: NB tiles of 4 gates. */
+LF_INLINE void fma_rows(const int NB, vf acc[][4], const float *restrict w, size_t tile,
+                        size_t row, const float *v, int32_t K)
+{
+    for (int32_t k = 0; k < K; k++) {
+        const vf a = v_set1(v[k]);
+        LF_UNROLL
+        for (int t = 0; t < NB; t++)
+            LF_UNROLL
+            for (int g = 0; g < 4; g++)
+                acc[t][g] = v_fmadd(v_load(w + t * tile + k * row + g * VW), a, acc[t][g]);
+    }
+}
+
 /* Tiles [u0 / VW, u0 / VW + NB) of one LSTM step on one row: the NB*4 gate accumulators in
  * registers over x (if non-NULL) and h (R floats, read from memory), then the state update:
  * c loaded and stored once, h' stored to o. */
@@ -375,23 +389,8 @@ LF_INLINE void lstm_row_block(const int NB, const int DEF, const lf_cell *restri
             acc[t][g] = ps ? v_add(b, v_load(ps + g * Hp + u0 + t * VW)) : b;
         }
     if (xs)
-        for (int32_t k = 0; k < I; k++) {
-            const vf a = v_set1(xs[k]);
-            LF_UNROLL
-            for (int t = 0; t < NB; t++)
-                LF_UNROLL
-                for (int g = 0; g < 4; g++)
-                    acc[t][g] = v_fmadd(v_load(wb + t * tile + k * row + g * VW), a, acc[t][g]);
-        }
-    const float *restrict wh = wb + (size_t)I * row;
-    for (int32_t k = 0; k < R; k++) {
-        const vf a = v_set1(hp[k]);
-        LF_UNROLL
-        for (int t = 0; t < NB; t++)
-            LF_UNROLL
-            for (int g = 0; g < 4; g++)
-                acc[t][g] = v_fmadd(v_load(wh + t * tile + k * row + g * VW), a, acc[t][g]);
-    }
+        fma_rows(NB, acc, wb, tile, row, xs, I);
+    fma_rows(NB, acc, wb + (size_t)I * row, tile, row, hp, R);
     LF_UNROLL
     for (int t = 0; t < NB; t++) {
         vf cv = v_load(c + u0 + t * VW);
