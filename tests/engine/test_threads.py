@@ -268,8 +268,12 @@ def test_fork_with_the_pool_running(rng):
         stop = threading.Event()
 
         def busy() -> None:
+            # Single steps: the hidden-unit split, no BLAS. (A float chunk projects its
+            # inputs with OpenBLAS, whose locks a fork copies as they are: forking while
+            # another thread is inside OpenBLAS hangs the child in any process, numpy too.)
+            s = model.stream(1)
             while not stop.is_set():
-                model.predict(x)
+                s.step(x[:, 0])
 
         thread = threading.Thread(target=busy)
         thread.start()
