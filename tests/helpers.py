@@ -11,7 +11,15 @@ import numpy as np
 
 import lstm_fast as lf
 from lstm_fast import _core
-from lstm_fast.spec import DenseSpec, GRULayerSpec, LSTMLayerSpec, SimpleRNNLayerSpec
+from lstm_fast.spec import (
+    BidirectionalSpec,
+    DenseSpec,
+    EmbeddingSpec,
+    GRULayerSpec,
+    LSTMLayerSpec,
+    ModelSpec,
+    SimpleRNNLayerSpec,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -51,6 +59,18 @@ def dense_spec(rng: np.random.Generator, I: int, O: int, activation: str = "line
                ) -> DenseSpec:
     return DenseSpec(rng.uniform(-1, 1, (O, I)) / np.sqrt(I), rng.uniform(-0.5, 0.5, O),
                      activation)
+
+
+def id_chain_spec(rng: np.random.Generator, bi_kind: str, second_kind: str, H: int = 48
+                  ) -> ModelSpec:
+    """Embedding(50, 20) -> bidirectional bi_kind (H, concat) -> second_kind (32) ->
+    Dense(10, tanh): every layer kind a quantized model narrows, in one chain."""
+    emb = EmbeddingSpec(rng.uniform(-1, 1, (50, 20)))
+    bi = BidirectionalSpec(cell_spec(rng, bi_kind, 20, H), cell_spec(rng, bi_kind, 20, H),
+                           "concat")
+    second = cell_spec(rng, second_kind, 2 * H, 32)
+    dense = DenseSpec(rng.uniform(-0.3, 0.3, (10, 32)), rng.uniform(-0.1, 0.1, 10), "tanh")
+    return ModelSpec(layers=(emb, bi, second, dense))
 
 
 def per_cell(state: Any, n: int | None = None) -> list[tuple[np.ndarray, np.ndarray | None]]:

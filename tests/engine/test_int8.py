@@ -17,8 +17,8 @@ import lstm_fast as lf
 from lstm_fast import cli
 from lstm_fast.demo import CharModel
 from lstm_fast.quantize import int8_codes, int8_values, round_weights, weight_bytes
-from lstm_fast.spec import BidirectionalSpec, DenseSpec, EmbeddingSpec, ModelSpec
-from tests.helpers import ISAS, cell_spec, per_cell
+from lstm_fast.spec import ModelSpec
+from tests.helpers import ISAS, cell_spec, id_chain_spec, per_cell
 from tests.int8_reference import int8_forward, quantize_rows
 from tests.reference import spec_forward
 
@@ -140,13 +140,8 @@ def test_options_masks_and_batches(isa):
 @pytest.mark.parametrize("isa", ISAS)
 def test_bidirectional_dense_embedding_and_pool(isa):
     rng = np.random.default_rng(7)
-    H = 48
-    emb = EmbeddingSpec(rng.uniform(-1, 1, (50, 20)))
-    bi = BidirectionalSpec(cell_spec(rng, "gru", 20, H), cell_spec(rng, "gru", 20, H),
-                           "concat")
-    gru = cell_spec(rng, "gru_before", 2 * H, 32)
-    dense = DenseSpec(rng.uniform(-0.3, 0.3, (10, 32)), rng.uniform(-0.1, 0.1, 10), "tanh")
-    spec = ModelSpec(layers=(emb, bi, gru, dense))
+    spec = id_chain_spec(rng, "gru", "gru_before")
+    emb, dense = spec.layers[0], spec.layers[3]
     q = lf.Model(spec, isa=isa).quantize("int8")
     ids = rng.integers(0, 50, (3, 300)).astype(np.int32)
     got = q.predict(ids)

@@ -14,12 +14,11 @@ from lstm_fast import cli
 from lstm_fast.demo import CharModel
 from lstm_fast.quantize import narrow, round_weights, widen
 from lstm_fast.spec import (
-    BidirectionalSpec,
     DenseSpec,
     EmbeddingSpec,
     ModelSpec,
 )
-from tests.helpers import ISAS, cell_spec
+from tests.helpers import ISAS, cell_spec, id_chain_spec
 from tests.reference import spec_forward
 
 #: The issue's bounds on outputs in [-1, 1] (max abs error vs the float64 oracle).
@@ -63,13 +62,8 @@ def test_every_cell_kind_within_bound(kind, dtype, isa, H):
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_bidirectional_dense_embedding_model(dtype):
     rng = np.random.default_rng(7)
-    H = 48
-    emb = EmbeddingSpec(rng.uniform(-1, 1, (50, 20)))
-    bi = BidirectionalSpec(cell_spec(rng, "lstm", 20, H), cell_spec(rng, "lstm", 20, H),
-                           "concat")
-    gru = cell_spec(rng, "gru", 2 * H, 32)
-    dense = DenseSpec(rng.uniform(-0.3, 0.3, (10, 32)), rng.uniform(-0.1, 0.1, 10), "tanh")
-    spec = ModelSpec(layers=(emb, bi, gru, dense))
+    spec = id_chain_spec(rng, "lstm", "gru")
+    emb, dense = spec.layers[0], spec.layers[3]
     for isa in ISAS:
         q = lf.Model(spec, isa=isa).quantize(dtype)
         ids = rng.integers(0, 50, (2, 500)).astype(np.int32)
