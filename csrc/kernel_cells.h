@@ -142,6 +142,19 @@ LF_INLINE void init_acc(const int BG, const int g0, const int NG, const float *r
     }
 }
 
+/* acc += the x part (x read in the kernel, if non-NULL) and the h part of gates
+ * [g0, g0 + NG), folded. */
+LF_INLINE void gate_sums(const int BG, const int WT, const int GT, const int g0, const int NG,
+                         const lf_cell *restrict L, const void *restrict w, size_t w0, size_t wh,
+                         const float *restrict x, ptrdiff_t ldx, const float *restrict h,
+                         ptrdiff_t ldh, vf acc[][4], vf acc2[][4])
+{
+    if (x)
+        accumulate(BG, WT, GT, g0, NG, w, w0, L->I, x, ldx, acc, acc2);
+    accumulate(BG, WT, GT, g0, NG, w, wh, L->R, h, ldh, acc, acc2);
+    fold(BG, NG, acc, acc2);
+}
+
 /* The tile step of every cell kind, for BG consecutive batch rows and units [u0, u0 + VW).
  * phase: GRU reset-before runs phase 0 (r, z; writes r*h and z to scratch) over all tiles,
  * then phase 1 (n and h'). */
@@ -158,20 +171,26 @@ LF_INLINE void cell_tile(const int BG, const int WT, const lf_cell *restrict L, 
     const size_t wh = w0 + (size_t)L->I * (size_t)G * VW;
     vf acc[BG_MAX][4], acc2[BG_MAX][4];
     if (L->kind == LF_LAYER_LSTM) {
-        init_acc(BG, 0, 4, L->bias, xp, ldxp, Hp, u0, acc, acc2);
-        if (x)
-            accumulate(BG, WT, 4, 0, 4, w, w0, L->I, x, ldx, acc, acc2);
-        accumulate(BG, WT, 4, 0, 4, w, wh, L->R, h, ldh, acc, acc2);
-        fold(BG, 4, acc, acc2);
+        if (GATES_PER_PASS >= 4 || BG <= 2) {
+            init_acc(BG, 0, 4, L->bias, xp, ldxp, Hp, u0, acc, acc2);
+            gate_sums(BG, WT, 4, 0, 4, L, w, w0, wh, x, ldx, h, ldh, acc, acc2);
+        } else { /* i, f then g, o: each pass keeps 2 gates x BG rows in registers */
+            vf hi[BG_MAX][4], hi2[BG_MAX][4];
+            init_acc(BG, 0, 2, L->bias, xp, ldxp, Hp, u0, acc, acc2);
+            gate_sums(BG, WT, 4, 0, 2, L, w, w0, wh, x, ldx, h, ldh, acc, acc2);
+            init_acc(BG, 2, 2, L->bias, xp, ldxp, Hp, u0, hi, hi2);
+            gate_sums(BG, WT, 4, 2, 2, L, w, w0, wh, x, ldx, h, ldh, hi, hi2);
+            for (int r = 0; r < BG; r++) {
+                acc[r][2] = hi[r][0];
+                acc[r][3] = hi[r][1];
+            }
+        }
         for (int r = 0; r < BG; r++)
             lstm_update(L, acc[r][0], acc[r][1], acc[r][2], acc[r][3], c + r * Hp + u0,
                         h_out + r * Hp + u0);
     } else if (L->kind == LF_LAYER_RNN) {
         init_acc(BG, 0, 1, L->bias, xp, ldxp, Hp, u0, acc, acc2);
-        if (x)
-            accumulate(BG, WT, 1, 0, 1, w, w0, L->I, x, ldx, acc, acc2);
-        accumulate(BG, WT, 1, 0, 1, w, wh, L->R, h, ldh, acc, acc2);
-        fold(BG, 1, acc, acc2);
+        gate_sums(BG, WT, 1, 0, 1, L, w, w0, wh, x, ldx, h, ldh, acc, acc2);
         for (int r = 0; r < BG; r++)
             v_store(h_out + r * Hp + u0, v_act(L->act, acc[r][0]));
     } else if (L->reset_after) {
@@ -188,8 +207,22 @@ LF_INLINE void cell_tile(const int BG, const int WT, const lf_cell *restrict L, 
         }
         for (int r = 0; r < BG; r++)
             acc2[r][2] = v_zero();
-        accumulate(BG, WT, 3, 0, 3, w, wh, L->R, h, ldh, acc, acc2);
-        fold(BG, 3, acc, acc2);
+        if (GATES_PER_PASS >= 3 || BG <= 2) {
+            accumulate(BG, WT, 3, 0, 3, w, wh, L->R, h, ldh, acc, acc2);
+            fold(BG, 3, acc, acc2);
+        } else { /* r, z then n: each pass keeps at most 2 gates x BG rows in registers */
+            vf hn[BG_MAX][4], hn2[BG_MAX][4];
+            for (int r = 0; r < BG; r++) {
+                hn[r][0] = acc[r][2];
+                hn2[r][0] = v_zero();
+            }
+            accumulate(BG, WT, 3, 0, 2, w, wh, L->R, h, ldh, acc, acc2);
+            fold(BG, 2, acc, acc2);
+            accumulate(BG, WT, 3, 2, 1, w, wh, L->R, h, ldh, hn, hn2);
+            fold(BG, 1, hn, hn2);
+            for (int r = 0; r < BG; r++)
+                acc[r][2] = hn[r][0];
+        }
         for (int r = 0; r < BG; r++) {
             vf rg = ract_of(L, acc[r][0]), z = ract_of(L, acc[r][1]);
             vf n = act_of(L, v_fmadd(rg, acc[r][2], xn[r][0]));
@@ -198,20 +231,14 @@ LF_INLINE void cell_tile(const int BG, const int WT, const lf_cell *restrict L, 
         }
     } else if (phase == 0) {
         init_acc(BG, 0, 2, L->bias, xp, ldxp, Hp, u0, acc, acc2);
-        if (x)
-            accumulate(BG, WT, 3, 0, 2, w, w0, L->I, x, ldx, acc, acc2);
-        accumulate(BG, WT, 3, 0, 2, w, wh, L->R, h, ldh, acc, acc2);
-        fold(BG, 2, acc, acc2);
+        gate_sums(BG, WT, 3, 0, 2, L, w, w0, wh, x, ldx, h, ldh, acc, acc2);
         for (int r = 0; r < BG; r++) {
             v_store(rh + r * Hp + u0, v_mul(ract_of(L, acc[r][0]), v_load(h + r * ldh + u0)));
             v_store(zs + r * Hp + u0, ract_of(L, acc[r][1]));
         }
     } else {
         init_acc(BG, 2, 1, L->bias, xp, ldxp, Hp, u0, acc, acc2);
-        if (x)
-            accumulate(BG, WT, 3, 2, 1, w, w0, L->I, x, ldx, acc, acc2);
-        accumulate(BG, WT, 3, 2, 1, w, wh, L->R, rh, Hp, acc, acc2);
-        fold(BG, 1, acc, acc2);
+        gate_sums(BG, WT, 3, 2, 1, L, w, w0, wh, x, ldx, rh, Hp, acc, acc2);
         for (int r = 0; r < BG; r++) {
             vf n = act_of(L, acc[r][0]), z = v_load(zs + r * Hp + u0);
             vf hp = v_load(h + r * ldh + u0);

@@ -3,13 +3,14 @@
 #include "internal.h"
 #ifdef LF_X86
 /* The crossover of the LSTM recurrence, measured (issue 14; Zen 4 forced to avx2, OpenBLAS
- * Haswell kernel, 1 thread). Recurrence alone, ms per 100 steps, packed kernel (LSTM with
- * I = 1) vs cblas_sgemm of the recurrent product: H=512: B=8 31.5 vs 31.8, B=16 63 vs 55,
- * B=32 105 vs 89, B=64 215 vs 167; H=256: B=64 56 vs 36, B=256 287 vs 143. Whole layers
- * 256->512, T=100, packed vs BLAS + lstm_pointwise: B=17 80 vs 98 (an sgemm of 17 rows is
- * mostly edge), B=32 142 vs 132, B=64 308 vs 257. The packed kernel's two-row register block
- * re-reads a tile's weights from L2 for every two rows; the sgemm blocks K and rows. */
-#define LF_AVX2_PACKED_MAX_BATCH 31
+ * Haswell kernel, 1 thread, min over rounds). Recurrence alone (LSTM with I = 1), GFLOP/s,
+ * packed kernel (6 rows x 2 gates per register pass) vs cblas_sgemm of the recurrent product +
+ * lstm_pointwise: H=512: B=48 87-89 vs 77-87, B=64 86-87 vs 86-88, B=96 77-82 vs 88-90; H=256:
+ * B=32 83 vs 76, B=256 79 vs 83. Above 48 rows the sgemm's blocking of K and rows wins. (The
+ * former 2-row x 4-gate packed kernel: H=512, B=16 74 where this one runs at 85.) */
+#ifndef LF_AVX2_PACKED_MAX_BATCH
+#define LF_AVX2_PACKED_MAX_BATCH 48
+#endif
 #define LF_BLAS_RECURRENCE 1
 #include "simd_avx2.h"
 #include "kernel_cells.h"

@@ -4,7 +4,9 @@
 #include <stdint.h>
 
 #define VW 8
-#define BG_MAX 2
+#define BG_MAX 6
+/* gates per register pass of the packed kernel: 6 rows x 2 gates = 12 of the 16 ymm */
+#define GATES_PER_PASS 2
 #define KSUFFIX(name) name##_avx2
 typedef __m256 vf;
 

@@ -5,6 +5,7 @@
 
 #define VW 16
 #define BG_MAX 6
+#define GATES_PER_PASS 4
 #define KSUFFIX(name) name##_avx512
 typedef __m512 vf;
 

@@ -6,6 +6,7 @@
 
 #define VW 8
 #define BG_MAX 2
+#define GATES_PER_PASS 4
 #define KSUFFIX(name) name##_portable
 typedef struct { float v[VW]; } vf;
 
