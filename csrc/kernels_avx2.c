@@ -10,6 +10,7 @@
  * mostly edge), B=32 142 vs 132, B=64 308 vs 257. The packed kernel's two-row register block
  * re-reads a tile's weights from L2 for every two rows; the sgemm blocks K and rows. */
 #define LF_AVX2_PACKED_MAX_BATCH 31
+#define LF_AVX2_GRU_PACKED_MAX_BATCH 31
 #define LF_BLAS_RECURRENCE 1
 #include "simd_avx2.h"
 #include "kernel_cells.h"
@@ -23,7 +24,9 @@ const lf_kernels lf_kernels_avx2 = {
     .cell_i8 = cell_i8_avx2,
     .lstm_seq_one = lstm_seq_one_avx2,
     .packed_max_batch = LF_AVX2_PACKED_MAX_BATCH,
+    .gru_packed_max_batch = LF_AVX2_GRU_PACKED_MAX_BATCH,
     .lstm_pointwise = lstm_pointwise_avx2,
+    .gru_pointwise = gru_pointwise_avx2,
     .dense_small = dense_small_avx2,
     .bias_act = bias_act_avx2,
 };

@@ -12,7 +12,9 @@ const lf_kernels lf_kernels_portable = {
     .cell_i8 = cell_i8_portable,
     .lstm_seq_one = lstm_seq_one_portable,
     .packed_max_batch = 8, /* measured: BLAS wins above 8 rows */
+    .gru_packed_max_batch = 8,
     .lstm_pointwise = lstm_pointwise_portable,
+    .gru_pointwise = gru_pointwise_portable,
     .dense_small = dense_small_portable,
     .bias_act = bias_act_portable,
 };

@@ -21,6 +21,13 @@ static void cell_step(const lf_model *m, const lf_cell *L, int32_t B, const floa
     float *h_cell = L->whr.w ? w->hc : h_out;
     if (L->wtype == LF_WEIGHTS_I8) {
         k->cell_i8(L, B, x, ldx, h_prev, c, h_cell, w->scratch);
+    } else if (lf_blas_recurrence(k, L, B) && L->kind == LF_LAYER_GRU) {
+        /* r, z: h·W_hh onto the input projection; n: h·W_hn apart (r scales it, b_hn
+         * included), in scratch. */
+        const int Hp = L->Hp;
+        lf_sgemm(B, 2 * Hp, L->R, h_prev, L->Rp, L->whh_t, G, gates, G, 1);
+        lf_sgemm(B, Hp, L->R, h_prev, L->Rp, L->whh_t + 2 * Hp, G, w->scratch, Hp, 0);
+        k->gru_pointwise(L, B, gates, w->scratch, h_prev, h_cell);
     } else if (lf_blas_recurrence(k, L, B)) {
         lf_sgemm(B, G, L->R, h_prev, L->Rp, L->whh_t, G, gates, G, 1);
         k->lstm_pointwise(L, B, gates, c, h_cell);
@@ -61,6 +68,47 @@ typedef struct lf_dir_job {
 } lf_dir_job;
 
 static void run_row_range_job(void *arg);
+
+/* Rows of a block's input projection: rows (r = t*B + b) of `in` times W_ih into xproj. */
+typedef struct lf_proj_job {
+    const lf_cell *L;
+    int32_t rows;
+    const float *in;
+    ptrdiff_t ld;
+    float *xproj;
+} lf_proj_job;
+
+static void project_rows(void *arg)
+{
+    const lf_proj_job *j = arg;
+    const int G = j->L->G * j->L->Hp;
+    lf_sgemm(j->rows, G, j->L->I, j->in, (int)j->ld, j->L->wih_t, G, j->xproj, G, 0);
+}
+
+/* The input projection of `rows` rows; with `halves`, the second half of the rows on the
+ * pool's worker (or after the first if the pool is busy). */
+static void project(const lf_cell *L, int32_t rows, const float *in, ptrdiff_t ld,
+                    float *xproj, int halves)
+{
+    const int32_t r0 = halves ? rows / 2 : rows;
+    const size_t G = (size_t)L->G * (size_t)L->Hp;
+    lf_proj_job first = {L, r0, in, ld, xproj};
+    lf_proj_job second = {L, rows - r0, in + (ptrdiff_t)r0 * ld, ld, xproj + (size_t)r0 * G};
+    const int pooled = halves && lf_pool_begin(project_rows, &second);
+    project_rows(&first);
+    if (pooled)
+        lf_pool_end();
+    else if (halves)
+        project_rows(&second);
+}
+
+/* Whether OpenBLAS runs each call on the calling thread: only then may the two halves of a
+ * batch call it at once (with more BLAS threads, concurrent calls queue for its workers and
+ * its workers spin on the cores the halves use). */
+static int blas_single_threaded(void)
+{
+    return LF_BLAS(openblas_get_num_threads)() == 1;
+}
 
 /* Floating-point work of a layer below which a second thread costs more than it saves. */
 #define LF_PARALLEL_MIN_FLOPS 2e6
@@ -193,12 +241,15 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
     const int no_blas = (mode & DIR_NO_BLAS) && packed;
     /* Rows are independent: with a second thread's buffers and enough work, one or a few
      * rows of a large layer split its hidden units, and the two halves of a larger unmasked
-     * batch run their whole sequences on two threads; either way each thread reads its
-     * inputs in the packed kernel (no BLAS: its threads would spin on the cores the halves
-     * use). */
+     * batch run their whole sequences on two threads. On the packed kernels each thread
+     * reads its inputs in the kernel (no BLAS: its threads would spin on the cores the
+     * halves use); on the BLAS recurrence (only with a single-threaded BLAS) the two
+     * threads project half of the block's rows each, then each half of the batch steps on
+     * its own sgemm (or, as few rows, on the packed kernel with the projected x). */
     const int32_t half = B / 2;
-    const int threadable = !mask && w->second && packed && !(mode & DIR_NO_BLAS);
-    if (threadable && unit_split_pays(m->kernels, L, B, n)) {
+    const int threadable = !mask && w->second && !(mode & DIR_NO_BLAS)
+                           && (packed || blas_single_threaded());
+    if (threadable && packed && unit_split_pays(m->kernels, L, B, n)) {
         run_unit_split(m, L, mode, B, n, in, ld_in, h_state, c_state, w, out);
         return;
     }
@@ -225,10 +276,10 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
     const int split = threadable && half > 0
                       && 2.0 * n * B * G * (double)(L->I + L->R) >= LF_PARALLEL_MIN_FLOPS;
     /* int8 cells always read (and quantize) x in the kernel: there is no float projection. */
-    const int fused = (n == 1 && packed) || prefix || no_blas || split
+    const int fused = (n == 1 && packed) || prefix || no_blas || (split && packed)
                       || L->wtype == LF_WEIGHTS_I8;
     if (!fused)
-        lf_sgemm(n * B, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
+        project(L, n * B, in, ld_in, w->xproj, split);
     if (!mask) {
         float *xproj = fused ? NULL : w->xproj;
         if (!split) {
