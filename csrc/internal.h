@@ -106,13 +106,13 @@ typedef struct lf_kernels {
      * packed_max_batch rows and GRU (reset-after) batches of more than gru_packed_max_batch
      * rows compute W·x + R·h with BLAS, then a fused pointwise pass. lstm_pointwise adds the
      * bias, updates c (B, Hp) and writes h_out (B, Hp) from gates (B, 4Hp). gru_pointwise
-     * reads gates (B, 3Hp: x-proj + h·W_hh of r and z, x-proj of n), hn (B, Hp: h·W_hn) and
-     * h (B, Rp), and writes h_out (B, Hp) = z*h + (1-z)*n, n = act(xn + b_in + r*(hn + b_hn)),
-     * with the formulas of the packed kernel. */
+     * reads gates (B, 3Hp: x-proj + h·W_hh of r and z, h·W_hn of n), xn (B, Hp: the x-proj
+     * of n) and h (B, Rp), and writes h_out (B, Hp) = z*h + (1-z)*n with
+     * n = act(xn + b_in + r*(hn + b_hn)): the formulas of the packed kernel. */
     int32_t packed_max_batch, gru_packed_max_batch;
     void (*lstm_pointwise)(const lf_cell *cell, int32_t B, const float *gates,
                            float *c, float *h_out);
-    void (*gru_pointwise)(const lf_cell *cell, int32_t B, const float *gates, const float *hn,
+    void (*gru_pointwise)(const lf_cell *cell, int32_t B, const float *gates, const float *xn,
                           const float *h, float *h_out);
     /* y (rows, ld) = x (rows, in; row stride ldx) · W (in, ld) + bias; no activation. Any
      * weight type; float32 callers use BLAS instead above LF_DENSE_SMALL_ROWS rows. */

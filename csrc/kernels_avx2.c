@@ -1,5 +1,7 @@
-/* The avx2 kernel level. LSTM batches of more than LF_AVX2_PACKED_MAX_BATCH rows step on
- * BLAS (the recurrent product) + lstm_pointwise; smaller batches on the packed kernels. */
+/* The avx2 kernel level. LSTM batches of more than LF_AVX2_PACKED_MAX_BATCH rows and GRU
+ * (reset-after) batches of more than LF_AVX2_GRU_PACKED_MAX_BATCH rows step on BLAS (the
+ * recurrent product) + lstm_pointwise / gru_pointwise; smaller batches on the packed
+ * kernels. */
 #include "internal.h"
 #ifdef LF_X86
 /* The crossover of the LSTM recurrence, measured (issue 14; Zen 4 forced to avx2, OpenBLAS
@@ -10,7 +12,13 @@
  * mostly edge), B=32 142 vs 132, B=64 308 vs 257. The packed kernel's two-row register block
  * re-reads a tile's weights from L2 for every two rows; the sgemm blocks K and rows. */
 #define LF_AVX2_PACKED_MAX_BATCH 31
-#define LF_AVX2_GRU_PACKED_MAX_BATCH 31
+/* The GRU's, measured the same way (whole layers, T=100, packed vs BLAS + gru_pointwise,
+ * ms, interleaved medians): 256->512: B=8 28.6 vs 31.8, B=12 44.5 vs 42.2, B=16 54.5 vs
+ * 50.7, B=24 85.5 vs 73.8, B=32 131 vs 106, B=64 277 vs 209; 1->512: B=8 23.8 vs 27.0,
+ * B=16 39.2 vs 39.4, B=24 71.9 vs 54.9; 256->256: B=8 10.3 vs 10.7, B=16 22.6 vs 19.1;
+ * 128->128: B=8 2.13 vs 2.73, B=12 3.38 vs 3.50, B=16 4.42 vs 4.36; 64->64: B=8 0.74 vs
+ * 0.79, B=16 1.22 vs 1.11 (B=12 is a tie, 0.97-1.06x). */
+#define LF_AVX2_GRU_PACKED_MAX_BATCH 15
 #define LF_BLAS_RECURRENCE 1
 #include "simd_avx2.h"
 #include "kernel_cells.h"
