@@ -73,6 +73,9 @@ typedef struct lf_dir_job {
 
 static void run_row_range_job(void *arg);
 
+/* Floating-point work of a layer below which a second thread costs more than it saves. */
+#define LF_PARALLEL_MIN_FLOPS 2e6
+
 /* Rows of a block's input projection: rows (r = t*B + b) of `in` times W_ih into xproj. */
 typedef struct lf_proj_job {
     const lf_cell *L;
@@ -89,13 +92,15 @@ static void project_rows(void *arg)
     lf_sgemm(j->rows, G, j->L->I, j->in, (int)j->ld, j->L->wih_t, G, j->xproj, G, 0);
 }
 
-/* The input projection of `rows` rows; with `halves`, the second half of the rows on the
- * pool's worker (or after the first if the pool is busy). */
+/* The input projection of `rows` rows; with `two` (a second thread may run BLAS, see
+ * run_cell) and enough work, the second half of the rows on the pool's worker (or after the
+ * first if the pool is busy). */
 static void project(const lf_cell *L, int32_t rows, const float *in, ptrdiff_t ld,
-                    float *xproj, int halves)
+                    float *xproj, int two)
 {
-    const int32_t r0 = halves ? rows / 2 : rows;
     const size_t G = (size_t)L->G * (size_t)L->Hp;
+    const int halves = two && rows >= 2 && 2.0 * rows * G * L->I >= LF_PARALLEL_MIN_FLOPS;
+    const int32_t r0 = halves ? rows / 2 : rows;
     lf_proj_job first = {L, r0, in, ld, xproj};
     lf_proj_job second = {L, rows - r0, in + (ptrdiff_t)r0 * ld, ld, xproj + (size_t)r0 * G};
     const int pooled = halves && lf_pool_begin(project_rows, &second);
@@ -106,16 +111,14 @@ static void project(const lf_cell *L, int32_t rows, const float *in, ptrdiff_t l
         project_rows(&second);
 }
 
-/* Whether OpenBLAS runs each call on the calling thread: only then may the two halves of a
- * batch call it at once (with more BLAS threads, concurrent calls queue for its workers and
- * its workers spin on the cores the halves use). */
+/* Whether OpenBLAS runs each call on the calling thread: only then may two threads of a
+ * split call it at once (with more BLAS threads, concurrent calls queue for its workers and
+ * its workers spin on the cores the halves use; measured 4-10x slower on a busy machine). */
 static int blas_single_threaded(void)
 {
     return LF_BLAS(openblas_get_num_threads)() == 1;
 }
 
-/* Floating-point work of a layer below which a second thread costs more than it saves. */
-#define LF_PARALLEL_MIN_FLOPS 2e6
 
 /* The hidden-unit split (LF_RUN_PARALLEL, one or a few unmasked rows): each of the two
  * threads computes half of the units of every step, reading x and the whole h, so each
@@ -251,8 +254,10 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
      * threads project half of the block's rows each, then each half of the batch steps on
      * its own sgemm (or, as few rows, on the packed kernel with the projected x). */
     const int32_t half = B / 2;
-    const int threadable = !mask && w->second && !(mode & DIR_NO_BLAS)
-                           && (packed || blas_single_threaded());
+    /* A second thread may call BLAS too (the input projection's halves, the BLAS
+     * recurrence's batch halves). */
+    const int two = w->second && !(mode & DIR_NO_BLAS) && blas_single_threaded();
+    const int threadable = !mask && w->second && !(mode & DIR_NO_BLAS) && (packed || two);
     if (threadable && packed && unit_split_pays(m->kernels, L, B, n)) {
         run_unit_split(m, L, mode, B, n, in, ld_in, h_state, c_state, w, out);
         return;
@@ -266,7 +271,7 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
          * per frame; at I <= 16 reading x is as fast or faster). */
         const int read_x = n == 1 || no_blas || L->I <= LF_ONE_ROW_READ_X;
         if (!read_x)
-            lf_sgemm(n, (int)G, L->I, in, (int)ld_in, L->wih_t, (int)G, w->xproj, (int)G, 0);
+            project(L, n, in, ld_in, w->xproj, two);
         const int rev = (mode & DIR_REVERSE) != 0;
         const ptrdiff_t sx = rev ? -ld_in : ld_in, sp = rev ? -(ptrdiff_t)G : (ptrdiff_t)G;
         const ptrdiff_t so = rev && (mode & DIR_TIME_ALIGNED) ? -(ptrdiff_t)Rp : (ptrdiff_t)Rp;
@@ -283,7 +288,7 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
     const int fused = (n == 1 && packed) || prefix || no_blas || (split && packed)
                       || L->wtype == LF_WEIGHTS_I8;
     if (!fused)
-        project(L, n * B, in, ld_in, w->xproj, split);
+        project(L, n * B, in, ld_in, w->xproj, two);
     if (!mask) {
         float *xproj = fused ? NULL : w->xproj;
         if (!split) {

@@ -71,13 +71,9 @@ def test_eight_threads_share_one_model(rng):
 
 
 @contextmanager
-def two_threads(blas_threads: int | None = None) -> Iterator[None]:
-    """The pool on (set_num_threads(2)); blas_threads, if given, overrides the BLAS threads
-    that call sets (1: the batch halves of the BLAS recurrence, recurrent.c)."""
+def two_threads() -> Iterator[None]:
     before = lf.get_num_threads()
     lf.set_num_threads(2)
-    if blas_threads is not None:
-        lf._blas_lib.scipy_openblas_set_num_threads(blas_threads)
     try:
         yield
     finally:
@@ -146,16 +142,16 @@ def test_two_threads_against_the_oracle(kind, B, isa, rng):
 @pytest.mark.parametrize("B", [16, 17, 33, 64, 65])
 @pytest.mark.parametrize("isa", ISAS)
 def test_two_threads_blas_recurrence(kind, B, isa, rng):
-    """With a single-threaded BLAS, large batches on the BLAS recurrence (avx2, portable)
-    split too: each thread projects half of a block's rows, then steps its half of the batch
-    on its own sgemm (two OpenBLAS calls at once), or, as few rows, on the packed kernel with
-    the projected x. Whole calls, streamed chunks and steps against the oracle and the
-    one-thread run (float32 rounding: the sgemm blocks rows differently)."""
+    """Large batches on the BLAS recurrence (avx2, portable) split too (set_num_threads keeps
+    OpenBLAS single-threaded): each thread projects half of a block's rows, then steps its
+    half of the batch on its own sgemm (two OpenBLAS calls at once), or, as few rows, on the
+    packed kernel with the projected x. Whole calls, streamed chunks and steps against the
+    oracle and the one-thread run (float32 rounding: the sgemm blocks rows differently)."""
     model = split_model(rng, kind, isa)
     x = rng.standard_normal((B, 30, model.input_size)).astype(np.float32)
     y1, s1 = model.predict(x, return_state=True)
     chunks1, _ = streamed(model, x)
-    with two_threads(blas_threads=1):
+    with two_threads():
         y2, s2 = model.predict(x, return_state=True)
         chunks2, state2 = streamed(model, x)
     y_ref, states_ref = spec_forward(model.spec, x)
@@ -229,6 +225,14 @@ def test_runs_create_no_thread(rng):
         assert _core.pool_starts() == start + 1
     model.predict(x)
     assert _core.pool_starts() == start + 1
+
+
+def test_blas_stays_single_threaded():
+    """set_num_threads gives its threads to the pool, not to OpenBLAS (two threads of a split
+    call OpenBLAS at once; recurrent.c splits only with a single-threaded BLAS)."""
+    with two_threads():
+        assert lf._blas_lib.scipy_openblas_get_num_threads() == 1
+    assert lf._blas_lib.scipy_openblas_get_num_threads() == 1
 
 
 def test_models_copies_and_threads_share_the_pool(rng):
