@@ -16,6 +16,7 @@ void LF_BLAS(cblas_sgemm)(int order, int trans_a, int trans_b, int m, int n, int
                           float alpha, const float *a, int lda, const float *b, int ldb,
                           float beta, float *c, int ldc);
 void LF_BLAS(openblas_set_num_threads)(int n);
+int LF_BLAS(openblas_get_num_threads)(void);
 char *LF_BLAS(openblas_get_corename)(void);
 
 /* C = A·B (+ C if accumulate), row-major, no transposes. */

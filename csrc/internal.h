@@ -103,11 +103,17 @@ typedef struct lf_kernels {
                          const float *xproj, ptrdiff_t ldxp, const float *h, float *c,
                          float *out, ptrdiff_t ldo);
     /* The BLAS recurrence, on levels that use it (else NULL): LSTM batches of more than
-     * packed_max_batch rows compute W·x + R·h with BLAS, then lstm_pointwise adds the bias,
-     * updates c (B, Hp) and writes h_out (B, Hp) from gates (B, 4Hp). */
-    int32_t packed_max_batch;
+     * packed_max_batch rows and GRU (reset-after) batches of more than gru_packed_max_batch
+     * rows compute W·x + R·h with BLAS, then a fused pointwise pass. lstm_pointwise adds the
+     * bias, updates c (B, Hp) and writes h_out (B, Hp) from gates (B, 4Hp). gru_pointwise
+     * reads gates (B, 3Hp: x-proj + h·W_hh of r and z, h·W_hn of n), xn (B, Hp: the x-proj
+     * of n) and h (B, Rp), and writes h_out (B, Hp) = z*h + (1-z)*n with
+     * n = act(xn + b_in + r*(hn + b_hn)): the formulas of the packed kernel. */
+    int32_t packed_max_batch, gru_packed_max_batch;
     void (*lstm_pointwise)(const lf_cell *cell, int32_t B, const float *gates,
                            float *c, float *h_out);
+    void (*gru_pointwise)(const lf_cell *cell, int32_t B, const float *gates, const float *xn,
+                          const float *h, float *h_out);
     /* y (rows, ld) = x (rows, in; row stride ldx) · W (in, ld) + bias; no activation. Any
      * weight type; float32 callers use BLAS instead above LF_DENSE_SMALL_ROWS rows. */
     void (*dense_small)(const lf_matrix *W, const float *bias, int32_t in, int32_t ld,
@@ -158,10 +164,12 @@ static inline int lf_is_recurrent(lf_layer_kind kind)
     return kind == LF_LAYER_LSTM || kind == LF_LAYER_GRU || kind == LF_LAYER_RNN;
 }
 
-/* Whether B rows of cell L step on BLAS + lstm_pointwise rather than the packed kernel. */
+/* Whether B rows of cell L step on BLAS + a pointwise pass rather than the packed kernel
+ * (whh_t exists only for the cells of a level with that path: LSTM, GRU reset-after). */
 static inline int lf_blas_recurrence(const lf_kernels *k, const lf_cell *L, int32_t B)
 {
-    return L->whh_t && B > k->packed_max_batch;
+    return L->whh_t && B > (L->kind == LF_LAYER_GRU ? k->gru_packed_max_batch
+                                                    : k->packed_max_batch);
 }
 
 /* The thread pool (pool.c). lf_pool_begin hands fn(arg) to the worker and returns 1, or

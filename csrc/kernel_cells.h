@@ -508,6 +508,24 @@ static void KSUFFIX(lstm_pointwise)(const lf_cell *L, int32_t B, const float *ga
                         c + (size_t)b * Hp + u, h_out + (size_t)b * Hp + u);
     }
 }
+
+static void KSUFFIX(gru_pointwise)(const lf_cell *L, int32_t B, const float *gates,
+                                   const float *xn, const float *h, float *h_out)
+{
+    const int32_t Hp = L->Hp, Rp = L->Rp;
+    const float *bias = L->bias;
+    for (int32_t b = 0; b < B; b++) {
+        const float *gb = gates + (size_t)b * 3 * Hp, *xb = xn + (size_t)b * Hp;
+        for (int32_t u = 0; u < Hp; u += VW) {
+            vf r = ract_of(L, v_add(v_load(gb + u), v_load(bias + u)));
+            vf z = ract_of(L, v_add(v_load(gb + Hp + u), v_load(bias + Hp + u)));
+            vf n = act_of(L, v_fmadd(r, v_add(v_load(gb + 2 * Hp + u), v_load(L->bias_hn + u)),
+                                     v_add(v_load(xb + u), v_load(bias + 2 * Hp + u))));
+            vf hp = v_load(h + (size_t)b * Rp + u);
+            v_store(h_out + (size_t)b * Hp + u, v_fmadd(z, v_sub(hp, n), n));
+        }
+    }
+}
 #endif
 
 /* y (rows, ld) = x · w_t + bias, VW output columns at a time. */

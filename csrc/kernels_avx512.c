@@ -20,6 +20,7 @@ const lf_kernels lf_kernels_avx512 = {
     .cell_i8 = cell_i8_avx512,
     .lstm_seq_one = lstm_seq_one_avx512,
     .packed_max_batch = INT32_MAX,
+    .gru_packed_max_batch = INT32_MAX,
     .lstm_pointwise = NULL,
     .dense_small = dense_small_avx512,
     .bias_act = bias_act_avx512,

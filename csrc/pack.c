@@ -177,7 +177,8 @@ static lf_status build_i8(lf_cell *L, const float *w_ih, const float *w_hh, cons
 
 /* Copies one cell's weights, rounded to d->weights, into the layouts its paths read: the
  * packed tiles (the step kernels), wih_t (the BLAS input projection) and, on kernel levels
- * with a BLAS recurrence, whh_t for an LSTM. */
+ * with a BLAS recurrence, whh_t for an LSTM or a GRU reset-after (a GRU reset-before always
+ * steps on the packed kernel: its n gate needs r*h before the product). */
 lf_status lf_build_cell(lf_cell *L, const lf_layer_desc *d, int backward,
                         const lf_kernels *kernels, size_t *bytes)
 {
@@ -213,7 +214,9 @@ lf_status lf_build_cell(lf_cell *L, const lf_layer_desc *d, int backward,
             return LF_E_NO_MEMORY;
         return lf_build_matrix(LF_WEIGHTS_I8, w_hr, R, H, Rp, 1, &L->whr, bytes);
     }
-    const int blas_recurrence = d->kind == LF_LAYER_LSTM && kernels->lstm_pointwise;
+    const int blas_recurrence = (d->kind == LF_LAYER_LSTM && kernels->lstm_pointwise)
+                                || (d->kind == LF_LAYER_GRU && L->reset_after
+                                    && kernels->gru_pointwise);
     const int has_bias_hn = d->kind == LF_LAYER_GRU && L->reset_after;
     L->wih_t = lf_alloc_counted(n_ih * sizeof(float), bytes);
     L->whh_t = blas_recurrence ? lf_alloc_counted(n_hh * sizeof(float), bytes) : NULL;

@@ -99,13 +99,14 @@ MAX_THREADS = 1024
 def set_num_threads(n: int) -> None:
     """Set the threads lstm_fast may use (default 1, or ``$LSTM_FAST_NUM_THREADS``).
 
-    They go to BLAS (input projections of long chunks and large batches) and, from 2 on, to
-    the engine's thread pool: one worker thread, started by this call and kept (``1`` stops
-    it), shared by every model in the process, so no run creates a thread. Each recurrent
-    layer large enough to gain is split in two: the two directions of a bidirectional layer
-    run at the same time, a batch of several sequences (without lengths or masks) runs as two
-    halves, and one or a few sequences of a large layer split its hidden units (each core
-    streams half of the weights). Results agree across thread counts to float32 rounding;
+    From 2 on, they go to the engine's thread pool: one worker thread, started by this call
+    and kept (``1`` stops it), shared by every model in the process, so no run creates a
+    thread. Each recurrent layer large enough to gain is split in two: the two directions of
+    a bidirectional layer run at the same time, a batch of several sequences (without lengths
+    or masks) runs as two halves, one or a few sequences of a large layer split its hidden
+    units (each core streams half of the weights), and the input projection of a long chunk
+    or a large batch runs as two halves. BLAS itself is set to one thread (the pool splits
+    its work instead). Results agree across thread counts to float32 rounding;
     several Python threads may run at once (a layer that finds the pool busy runs both parts
     itself, with the same result). A forked child process starts its own worker.
 

@@ -7,8 +7,9 @@ AVX-512 "SkylakeX" kernels reach ~200 GFLOP/s. So, unless the user has set OPENB
 OpenBLAS on CPUs with AVX-512 F/BW/DQ/VL, then restores the environment, so numpy's OpenBLAS
 and anything else loaded later are unaffected.
 
-The BLAS thread count is 1 unless OPENBLAS_NUM_THREADS or LSTM_FAST_NUM_THREADS is set; change
-it with :func:`lstm_fast.set_num_threads`.
+The BLAS thread count is 1 unless OPENBLAS_NUM_THREADS or LSTM_FAST_NUM_THREADS is set;
+:func:`lstm_fast.set_num_threads` sets it back to 1 (the engine's thread pool splits the
+BLAS work in halves itself).
 """
 
 from __future__ import annotations

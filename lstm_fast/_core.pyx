@@ -91,9 +91,12 @@ cdef int _threads = 1
 
 
 def set_threads(int n, int spin_us=-1):
-    """Threads for BLAS and, from 2 on, the engine's thread pool (lf_pool_start: one worker,
-    started here so that no run creates a thread; spin_us >= 0 sets its spin before sleeping);
-    1 stops the worker. The pool is process-wide, as this setting is."""
+    """Threads of the engine: from 2 on, its thread pool (lf_pool_start: one worker, started
+    here so that no run creates a thread; spin_us >= 0 sets its spin before sleeping); 1 stops
+    the worker. The pool is process-wide, as this setting is. OpenBLAS is set to one thread
+    either way: the pool splits the GEMM-heavy work itself (recurrent.c: input projections
+    and batches in halves, each half its own sgemm), and an OpenBLAS with threads of its own
+    called from both threads at once waits for its workers (measured 4-10x slower)."""
     global _threads
     if n >= 2:
         check(lf_pool_start(spin_us), "starting the thread pool")
@@ -101,7 +104,7 @@ def set_threads(int n, int spin_us=-1):
         with nogil:
             lf_pool_stop()
     _threads = max(1, n)
-    lf_blas_set_num_threads(_threads)
+    lf_blas_set_num_threads(1)
 
 
 def pool_starts():

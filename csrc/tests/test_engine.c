@@ -200,7 +200,7 @@ static void test_chain(lf_isa isa)
 }
 
 /* GRU (both variants), RNN and projected LSTM, each bidirectional with every merge mode and
- * with ragged lengths, under the sanitizers, on B rows (17: above the avx2 BLAS crossover). The
+ * with ragged lengths, under the sanitizers, on B rows (17: above the avx2 GRU BLAS crossover). The
  * forward half of a concat layer must equal the same cell run alone; sum/ave/mul must combine
  * the two halves as documented. */
 static void test_family(lf_isa isa, int B)
@@ -554,6 +554,53 @@ static void test_model_bytes(lf_isa isa)
               "isa %d %s: %zu bytes for %zu step bytes", (int)isa, gru ? "gru" : "lstm", bytes,
               step);
         lf_model_free(m);
+        free((void *)d.w); free((void *)d.w_rec); free((void *)d.bias);
+    }
+}
+
+/* Batches above the portable and avx2 crossovers of the BLAS recurrence (LSTM, GRU
+ * reset-after; a GRU reset-before stays packed) on two threads: each thread projects half of
+ * the rows, then steps its half of the batch on its own sgemm (two OpenBLAS calls at once;
+ * these tests run OpenBLAS single-threaded) or on the packed kernel. Equal to the serial run
+ * to float32 rounding. The BLAS copy of the recurrent weights exists exactly for the cells
+ * that path reads it for. */
+static void test_parallel_blas(lf_isa isa)
+{
+    const int H = 40, B = 100, T = 20;  /* halves of 50 rows: above both avx2 crossovers */
+    for (int kind = 0; kind < 3; kind++) {  /* LSTM, GRU reset-after, GRU reset-before */
+        lf_layer_desc d = lstm_desc(H, H, 1, 0);  /* arrays large enough for 3 gates */
+        if (kind) {
+            d.kind = LF_LAYER_GRU;
+            d.flags = kind == 1 ? LF_LAYER_RESET_AFTER : 0u;
+        }
+        float *x = rand_array((size_t)B * T * H, 1.0f);
+        float *y[2] = {malloc(sizeof(float) * (size_t)B * T * H),
+                       malloc(sizeof(float) * (size_t)B * T * H)};
+        lf_model *m = NULL;
+        CHECK(lf_model_create(&d, 1, isa, &m) == LF_OK, "blas parallel create");
+        const size_t step = lf_model_step_weight_bytes(m), bytes = lf_model_bytes(m);
+        CHECK((bytes >= 2 * step) == (kind < 2 && isa != LF_ISA_AVX512),
+              "isa %d kind %d: %zu bytes for %zu step bytes", (int)isa, kind, bytes, step);
+        const size_t need = lf_workspace_size(m, B, T);
+        void *ws = malloc(need);
+        for (int par = 0; par < 2; par++) {
+            lf_state *s = NULL;
+            lf_state_create(m, B, &s);
+            const int starts[] = {0, 7, 8, 15, T};  /* chunks, and one single step */
+            for (int c = 0; c < 4; c++) {
+                const int t0 = starts[c], n = starts[c + 1] - t0;
+                lf_io io = seq_io(n, x + (size_t)t0 * H, H, T, y[par] + (size_t)t0 * H, H,
+                                  par ? LF_RUN_PARALLEL : 0);
+                CHECK(lf_run(m, s, &io, ws, need) == LF_OK, "blas parallel run %d", par);
+            }
+            lf_state_free(s);
+        }
+        double err = 0;
+        for (size_t k = 0; k < (size_t)B * T * H; k++)
+            err = fmax(err, fabs(y[0][k] - y[1][k]));
+        CHECK(err < 1e-5, "isa %d kind %d: blas parallel vs serial %g", (int)isa, kind, err);
+        free(ws); lf_model_free(m);
+        free(y[0]); free(y[1]); free(x);
         free((void *)d.w); free((void *)d.w_rec); free((void *)d.bias);
     }
 }
@@ -940,6 +987,7 @@ int main(void)
         for (int masked = 0; masked < 3; masked++)
             test_against_reference(isa, 37, 40, 2, 65, 6, 3, masked > 0, masked == 2);
         test_family(isa, 17);
+        test_parallel_blas(isa);
     }
     test_errors();
     lf_pool_stop();

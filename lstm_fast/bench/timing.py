@@ -223,11 +223,12 @@ class Progress:
 PEAK_SIZE = 1024
 
 
-def sgemm_peak(size: int = PEAK_SIZE, min_seconds: float = 0.15) -> float:
+def sgemm_peak(size: int = PEAK_SIZE, min_seconds: float = 0.15, threads: int = 1) -> float:
     """GFLOP/s of a ``size``-cubed float32 matrix product through lstm_fast's OpenBLAS.
 
     The best of several runs (at least 3, for at least ``min_seconds``) after one untimed run,
-    at the current :func:`lstm_fast.set_num_threads` count.
+    with OpenBLAS on ``threads`` threads (set back to 1 after: lstm_fast runs it
+    single-threaded, see :func:`lstm_fast.set_num_threads`).
     """
     from .. import _blas_lib
 
@@ -246,12 +247,16 @@ def sgemm_peak(size: int = PEAK_SIZE, min_seconds: float = 0.15) -> float:
               0.0, c.ctypes.data, size)  # row-major, no transposes
         return time.perf_counter_ns() - t0
 
-    once()
-    best, runs, start = None, 0, time.perf_counter()
-    while runs < 3 or (time.perf_counter() - start < min_seconds and runs < 50):
-        dt = once()
-        best = dt if best is None else min(best, dt)
-        runs += 1
+    _blas_lib.scipy_openblas_set_num_threads(threads)
+    try:
+        once()
+        best, runs, start = None, 0, time.perf_counter()
+        while runs < 3 or (time.perf_counter() - start < min_seconds and runs < 50):
+            dt = once()
+            best = dt if best is None else min(best, dt)
+            runs += 1
+    finally:
+        _blas_lib.scipy_openblas_set_num_threads(1)
     return 2.0 * size**3 / max(best, 1)
 
 
@@ -261,7 +266,7 @@ ISA_CORETYPE = {"avx512": "SkylakeX", "avx2": "Haswell"}
 _PEAKS: dict[tuple[str, int, int], float] = {}
 #: The child process of :func:`isa_sgemm_peak`: prints the peak and the core type it ran on.
 _CHILD = ("import json, sys, lstm_fast; from lstm_fast.bench.timing import sgemm_peak; "
-          "print(json.dumps({'gflops': sgemm_peak(int(sys.argv[1])), "
+          "print(json.dumps({'gflops': sgemm_peak(int(sys.argv[1]), threads=int(sys.argv[2])), "
           "'core': lstm_fast.blas_info()['core']}))")
 
 
@@ -300,12 +305,7 @@ def isa_sgemm_peak(isa: str, threads: int = 1, size: int = PEAK_SIZE) -> tuple[f
     key = (core.lower(), threads, size)
     if key not in _PEAKS:
         if core.lower() == loaded.lower():
-            previous = lf.get_num_threads()
-            lf.set_num_threads(threads)
-            try:
-                _PEAKS[key] = sgemm_peak(size)
-            finally:
-                lf.set_num_threads(previous)
+            _PEAKS[key] = sgemm_peak(size, threads=threads)
         else:
             _PEAKS[key] = _child_peak(core, threads, size)
     return _PEAKS[key], core
@@ -313,9 +313,9 @@ def isa_sgemm_peak(isa: str, threads: int = 1, size: int = PEAK_SIZE) -> tuple[f
 
 def _child_peak(core: str, threads: int, size: int) -> float:
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, OPENBLAS_CORETYPE=core, LSTM_FAST_NUM_THREADS=str(threads))
+    env = dict(os.environ, OPENBLAS_CORETYPE=core)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    done = subprocess.run([sys.executable, "-c", _CHILD, str(size)], env=env,
+    done = subprocess.run([sys.executable, "-c", _CHILD, str(size), str(threads)], env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]

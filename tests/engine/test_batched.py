@@ -1,8 +1,9 @@
 """Batched recurrent steps vs the float64 oracle on every ISA, around the crossovers between
-the packed kernels and the BLAS recurrence (recurrent product by sgemm + lstm_pointwise) of
-LSTM cells: portable above 8 rows, avx2 above LF_AVX2_PACKED_MAX_BATCH = 48 rows; avx512 and
-other cells stay packed (six-row register blocks on avx512 and avx2, the avx2 one in passes of
-two gates; two-row blocks on portable; tails of 1-5 rows).
+the packed kernels and the BLAS recurrence (recurrent product by sgemm + lstm_pointwise or
+gru_pointwise) of LSTM and GRU reset-after cells: portable above 8 rows, avx2 above
+LF_AVX2_PACKED_MAX_BATCH = 48 (LSTM) and LF_AVX2_GRU_PACKED_MAX_BATCH (GRU) rows; avx512,
+GRU reset-before and RNN cells stay packed (six-row register blocks on avx512 and avx2, the
+avx2 one in passes of two gates; two-row blocks on portable; tails of 1-5 rows).
 
 Hidden sizes are not multiples of the vector width and I != H. Whole sequences take the
 hoisted-GEMM path (x projected), single steps and the two-thread batch halves read x in the
@@ -21,7 +22,7 @@ from tests.reference import spec_forward
 
 TOL = 2e-5
 KINDS = ("lstm", "lstm_proj", "gru", "gru_before", "rnn")
-BATCHES = (7, 8, 9, 10, 11, 31, 32, 33, 47, 48, 49, 64, 65)
+BATCHES = (7, 8, 9, 10, 11, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65)
 
 
 def random_state(rng, spec, B):
@@ -51,7 +52,7 @@ def check_state(got, want):
 
 
 @pytest.mark.parametrize("B", BATCHES)
-@pytest.mark.parametrize("I, H", [(5, 13), (37, 40)])
+@pytest.mark.parametrize("I, H", [(5, 13), (37, 40), (29, 43)])
 @pytest.mark.parametrize("kind", KINDS)
 def test_sequences_match_oracle(kind, I, H, B, isa):
     rng = np.random.default_rng(KINDS.index(kind) * 100 + B + H)
@@ -65,7 +66,27 @@ def test_sequences_match_oracle(kind, I, H, B, isa):
     check_state(state, s_ref)
 
 
-@pytest.mark.parametrize("B", [8, 33, 65])
+@pytest.mark.parametrize("B", [7, 9, 17, 33, 65])
+@pytest.mark.parametrize("activations", [("tanh", "sigmoid"), ("softsign", "hard_sigmoid")])
+def test_gru_activations_match_oracle(activations, B, isa):
+    """The GRU's pointwise pass of the BLAS recurrence and the packed kernel apply the
+    layer's own activations (not only the fused tanh / sigmoid path): sequences and steps."""
+    rng = np.random.default_rng(B)
+    act, ract = activations
+    spec = ModelSpec(layers=(cell_spec(rng, "gru", 19, 43, activation=act,
+                                       recurrent_activation=ract),))
+    x = rng.standard_normal((B, 5, 19)).astype(np.float32)
+    s0 = random_state(rng, spec, B)
+    model = lf.Model(spec, isa=isa)
+    y_ref = spec_forward(spec, x.astype(np.float64), initial_state=s0)[0]
+    np.testing.assert_allclose(model.predict(x, initial_state=as_model_state(s0)), y_ref,
+                               rtol=0, atol=TOL)
+    stream = model.stream(B)
+    np.testing.assert_allclose(stream.step(x[:, 0]), spec_forward(spec, x[:, :1])[0][:, 0],
+                               rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("B", [8, 17, 33, 65])
 @pytest.mark.parametrize("kind", KINDS)
 def test_stream_steps_and_chunks_carry_state(kind, B, isa):
     """Single steps (x read by the kernel) and chunks continue one sequence exactly."""
@@ -80,7 +101,7 @@ def test_stream_steps_and_chunks_carry_state(kind, B, isa):
     np.testing.assert_allclose(np.concatenate(parts, axis=1), want, rtol=0, atol=TOL)
 
 
-@pytest.mark.parametrize("B", [9, 33, 64])
+@pytest.mark.parametrize("B", [9, 17, 33, 64])
 @pytest.mark.parametrize("kind", KINDS)
 def test_lengths_match_oracle(kind, B, isa):
     """Ragged lengths: the masked paths (valid rows a prefix or a masked step)."""

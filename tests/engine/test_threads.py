@@ -138,6 +138,37 @@ def test_two_threads_against_the_oracle(kind, B, isa, rng):
             np.testing.assert_allclose(c2, c1, rtol=0, atol=ROUNDING)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("B", [16, 17, 33, 64, 65])
+@pytest.mark.parametrize("isa", ISAS)
+def test_two_threads_blas_recurrence(kind, B, isa, rng):
+    """Large batches on the BLAS recurrence (avx2, portable) split too (set_num_threads keeps
+    OpenBLAS single-threaded): each thread projects half of a block's rows, then steps its
+    half of the batch on its own sgemm (two OpenBLAS calls at once), or, as few rows, on the
+    packed kernel with the projected x. Whole calls, streamed chunks and steps against the
+    oracle and the one-thread run (float32 rounding: the sgemm blocks rows differently)."""
+    model = split_model(rng, kind, isa)
+    x = rng.standard_normal((B, 30, model.input_size)).astype(np.float32)
+    y1, s1 = model.predict(x, return_state=True)
+    chunks1, _ = streamed(model, x)
+    with two_threads():
+        y2, s2 = model.predict(x, return_state=True)
+        chunks2, state2 = streamed(model, x)
+    y_ref, states_ref = spec_forward(model.spec, x)
+    for got in (y2, chunks2):
+        np.testing.assert_allclose(got, y_ref, rtol=0, atol=TOL)
+        np.testing.assert_allclose(got, y1, rtol=0, atol=ROUNDING)
+    np.testing.assert_allclose(chunks2, chunks1, rtol=0, atol=ROUNDING)
+    for (h2, c2), (hr, cr) in zip(state2, states_ref, strict=True):
+        np.testing.assert_allclose(h2, hr, rtol=0, atol=TOL)
+        if cr is not None:
+            np.testing.assert_allclose(c2, cr, rtol=0, atol=TOL)
+    for (h2, c2), (h1, c1) in zip(per_cell(s2, 1), per_cell(s1, 1), strict=True):
+        np.testing.assert_allclose(h2, h1, rtol=0, atol=ROUNDING)
+        if c1 is not None:
+            np.testing.assert_allclose(c2, c1, rtol=0, atol=ROUNDING)
+
+
 @pytest.mark.parametrize("weights", ["fp16", "bf16", "int8"])
 @pytest.mark.parametrize("B", [1, 3, 9])
 @pytest.mark.parametrize("isa", ISAS)
@@ -194,6 +225,14 @@ def test_runs_create_no_thread(rng):
         assert _core.pool_starts() == start + 1
     model.predict(x)
     assert _core.pool_starts() == start + 1
+
+
+def test_blas_stays_single_threaded():
+    """set_num_threads gives its threads to the pool, not to OpenBLAS (two threads of a split
+    call OpenBLAS at once; recurrent.c splits only with a single-threaded BLAS)."""
+    with two_threads():
+        assert lf._blas_lib.scipy_openblas_get_num_threads() == 1
+    assert lf._blas_lib.scipy_openblas_get_num_threads() == 1
 
 
 def test_models_copies_and_threads_share_the_pool(rng):
