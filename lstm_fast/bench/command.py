@@ -17,8 +17,10 @@ with the garbage collector off, for ``--seconds`` of measured time per engine or
 calls per engine. With ``--compare torch,onnxruntime,keras`` the same model (same weights, same
 inputs, same thread count) runs in each framework through :mod:`lstm_fast.peers`; each peer's
 output must equal lstm_fast's within 1e-4 before it is timed, and the engines take turns
-round by round (A, B, C, B, C, A, ...) so that machine noise hits them alike. Frameworks that
-are missing or cannot run the model are listed as skipped.
+round by round (A, B, C, B, C, A, ...) so that machine noise hits them alike. With
+``--threads`` above 1 each engine is built, checked and timed in a process of its own, one
+running at a time (:mod:`lstm_fast.bench.isolated`), so that no engine's worker threads take
+another's cores. Frameworks that are missing or cannot run the model are listed as skipped.
 
 Quantized weights: ``--weights fp16|bf16|int8`` runs lstm_fast on ``Model.quantize(...)`` of
 the model, and a peer's quantized variant is named in brackets: ``torch[int8]`` (qint8, one
