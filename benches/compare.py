@@ -1,8 +1,8 @@
-"""Compare lstm_fast with torch and ONNX Runtime, single-threaded, on CPU.
+"""Compare lstm_fast with torch and ONNX Runtime on CPU (1 thread unless ``--threads``).
 
 Usage::
 
-    python benches/compare.py [--quick] [--only NAME[,NAME...]] [--json PATH]
+    python benches/compare.py [--quick] [--only NAME[,NAME...]] [--threads N] [--json PATH]
 
 Workloads (see ``bench_common.py``): a single LSTM layer (``step_*``, ``seq_*``)
 and a single GRU layer (``gru_*``), both stepped with the state carried or run
@@ -20,7 +20,10 @@ is rebuilt in torch and ONNX Runtime by :mod:`lstm_fast.peers` (the ORT graphs w
 equal lstm_fast's within 1e-4 before it is timed (:mod:`lstm_fast.bench.engines`). Timing
 (:mod:`lstm_fast.bench.timing`) interleaves the engines round by round so that machine noise
 hits them alike; each turn times a batch of calls and records the time per call. The report
-gives the median per call over all rounds, with p10 and p90.
+gives the median per call over all rounds, with p10 and p90. With ``--threads`` above 1 every
+engine variant is built, checked and timed in a process of its own, the processes taking turns
+(:mod:`lstm_fast.bench.isolated`): in one process the engines' worker threads (ORT's and
+torch's spinning pools, lstm_fast's pool worker) took each other's cores.
 
 Peers are measured at their best: torch with its default oneDNN (mkldnn) RNN path and with
 mkldnn disabled, ONNX Runtime with ``run`` and with pre-bound ``io_binding``; the summary table
@@ -76,8 +79,9 @@ from lstm_fast.bench.engines import (  # noqa: E402
     max_diff,
     outputs,
 )
+from lstm_fast.bench.isolated import build_isolated, close  # noqa: E402
 from lstm_fast.bench.report import environment, fmt_bytes, format_table, format_time  # noqa: E402
-from lstm_fast.bench.timing import interleave, percentiles, warm_up  # noqa: E402
+from lstm_fast.bench.timing import interleave, percentiles  # noqa: E402
 from lstm_fast.bench.traffic import lstm_fast_step_bytes  # noqa: E402
 from lstm_fast.peers import peer_class  # noqa: E402
 
@@ -149,13 +153,22 @@ def engines_for(w: AnyWorkload, threads: int, with_lstm_fast: bool) -> list[Engi
                               bytes_per_step=lstm_fast_step_bytes(fp32)))
         names = [f"{p}[{v}]" for p in PEERS
                  for v, q in peer_class(p).quantized_variants.items() if q.dtype == weights]
-    engines += build_peers(names, spec, wl, threads, reference)
-    wl.inputs = wl.inputs[-1:]  # time on one input, like a caller that refills one buffer
-    for e in engines:
-        if e.status == "ok":
-            e.contender = contender(e, wl)
     if not with_lstm_fast:
-        me.status, me.contender = "skipped", None
+        me.status = "skipped"
+    if threads > 1:  # each engine in a process of its own (lstm_fast.bench.isolated)
+        local = [e for e in engines if e.status == "ok"]
+        engines = [e for e in engines if e.status != "ok"]
+        engines += build_isolated(local, names, spec, wl, threads, reference)
+    else:
+        engines += build_peers(names, spec, wl, threads, reference)
+    wl.inputs = wl.inputs[-1:]  # time on one input, like a caller that refills one buffer
+    try:
+        for e in engines:
+            if e.status == "ok":
+                e.contender = contender(e, wl)
+    except BaseException:
+        close(engines)
+        raise
     return engines
 
 
@@ -206,20 +219,23 @@ def run_workload(w: AnyWorkload, timing: TimingConfig, threads: int,
         diff = "-" if e.max_abs_diff is None else f"{e.max_abs_diff:.3g}"
         print(f"  max|Δ| {e.name:<30} {versus}: {diff}"
               + ("" if e.status == "ok" else f"  {e.status}: {e.reason}"))
-    timed = [e.contender for e in engines if e.contender is not None]
-    per_turn: dict[str, int] = {}
-    estimates = []
-    for c in timed:
-        per_call = warm_up(c, seconds=timing.warmup_s)
-        per_turn[c.name] = max(1, round(timing.batch_ms * 1e6 / per_call))
-        estimates.append(per_call * per_turn[c.name])
-    rounds = math.ceil(timing.budget_s * 1e9 / sum(estimates))
-    rounds = min(max(rounds, timing.min_rounds), timing.max_rounds)
-    print(f"  timing {rounds} interleaved rounds (~{sum(estimates) * rounds / 1e9:.1f} s)",
-          flush=True)
-    settle = timing.settle_ms / 1e3 if threads > 1 else 0.0
-    interleave(timed, finished=lambda c: c.turns >= rounds,
-               count=lambda c: per_turn[c.name], each=False, settle_s=settle)
+    try:
+        timed = [e.contender for e in engines if e.contender is not None]
+        per_turn: dict[str, int] = {}
+        estimates = []
+        for c in timed:
+            per_call = c.warm_up(seconds=timing.warmup_s)
+            per_turn[c.name] = max(1, round(timing.batch_ms * 1e6 / per_call))
+            estimates.append(per_call * per_turn[c.name])
+        rounds = math.ceil(timing.budget_s * 1e9 / sum(estimates))
+        rounds = min(max(rounds, timing.min_rounds), timing.max_rounds)
+        print(f"  timing {rounds} interleaved rounds (~{sum(estimates) * rounds / 1e9:.1f} s)",
+              flush=True)
+        settle = timing.settle_ms / 1e3 if threads > 1 else 0.0
+        interleave(timed, finished=lambda c: c.turns >= rounds,
+                   count=lambda c: per_turn[c.name], each=False, settle_s=settle)
+    finally:
+        close(engines)
     result = Result(w, engines, per_turn)
     rows = []
     for e in engines:

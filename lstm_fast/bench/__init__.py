@@ -2,8 +2,10 @@
 
 :mod:`.timing` (the interleaved protocol, idle pause, wake-up call), :mod:`.engines` (the
 workload of a call, lstm_fast and its peers from :mod:`lstm_fast.peers` checked against each
-other), :mod:`.traffic` (bytes of weights a step reads), :mod:`.report` (statistics, tables,
-JSON, plot, environment) and :mod:`.command` (the ``lstm-fast bench`` command line).
+other), :mod:`.isolated` (with several threads: each engine in a process of its own, the
+processes taking turns), :mod:`.traffic` (bytes of weights a step reads), :mod:`.report`
+(statistics, tables, JSON, plot, environment) and :mod:`.command` (the ``lstm-fast bench``
+command line).
 """
 
 from __future__ import annotations

@@ -17,8 +17,10 @@ with the garbage collector off, for ``--seconds`` of measured time per engine or
 calls per engine. With ``--compare torch,onnxruntime,keras`` the same model (same weights, same
 inputs, same thread count) runs in each framework through :mod:`lstm_fast.peers`; each peer's
 output must equal lstm_fast's within 1e-4 before it is timed, and the engines take turns
-round by round (A, B, C, B, C, A, ...) so that machine noise hits them alike. Frameworks that
-are missing or cannot run the model are listed as skipped.
+round by round (A, B, C, B, C, A, ...) so that machine noise hits them alike. With
+``--threads`` above 1 each engine is built, checked and timed in a process of its own, one
+running at a time (:mod:`lstm_fast.bench.isolated`), so that no engine's worker threads take
+another's cores. Frameworks that are missing or cannot run the model are listed as skipped.
 
 Quantized weights: ``--weights fp16|bf16|int8`` runs lstm_fast on ``Model.quantize(...)`` of
 the model, and a peer's quantized variant is named in brackets: ``torch[int8]`` (qint8, one
@@ -102,6 +104,7 @@ from .engines import (
     outputs,
     parse_engine_names,
 )
+from .isolated import build_isolated, close
 from .report import (
     NOISY,
     SCHEMA,
@@ -114,7 +117,7 @@ from .report import (
     require_matplotlib,
     result_lines,
 )
-from .timing import SETTLE_S, Contender, Progress, interleave, isa_sgemm_peak, warm_up
+from .timing import SETTLE_S, Contender, Progress, interleave, isa_sgemm_peak
 from .traffic import lstm_fast_step_bytes
 
 __all__ = ["add_parser", "main", "run"]
@@ -324,7 +327,7 @@ def _measure(timed: list[Engine], args: argparse.Namespace, progress: Progress) 
     """Warm up, then time the engines turn by turn (see :mod:`.timing`)."""
     cs: list[Contender] = [e.contender for e in timed]  # type: ignore[misc]
     for c in cs:
-        warm_up(c, calls=args.warmup)
+        c.warm_up(calls=args.warmup)
     iters = args.iters
     goal_ns = int(args.seconds * 1e9)
 
@@ -361,7 +364,6 @@ def _run(args: argparse.Namespace, spec: Any, origin: str, names: list[str],
     reference = outputs(fp32, wl)  # also fails early (stream of a bidirectional model)
     if model is not fp32:
         me.max_abs_diff = max_diff(reference, outputs(model, wl))
-    me.contender = contender(me, wl)
     env = environment(model.isa, args.threads)
     peak = None
     if not args.no_peak:
@@ -372,9 +374,18 @@ def _run(args: argparse.Namespace, spec: Any, origin: str, names: list[str],
     for line in header_lines(env, spec, args, wl, origin, peak):
         print(line)
     sys.stdout.flush()
-    engines = [me, *build_peers(names, spec, wl, args.threads, reference)]
+    if args.threads > 1:  # each engine in a process of its own (see .isolated)
+        engines = build_isolated([me], names, spec, wl, args.threads, reference)
+    else:
+        engines = [me, *build_peers(names, spec, wl, args.threads, reference)]
     timed = [e for e in engines if e.status == "ok"]
-    _measure(timed, args, Progress(args.progress or sys.stderr.isatty()))
+    try:
+        for e in timed:
+            if e.contender is None:
+                e.contender = contender(e, wl)
+        _measure(timed, args, Progress(args.progress or sys.stderr.isatty()))
+    finally:
+        close(engines)
 
     stats = {e.name: engine_stats(e, wl, peak, args.frame_rate) for e in timed}
     ref_p50 = stats[me.name]["p50_us"]  # the same number lstm_fast's own row shows

@@ -23,8 +23,8 @@ from .timing import Contender
 from .traffic import peer_step_bytes
 
 __all__ = ["ERROR_STEPS", "MODES", "TOLERANCE", "Engine", "Workload", "build_peers",
-           "flop_counts", "is_quantized", "make_workload", "max_diff", "outputs",
-           "parse_engine_names", "timed_call"]
+           "contender", "first_line", "flop_counts", "is_quantized", "judge", "make_workload",
+           "max_diff", "outputs", "parse_engine_names", "timed_call"]
 
 #: Max abs difference a peer's output may have from lstm_fast's before it is timed.
 TOLERANCE = 1e-4
@@ -167,6 +167,8 @@ class Engine:
     weights: str = "fp32"
     #: Bytes of weights one step reads (:mod:`.traffic`).
     bytes_per_step: int | None = None
+    #: The child process it is built and timed in (:mod:`.isolated`, threads > 1), or None.
+    process: Any = None
 
     @property
     def quantized(self) -> bool:
@@ -204,7 +206,10 @@ def timed_call(runner: Any, wl: Workload) -> Callable[[Any], Any]:
 
 
 def contender(e: Engine, wl: Workload) -> Contender:
-    """The engine as a timing :class:`Contender` (in its peer's session, if it has one)."""
+    """The engine as a timing :class:`Contender` (in its peer's session, if it has one; in its
+    child process, if it has one)."""
+    if e.process is not None:
+        return e.process.contender(e.name, wl)  # type: ignore[no-any-return]
     session = getattr(e.runner, "session", None)
     c = Contender(e.name, timed_call(e.runner, wl), wl.inputs)
     if callable(session):
@@ -212,7 +217,7 @@ def contender(e: Engine, wl: Workload) -> Contender:
     return c
 
 
-def _load_peers() -> tuple[Any, str | None]:
+def load_peers() -> tuple[Any, str | None]:
     try:
         return importlib.import_module("lstm_fast.peers"), None
     except ImportError as e:
@@ -265,7 +270,7 @@ def build_peers(names: list[str], spec: Any, wl: Workload, threads: int,
     non-finite one stops it."""
     if not names:
         return []
-    peers, why = _load_peers()
+    peers, why = load_peers()
     out = []
     for name in names:
         e = Engine(name)
@@ -286,26 +291,35 @@ def build_peers(names: list[str], spec: Any, wl: Workload, threads: int,
         except Exception as err:  # noqa: BLE001 - a broken peer is reported, not fatal
             e.status, e.reason = "failed", f"{type(err).__name__}: {first_line(err)}"
             continue
-        diff = max_diff(reference, got)
-        if diff is None:
-            e.status = "mismatch"
-            e.reason = (f"output shapes differ: lstm_fast {reference[0].shape}, {name} "
-                        f"{got[0].shape if got else None}")
-            continue
-        e.max_abs_diff = diff
-        if e.quantized and not np.isfinite(diff):
-            e.status = "mismatch"
-            e.reason = "quantized output is not finite; not timed"
-            continue
-        if not e.quantized and not diff <= tolerance:
-            e.status = "mismatch"
-            e.reason = f"output differs from lstm_fast by {diff:.3g} (> {tolerance:g}); not timed"
+        if not judge(e, reference, got, tolerance):
             continue
         try:
             e.contender = contender(e, wl)
         except FrameworkUnavailable as err:
             e.status, e.reason = "skipped", first_line(err)
     return out
+
+
+def judge(e: Engine, reference: list[np.ndarray], got: list[np.ndarray],
+          tolerance: float = TOLERANCE) -> bool:
+    """Whether the outputs ``got`` of ``e`` let it be timed: a float32 engine's must equal
+    ``reference`` within ``tolerance``, a quantized one's be finite. Records its
+    ``max_abs_diff``; else marks it ``"mismatch"`` with the reason."""
+    diff = max_diff(reference, got)
+    if diff is None:
+        e.status = "mismatch"
+        e.reason = (f"output shapes differ: lstm_fast {reference[0].shape}, {e.name} "
+                    f"{got[0].shape if got else None}")
+        return False
+    e.max_abs_diff = diff
+    if e.quantized and not np.isfinite(diff):
+        e.status, e.reason = "mismatch", "quantized output is not finite; not timed"
+        return False
+    if not e.quantized and not diff <= tolerance:
+        e.status = "mismatch"
+        e.reason = f"output differs from lstm_fast by {diff:.3g} (> {tolerance:g}); not timed"
+        return False
+    return True
 
 
 def max_diff(ref: list[np.ndarray], got: list[np.ndarray]) -> float | None:

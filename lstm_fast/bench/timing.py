@@ -8,7 +8,9 @@ garbage collector is off while timing. With several threads, each turn starts wi
 pause (the worker threads the previous contender left spinning: OpenMP, ONNX Runtime and
 OpenBLAS pools spin for a while after their work, go to sleep and stop taking the cores of the
 one being timed), then one untimed wake-up call (which wakes the contender's own threads and
-the idle core).
+the idle core). With several threads the benches moreover build and time each engine in a
+process of its own (:mod:`.isolated`; a :class:`Contender` subclass there sends each turn to its
+child), so that no engine's worker threads share a process with another's.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ISA_CORETYPE", "SETTLE_S", "Contender", "Progress", "interleave", "isa_sgemm_peak",
-           "percentiles", "sgemm_peak", "warm_up"]
+           "percentiles", "sgemm_peak"]
 
 #: Idle seconds before each turn when several contenders run on several threads.
 SETTLE_S = 0.03
@@ -76,6 +78,26 @@ class Contender:
                 k += 1
         self.next_input = k % n
 
+    def warm_up(self, calls: int = 0, seconds: float = 0.0) -> float:
+        """Untimed calls: ``calls`` of them, or at least one and until ``seconds`` have passed.
+
+        Returns
+        -------
+        float
+            The mean ns per call (the input cycle is then continued by the timed calls).
+        """
+        n, k, done = len(self.inputs), self.next_input, 0
+        with self.session():
+            start = time.perf_counter_ns()
+            while done < calls or (seconds and (not done or
+                                                time.perf_counter_ns() - start < seconds * 1e9)):
+                self.call(self.inputs[k % n])
+                k += 1
+                done += 1
+            elapsed = time.perf_counter_ns() - start
+        self.next_input = k % n
+        return elapsed / max(done, 1)
+
     def turn(self, count: int = 0, budget_ns: int = 0, each: bool = True) -> None:
         """One timed block: ``count`` calls, or calls until ``budget_ns`` of measured time.
 
@@ -113,27 +135,6 @@ class Contender:
         self.calls += done
         self.total_ns += spent
         self.turns += 1
-
-
-def warm_up(c: Contender, *, calls: int = 0, seconds: float = 0.0) -> float:
-    """Untimed calls: ``calls`` of them, or at least one and until ``seconds`` have passed.
-
-    Returns
-    -------
-    float
-        The mean ns per call (the input cycle is then continued by the timed calls).
-    """
-    n, k, done = len(c.inputs), c.next_input, 0
-    with c.session():
-        start = time.perf_counter_ns()
-        while done < calls or (seconds and (not done or
-                                            time.perf_counter_ns() - start < seconds * 1e9)):
-            c.call(c.inputs[k % n])
-            k += 1
-            done += 1
-        elapsed = time.perf_counter_ns() - start
-    c.next_input = k % n
-    return elapsed / max(done, 1)
 
 
 def interleave(contenders: Sequence[Contender], *, finished: Callable[[Contender], bool],

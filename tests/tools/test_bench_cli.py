@@ -358,3 +358,46 @@ def test_compare_py_quantized_row(tmp_path):
         if name != "lstm_fast_fp32":
             assert e["weights"] == "int8" and 0 < e["max_abs_diff_vs_lstm_fast"] < 0.5, name
     assert v["lstm_fast"]["bytes_per_step"] < v["lstm_fast_fp32"]["bytes_per_step"] / 3
+
+
+# -- several threads: every engine in a process of its own (lstm_fast.bench.isolated) ----------
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+def test_two_threads_time_each_engine_in_its_own_process(tmp_path):
+    path = tmp_path / "t.json"
+    run = lstm_fast("bench", "--spec", "lstm:I=4,H=8/dense:O=2", *FAST, "--no-peak",
+                    "--threads", "2", "--compare", "torch,torch[int8]", "--json", str(path))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 threads for every engine" in run.stdout
+    doc = json.loads(path.read_text())
+    engines = {e["name"]: e for e in doc["engines"]}
+    assert [engines[n]["status"] for n in ("lstm_fast", "torch", "torch[int8]")] == ["ok"] * 3
+    assert engines["torch"]["max_abs_diff"] < 1e-4 and engines["torch"]["version"]  # checked
+    assert 0 < engines["torch[int8]"]["max_abs_diff"] < 0.5
+    assert engines["torch[int8]"]["weights"] == "int8"
+    for e in engines.values():
+        assert e["stats"]["calls"] == 30 and e["stats"]["p50_us"] > 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None
+                    or importlib.util.find_spec("onnxruntime") is None,
+                    reason="needs torch and onnxruntime")
+def test_compare_py_two_threads(tmp_path):
+    """benches/compare.py --threads 2: every variant timed (in its own process), checked."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = tmp_path / "c.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    run = subprocess.run([sys.executable, os.path.join(root, "benches", "compare.py"), "--quick",
+                          "--budget", "0.02", "--threads", "2", "--only", "step_64_128",
+                          "--json", str(out)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 thread(s) for every engine" in run.stdout
+    row = json.loads(out.read_text())["workloads"]["step_64_128"]
+    assert row["agrees"]
+    for name, e in row["variants"].items():
+        assert e["status"] == "ok" and e["median_ns"] > 0, name
+        if name != "lstm_fast":
+            assert e["max_abs_diff_vs_lstm_fast"] < 1e-4, name
