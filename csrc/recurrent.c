@@ -119,7 +119,6 @@ static int blas_single_threaded(void)
     return LF_BLAS(openblas_get_num_threads)() == 1;
 }
 
-
 /* The hidden-unit split (LF_RUN_PARALLEL, one or a few unmasked rows): each of the two
  * threads computes half of the units of every step, reading x and the whole h, so each
  * core streams only its half of the packed weights (and keeps it in its own L2 when it
