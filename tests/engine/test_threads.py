@@ -101,6 +101,26 @@ def split_model(rng: np.random.Generator, kind: str, isa: str, weights: str = "f
     return model if weights == "fp32" else model.quantize(weights)
 
 
+def check_two_thread_run(model: lf.Model, x: np.ndarray, one: tuple, two: tuple) -> None:
+    """A two-thread run (predict's y and state, the streamed chunks and their state) equals
+    the oracle, and the one-thread run ``one`` (y, chunks, state) to float32 rounding."""
+    y1, chunks1, s1 = one
+    y2, chunks2, s2, state2 = two
+    y_ref, states_ref = spec_forward(model.spec, x)
+    for got in (y2, chunks2):
+        np.testing.assert_allclose(got, y_ref, rtol=0, atol=TOL)
+        np.testing.assert_allclose(got, y1, rtol=0, atol=ROUNDING)
+    np.testing.assert_allclose(chunks2, chunks1, rtol=0, atol=ROUNDING)
+    for (h2, c2), (hr, cr) in zip(state2, states_ref, strict=True):
+        np.testing.assert_allclose(h2, hr, rtol=0, atol=TOL)
+        if cr is not None:
+            np.testing.assert_allclose(c2, cr, rtol=0, atol=TOL)
+    for (h2, c2), (h1, c1) in zip(per_cell(s2, 1), per_cell(s1, 1), strict=True):
+        np.testing.assert_allclose(h2, h1, rtol=0, atol=ROUNDING)
+        if c1 is not None:
+            np.testing.assert_allclose(c2, c1, rtol=0, atol=ROUNDING)
+
+
 @pytest.mark.parametrize("kind", list(SPLIT_SIZES))
 @pytest.mark.parametrize("B", [1, 7, 8, 9, 64])
 @pytest.mark.parametrize("isa", ISAS)
@@ -118,24 +138,12 @@ def test_two_threads_against_the_oracle(kind, B, isa, rng):
         y2, s2 = model.predict(x, return_state=True)
         steps2 = model.stream(B).step(x[:, 0])
         chunks2, state2 = streamed(model, x)
-    y_ref, states_ref = spec_forward(model.spec, x)
-    for got in (y2, chunks2):
-        np.testing.assert_allclose(got, y_ref, rtol=0, atol=TOL)
-        np.testing.assert_allclose(got, y1, rtol=0, atol=ROUNDING)
-    np.testing.assert_allclose(chunks2, chunks1, rtol=0, atol=ROUNDING)
     if B <= 4 and kind != "lstm":  # the hidden-unit split: the same kernel per unit and row
         np.testing.assert_array_equal(steps2, steps1)
     else:  # batch halves: rows grouped differently; one LSTM row steps on the one-row kernel
         # with one thread (lstm_seq_one), on the packed kernel when split
         np.testing.assert_allclose(steps2, steps1, rtol=0, atol=ROUNDING)
-    for (h2, c2), (hr, cr) in zip(state2, states_ref, strict=True):
-        np.testing.assert_allclose(h2, hr, rtol=0, atol=TOL)
-        if cr is not None:
-            np.testing.assert_allclose(c2, cr, rtol=0, atol=TOL)
-    for (h2, c2), (h1, c1) in zip(per_cell(s2, 1), per_cell(s1, 1), strict=True):
-        np.testing.assert_allclose(h2, h1, rtol=0, atol=ROUNDING)
-        if c1 is not None:
-            np.testing.assert_allclose(c2, c1, rtol=0, atol=ROUNDING)
+    check_two_thread_run(model, x, (y1, chunks1, s1), (y2, chunks2, s2, state2))
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -154,19 +162,7 @@ def test_two_threads_blas_recurrence(kind, B, isa, rng):
     with two_threads():
         y2, s2 = model.predict(x, return_state=True)
         chunks2, state2 = streamed(model, x)
-    y_ref, states_ref = spec_forward(model.spec, x)
-    for got in (y2, chunks2):
-        np.testing.assert_allclose(got, y_ref, rtol=0, atol=TOL)
-        np.testing.assert_allclose(got, y1, rtol=0, atol=ROUNDING)
-    np.testing.assert_allclose(chunks2, chunks1, rtol=0, atol=ROUNDING)
-    for (h2, c2), (hr, cr) in zip(state2, states_ref, strict=True):
-        np.testing.assert_allclose(h2, hr, rtol=0, atol=TOL)
-        if cr is not None:
-            np.testing.assert_allclose(c2, cr, rtol=0, atol=TOL)
-    for (h2, c2), (h1, c1) in zip(per_cell(s2, 1), per_cell(s1, 1), strict=True):
-        np.testing.assert_allclose(h2, h1, rtol=0, atol=ROUNDING)
-        if c1 is not None:
-            np.testing.assert_allclose(c2, c1, rtol=0, atol=ROUNDING)
+    check_two_thread_run(model, x, (y1, chunks1, s1), (y2, chunks2, s2, state2))
 
 
 @pytest.mark.parametrize("weights", ["fp16", "bf16", "int8"])
