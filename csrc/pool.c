@@ -140,11 +140,14 @@ static void stop_at_exit(void)
 
 /* fork() copies only the forking thread: the child has no worker (lf_pool_start starts one;
  * until then its parallel sections run on the calling thread). mu is held across the fork so
- * that the child's copy is in a known state. */
+ * that no other thread is inside it; the child gets a fresh cv, since the copy still counts
+ * the parent's sleeping worker as a waiter, and a broadcast in the child would wait for that
+ * waiter forever (seen: a child's first parallel section hung in pthread_cond_broadcast). */
 static void before_fork(void) { pthread_mutex_lock(&pool.mu); }
 static void after_fork_parent(void) { pthread_mutex_unlock(&pool.mu); }
 static void after_fork_child(void)
 {
+    pthread_cond_init(&pool.cv, NULL);
     pool.running = 0;
     atomic_flag_clear(&pool.owned);
     atomic_store(&pool.sleepers, 0);

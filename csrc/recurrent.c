@@ -21,20 +21,21 @@ static void cell_step(const lf_model *m, const lf_cell *L, int32_t B, const floa
     float *h_cell = L->whr.w ? w->hc : h_out;
     if (L->wtype == LF_WEIGHTS_I8) {
         k->cell_i8(L, B, x, ldx, h_prev, c, h_cell, w->scratch);
-    } else if (lf_blas_recurrence(k, L, B) && L->kind == LF_LAYER_GRU) {
-        /* n's h part stays apart from its x part (r scales it): the x part moves to scratch,
-         * then one sgemm adds h·W_hh to the three gates (measured 1.5-3% faster than a
-         * second sgemm for n alone, 256->512, B=32/64). */
+    } else if (lf_blas_recurrence(k, L, B)) {
+        /* A GRU's n keeps its h part apart from its x part (r scales it): the x part moves
+         * to scratch, then the one sgemm adds h·W_hh to the three gates (measured 1.5-3%
+         * faster than a second sgemm for n alone, 256->512, B=32/64). */
+        const int gru = L->kind == LF_LAYER_GRU;
         const size_t Hp = (size_t)L->Hp, xn_bytes = Hp * sizeof(float);
-        for (int32_t b = 0; b < B; b++) {
+        for (int32_t b = 0; gru && b < B; b++) {
             memcpy(w->scratch + (size_t)b * Hp, gates + (size_t)b * G + 2 * Hp, xn_bytes);
             memset(gates + (size_t)b * G + 2 * Hp, 0, xn_bytes);
         }
         lf_sgemm(B, G, L->R, h_prev, L->Rp, L->whh_t, G, gates, G, 1);
-        k->gru_pointwise(L, B, gates, w->scratch, h_prev, h_cell);
-    } else if (lf_blas_recurrence(k, L, B)) {
-        lf_sgemm(B, G, L->R, h_prev, L->Rp, L->whh_t, G, gates, G, 1);
-        k->lstm_pointwise(L, B, gates, c, h_cell);
+        if (gru)
+            k->gru_pointwise(L, B, gates, w->scratch, h_prev, h_cell);
+        else
+            k->lstm_pointwise(L, B, gates, c, h_cell);
     } else {
         k->cell_packed(L, B, x, ldx, x ? NULL : gates, G, h_prev, c, h_cell, w->scratch);
     }
@@ -255,8 +256,9 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
     const int32_t half = B / 2;
     /* A second thread may call BLAS too (the input projection's halves, the BLAS
      * recurrence's batch halves). */
-    const int two = w->second && !(mode & DIR_NO_BLAS) && blas_single_threaded();
-    const int threadable = !mask && w->second && !(mode & DIR_NO_BLAS) && (packed || two);
+    const int second = w->second && !(mode & DIR_NO_BLAS);
+    const int two = second && blas_single_threaded();
+    const int threadable = !mask && second && (packed || two);
     if (threadable && packed && unit_split_pays(m->kernels, L, B, n)) {
         run_unit_split(m, L, mode, B, n, in, ld_in, h_state, c_state, w, out);
         return;

@@ -1,10 +1,14 @@
 /* C-level tests of the ABI, built with AddressSanitizer + UBSan by tests/engine/test_c_engine.py.
  * A double-precision reference in this file is the oracle. Prints "N passed, M failed". */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "lstm_fast.h"
 
@@ -478,6 +482,43 @@ static void test_pool(lf_isa isa)
     lf_pool_stop();
     lf_pool_stop();
     CHECK(lf_pool_start(-1) == LF_OK && lf_pool_starts() == before + 1, "pool start after stop");
+}
+
+/* A fork while the worker sleeps on the pool's condition variable: the child's own worker
+ * (lf_pool_start, as the Python module's fork hook does) runs its parallel sections to the
+ * end, with the parent's bits. (The child's copy of the condition variable once counted the
+ * parent's sleeping worker as a waiter, and its first section hung in the broadcast.) */
+static void test_pool_fork(lf_isa isa)
+{
+#ifdef __SANITIZE_THREAD__
+    (void)isa;
+    return;  /* TSan refuses threads started after a multi-threaded fork */
+#endif
+    pool_case pc = pool_case_make(isa, 5);
+    const int B = 1, T = 13;
+    const size_t ny = (size_t)B * T * pc.O;
+    float *x = rand_array((size_t)B * T * pc.I, 1.0f), *y = malloc(sizeof(float) * ny);
+    CHECK(lf_pool_start(0) == LF_OK, "pool start");
+    CHECK(pool_run(&pc, B, T, 8, x, y, LF_RUN_PARALLEL), "pool run before the fork");
+    nanosleep(&(struct timespec){0, 20000000}, NULL);  /* the worker asleep on the cv */
+    fflush(stdout);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        alarm(60);  /* a hang ends the child on SIGALRM */
+        float *yc = malloc(sizeof(float) * ny);
+        const int ok = lf_pool_start(-1) == LF_OK
+                       && pool_run(&pc, B, T, 8, x, yc, LF_RUN_PARALLEL)
+                       && memcmp(yc, y, ny * sizeof(float)) == 0;
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status)
+          && WEXITSTATUS(status) == 0, "pool isa=%d: the forked child's parallel run (status %d)",
+          isa, status);
+    CHECK(lf_pool_start(20) == LF_OK, "pool spin back to 20 us");
+    free(x);
+    free(y);
+    pool_case_free(&pc);
 }
 
 /* AFFINE (scale/shift + activation, NULL arrays, softmax) and NORMALIZE after an LSTM, against
@@ -976,6 +1017,7 @@ int main(void)
         test_family(isa, 3);
         test_parallel(isa);
         test_pool(isa);
+        test_pool_fork(isa);
         test_pointwise(isa);
         test_rows(isa);
         test_model_bytes(isa);
