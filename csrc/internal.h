@@ -110,6 +110,10 @@ typedef struct lf_kernels {
      * of n) and h (B, Rp), and writes h_out (B, Hp) = z*h + (1-z)*n with
      * n = act(xn + b_in + r*(hn + b_hn)): the formulas of the packed kernel. */
     int32_t packed_max_batch, gru_packed_max_batch;
+    /* Whether packed steps of a chunk read their inputs in the kernel (1) rather than from one
+     * GEMM's projection of the chunk (0): on avx512 the kernel's x reads cost less than writing
+     * and re-reading the projection (measured, Zen 4, docs/architecture.md). */
+    int fuse_inputs;
     void (*lstm_pointwise)(const lf_cell *cell, int32_t B, const float *gates,
                            float *c, float *h_out);
     void (*gru_pointwise)(const lf_cell *cell, int32_t B, const float *gates, const float *xn,

@@ -5,7 +5,8 @@
  * steps; then the recurrence runs step by step on the packed SIMD kernels (or, on kernel
  * levels with a BLAS recurrence, above their packed_max_batch on BLAS + a fused pointwise
  * pass). A single step of a packed batch skips the GEMM: the packed kernel reads x and h in
- * one pass. Rows are time-major: row t*B + b. */
+ * one pass; so does every packed step on levels with fuse_inputs (avx512). Rows are
+ * time-major: row t*B + b. */
 #include <string.h>
 
 #include "blas.h"
@@ -286,8 +287,8 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
     const int split = threadable && half > 0
                       && 2.0 * n * B * G * (double)(L->I + L->R) >= LF_PARALLEL_MIN_FLOPS;
     /* int8 cells always read (and quantize) x in the kernel: there is no float projection. */
-    const int fused = (n == 1 && packed) || prefix || no_blas || (split && packed)
-                      || L->wtype == LF_WEIGHTS_I8;
+    const int fused = (packed && (n == 1 || m->kernels->fuse_inputs)) || prefix || no_blas
+                      || (split && packed) || L->wtype == LF_WEIGHTS_I8;
     if (!fused)
         project(L, n * B, in, ld_in, w->xproj, two);
     if (!mask) {

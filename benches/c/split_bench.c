@@ -4,7 +4,7 @@
  *   gcc -O2 -pthread -DLF_BLAS_PREFIX=scipy_ -Icsrc/include -I<openblas include> \
  *       benches/c/split_bench.c csrc/\*.c -L<openblas lib> -l<openblas> -lm -o split_bench
  *   ./split_bench KIND I H WEIGHTS B STEPS ISA [SPIN_US]
- * KIND lstm|gru, WEIGHTS f32|f16|bf16|i8, ISA auto|avx2|portable. Prints the median time per
+ * KIND lstm|gru|bilstm, WEIGHTS f32|f16|bf16|i8, ISA auto|avx2|portable. Prints the median time per
  * call of each mode and serial / parallel. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +32,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s KIND I H WEIGHTS B STEPS ISA [SPIN_US]\n", argv[0]);
         return 2;
     }
-    const int gru = !strcmp(argv[1], "gru"), I = atoi(argv[2]), H = atoi(argv[3]);
+    const int gru = !strcmp(argv[1], "gru"), bi = !strcmp(argv[1], "bilstm");
+    const int I = atoi(argv[2]), H = atoi(argv[3]), O = bi ? 2 * H : H;
     const int B = atoi(argv[5]), T = atoi(argv[6]), G = gru ? 3 : 4;
     const char *wt = argv[4], *isa_name = argv[7];
     const lf_weights weights = !strcmp(wt, "f16") ? LF_WEIGHTS_F16 : !strcmp(wt, "bf16")
@@ -46,7 +47,8 @@ int main(int argc, char **argv)
     lf_layer_desc d = {.kind = gru ? LF_LAYER_GRU : LF_LAYER_LSTM, .input_size = I, .units = H,
                        .w = w, .w_rec = u, .activation = LF_ACT_TANH,
                        .recurrent_activation = LF_ACT_SIGMOID,
-                       .flags = gru ? LF_LAYER_RESET_AFTER : 0u, .weights = weights};
+                       .flags = gru ? LF_LAYER_RESET_AFTER : bi ? LF_LAYER_BIDIRECTIONAL : 0u,
+                       .w_b = bi ? w : NULL, .w_rec_b = bi ? u : NULL, .weights = weights};
     lf_model *m;
     lf_state *s;
     if (lf_model_create(&d, 1, isa, &m) != LF_OK || lf_state_create(m, B, &s) != LF_OK)
@@ -55,7 +57,7 @@ int main(int argc, char **argv)
         return 1;
     const size_t ws_bytes = lf_workspace_size(m, B, T);
     void *ws = malloc(ws_bytes);
-    float *x = malloc(sizeof(float) * (size_t)B * T * I), *y = malloc(sizeof(float) * (size_t)B * T * H);
+    float *x = malloc(sizeof(float) * (size_t)B * T * I), *y = malloc(sizeof(float) * (size_t)B * T * O);
     for (size_t k = 0; k < (size_t)B * T * I; k++) x[k] = (float)((k % 17) / 17.0 - 0.5);
     enum { ROUNDS = 41 };
     double t[2][ROUNDS];
@@ -63,7 +65,7 @@ int main(int argc, char **argv)
     int calls = 1;
     for (double t0 = now(); calls < 100000; calls *= 2) {
         lf_io io = {.steps = T, .x = x, .x_stride_batch = (ptrdiff_t)T * I, .x_stride_time = I,
-                    .y = y, .y_stride_batch = (ptrdiff_t)T * H, .y_stride_time = H};
+                    .y = y, .y_stride_batch = (ptrdiff_t)T * O, .y_stride_time = O};
         for (int c = 0; c < calls; c++)
             lf_run(m, s, &io, ws, ws_bytes);
         if (now() - t0 > 2e-3)
@@ -74,8 +76,8 @@ int main(int argc, char **argv)
         for (int k = 0; k < 2; k++) {
             const int par = (r & 1) ^ k;
             lf_io io = {.steps = T, .x = x, .x_stride_batch = (ptrdiff_t)T * I,
-                        .x_stride_time = I, .y = y, .y_stride_batch = (ptrdiff_t)T * H,
-                        .y_stride_time = H, .flags = par ? LF_RUN_PARALLEL : 0u};
+                        .x_stride_time = I, .y = y, .y_stride_batch = (ptrdiff_t)T * O,
+                        .y_stride_time = O, .flags = par ? LF_RUN_PARALLEL : 0u};
             lf_run(m, s, &io, ws, ws_bytes);  /* untimed: caches, worker awake */
             const double t0 = now();
             for (int c = 0; c < calls; c++)
