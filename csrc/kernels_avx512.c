@@ -1,10 +1,7 @@
 /* The avx512 kernel level. Every batch size steps on the packed kernels (measured, issue 14:
  * they beat or tie OpenBLAS SkylakeX at every batch size; docs/architecture.md), so this
- * level has no BLAS recurrence, and the kernels read a chunk's inputs themselves: serial
- * split_bench, Zen 4, projected vs read in the kernel, ms: LSTM 512->256 B=16 T=128
- * 36.5-40.1 vs 32.9-33.5, 128->256 B=16 18.3 vs 16.3, 256->512 B=8 T=50 14.1 vs 12.7,
- * 256->512 B=64 T=50 108-113 vs 99-113, GRU 256->512 B=64 81.0 vs 75.0, fp16 512->256 B=16
- * 37.2-38.0 vs 31.6-33.1. (On avx2 and portable the same runs were mixed, 0.7-1.2x.) */
+ * level has no BLAS recurrence, and its kernels read a chunk's inputs themselves
+ * (fuse_inputs; measured faster than the projection, docs/architecture.md). */
 #include "internal.h"
 #ifdef LF_X86
 #include "simd_avx512.h"

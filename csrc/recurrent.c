@@ -286,9 +286,10 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
     }
     const int split = threadable && half > 0
                       && 2.0 * n * B * G * (double)(L->I + L->R) >= LF_PARALLEL_MIN_FLOPS;
-    /* int8 cells always read (and quantize) x in the kernel: there is no float projection. */
-    const int fused = (packed && (n == 1 || m->kernels->fuse_inputs)) || prefix || no_blas
-                      || (split && packed) || L->wtype == LF_WEIGHTS_I8;
+    /* int8 cells always read (and quantize) x in the kernel: there is no float projection.
+     * (prefix and no_blas imply packed.) */
+    const int fused = (packed && (n == 1 || m->kernels->fuse_inputs || prefix || no_blas
+                                  || split)) || L->wtype == LF_WEIGHTS_I8;
     if (!fused)
         project(L, n * B, in, ld_in, w->xproj, two);
     if (!mask) {
