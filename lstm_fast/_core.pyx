@@ -112,6 +112,11 @@ def pool_starts():
     return lf_pool_starts()
 
 
+def pool_moves():
+    """Times the pool's worker, woken on its caller's core, moved itself to another core."""
+    return lf_pool_moves()
+
+
 def _pool_after_fork():
     # fork() copies only the forking thread: the child's pool has no worker; start one.
     if _threads >= 2:

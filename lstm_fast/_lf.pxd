@@ -163,3 +163,4 @@ cdef extern from "lstm_fast.h" nogil:
     lf_status lf_pool_start(int32_t spin_us)
     void lf_pool_stop()
     int64_t lf_pool_starts()
+    int64_t lf_pool_moves()

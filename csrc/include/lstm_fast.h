@@ -341,7 +341,8 @@ LF_API lf_status lf_state_copy_rows(lf_state *dst, const int32_t *dst_rows, cons
  * the other part of every split), created by lf_pool_start and kept until lf_pool_stop (also
  * run at exit); lf_run never creates a thread. Between sections the worker spins for spin_us
  * microseconds (a negative value keeps the current setting; default 100), then sleeps on a
- * condition variable; a caller waiting for the worker does the same. The pool is
+ * condition variable; a caller whose section part the worker has not taken up yet runs it
+ * itself, and one waiting for the worker's part spins (yielding now and then). The pool is
  * process-wide rather than per model because the cores are: any number of models and
  * threads share it. A parallel section (one layer of one block) takes the pool with a
  * try-lock; when several threads run lf_run at once, a section that finds the pool taken (or
@@ -352,10 +353,16 @@ LF_API lf_status lf_state_copy_rows(lf_state *dst, const int32_t *dst_rows, cons
  * packed kernels. After fork() the child has no worker (its sections run on the calling
  * thread) until it calls lf_pool_start. lf_pool_start returns LF_OK when the worker runs (or
  * ran already), LF_E_NO_MEMORY when it cannot be created. lf_pool_starts counts the workers
- * created since the process started (tests check that runs do not grow it). */
+ * created since the process started (tests check that runs do not grow it).
+ * On Linux the worker, each time it takes up a section, checks whether it runs on the core of
+ * the section's caller (the kernel may wake it there after both slept, e.g. in a VM whose idle
+ * vCPU counts as preempted); if so it moves itself to another core of the affinity mask it
+ * started with (taskset and cpusets are honoured), and leaves that mask as it was.
+ * lf_pool_moves counts those moves since the process started. */
 LF_API lf_status lf_pool_start(int32_t spin_us);
 LF_API void lf_pool_stop(void);
 LF_API int64_t lf_pool_starts(void);
+LF_API int64_t lf_pool_moves(void);
 
 /* BLAS (OpenBLAS) runs the hoisted input projection of multi-step calls, and the recurrence
  * of large batches on the portable kernel level. */

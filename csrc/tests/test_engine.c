@@ -1,8 +1,10 @@
 /* C-level tests of the ABI, built with AddressSanitizer + UBSan by tests/engine/test_c_engine.py.
  * A double-precision reference in this file is the oracle. Prints "N passed, M failed". */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE  /* sched_setaffinity, CPU_SET: test_pool_colocated */
+#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -521,6 +523,73 @@ static void test_pool_fork(lf_isa isa)
     pool_case_free(&pc);
 }
 
+/* The pool's worker thread (named lf_pool), or 0. */
+static pid_t pool_worker_tid(void)
+{
+    pid_t tid = 0;
+    DIR *dir = opendir("/proc/self/task");
+    for (struct dirent *e; dir && !tid && (e = readdir(dir));) {
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = e->d_name[0] != '.' ? fopen(path, "r") : NULL;
+        if (f && fgets(comm, sizeof comm, f) && strncmp(comm, "lf_pool\n", 8) == 0)
+            tid = (pid_t)atoi(e->d_name);
+        if (f)
+            fclose(f);
+    }
+    if (dir)
+        closedir(dir);
+    return tid;
+}
+
+/* The worker woken on its caller's core moves to another core (lf_pool_moves) and keeps the
+ * affinity mask it started with; the runs give the bits of the pool stopped. Both threads
+ * are put on one core with affinity masks, as the kernel may place them after both slept. */
+static void test_pool_colocated(lf_isa isa)
+{
+    cpu_set_t all, one;
+    if (sched_getaffinity(0, sizeof all, &all) != 0 || CPU_COUNT(&all) < 2)
+        return;  /* one core: nothing to move to */
+    int c = 0;
+    while (!CPU_ISSET(c, &all))
+        c++;
+    CPU_ZERO(&one);
+    CPU_SET(c, &one);
+    lf_pool_stop();
+    CHECK(lf_pool_start(0) == LF_OK, "pool start");  /* spin 0: the worker sleeps at once */
+    lf_blas_set_num_threads(1);  /* the BLAS recurrence's batch halves need it */
+    pool_case pc = pool_case_make(isa, 0);
+    const int T = 13;
+    for (int B = 1; B <= 9; B += 8) {  /* the hidden-unit split (steps), the batch halves */
+        const int chunk = B == 1 ? 1 : 8;
+        const size_t ny = (size_t)B * T * pc.O;
+        float *x = rand_array((size_t)B * T * pc.I, 1.0f);
+        float *y = malloc(sizeof(float) * ny), *want = malloc(sizeof(float) * ny);
+        const pid_t tid = pool_worker_tid();
+        CHECK(tid > 0, "the pool's worker thread, named lf_pool");
+        CHECK(sched_setaffinity(tid, sizeof one, &one) == 0
+              && sched_setaffinity(0, sizeof one, &one) == 0, "both threads on core %d", c);
+        nanosleep(&(struct timespec){0, 20000000}, NULL);  /* the worker asleep on the cv */
+        const int64_t moves = lf_pool_moves();
+        CHECK(pool_run(&pc, B, T, chunk, x, y, LF_RUN_PARALLEL), "colocated run");
+        nanosleep(&(struct timespec){0, 20000000}, NULL);  /* the worker had the core */
+        cpu_set_t mask;
+        CHECK(lf_pool_moves() > moves, "isa=%d B=%d: the worker did not move off core %d", isa,
+              B, c);
+        CHECK(sched_getaffinity(tid, sizeof mask, &mask) == 0 && CPU_EQUAL(&mask, &all),
+              "isa=%d B=%d: the worker's affinity is its start mask again", isa, B);
+        CHECK(sched_setaffinity(0, sizeof all, &all) == 0, "caller's affinity back");
+        lf_pool_stop();
+        CHECK(pool_run(&pc, B, T, chunk, x, want, LF_RUN_PARALLEL), "stopped run");
+        CHECK(memcmp(y, want, ny * sizeof(float)) == 0,
+              "isa=%d B=%d: colocated run != pool stopped", isa, B);
+        CHECK(lf_pool_start(0) == LF_OK, "pool restart");
+        free(x); free(y); free(want);
+    }
+    pool_case_free(&pc);
+    CHECK(lf_pool_start(20) == LF_OK, "pool spin back to 20 us");
+}
+
 /* AFFINE (scale/shift + activation, NULL arrays, softmax) and NORMALIZE after an LSTM, against
  * the LSTM's own output transformed here. */
 static void test_pointwise(lf_isa isa)
@@ -1018,6 +1087,7 @@ int main(void)
         test_parallel(isa);
         test_pool(isa);
         test_pool_fork(isa);
+        test_pool_colocated(isa);
         test_pointwise(isa);
         test_rows(isa);
         test_model_bytes(isa);
