@@ -44,7 +44,7 @@ from .engines import (
     max_diff,
     outputs,
 )
-from .timing import Contender
+from .timing import Contender, wait_idle
 from .traffic import peer_step_bytes
 
 __all__ = ["BUILD_TIMEOUT_S", "REQUEST_TIMEOUT_S", "EngineProcess", "EngineProcessError",
@@ -238,6 +238,9 @@ class RemoteContender(Contender):
     method is one request, the times recorded here."""
 
     process: EngineProcess | None = None
+
+    def quiet(self, timeout_s: float) -> float:
+        return wait_idle(self.process.process.pid, timeout_s)  # type: ignore[union-attr]
 
     def untimed(self, count: int = 1) -> None:
         self.process.request("untimed", count)  # type: ignore[union-attr]

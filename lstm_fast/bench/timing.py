@@ -31,11 +31,42 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ISA_CORETYPE", "SETTLE_S", "Contender", "Progress", "interleave", "isa_sgemm_peak",
-           "percentiles", "sgemm_peak"]
+__all__ = ["ISA_CORETYPE", "QUIET_MAX_S", "SETTLE_S", "Contender", "Progress", "busy_threads",
+           "interleave", "isa_sgemm_peak", "percentiles", "sgemm_peak", "wait_idle"]
 
 #: Idle seconds before each turn when several contenders run on several threads.
 SETTLE_S = 0.03
+#: Longest wait for a contender's threads to stop running after its turn. ONNX Runtime's
+#: intra-op workers spun on after a turn past the 30 ms idle pause and slowed the next
+#: contender: lstm_fast's 2-thread ``server_256`` timed after ORT read 1.83 ms, after torch
+#: 1.15 ms (with a 0.2 s pause after ORT too: 1.20 ms).
+QUIET_MAX_S = 1.0
+
+
+def busy_threads(pid: int) -> int:
+    """Threads of process ``pid`` running or runnable now (Linux ``/proc``; elsewhere 0)."""
+    busy = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            continue
+        busy += state == "R"
+    return busy
+
+
+def wait_idle(pid: int, timeout_s: float, poll_s: float = 0.002) -> float:
+    """Waits until no thread of process ``pid`` runs, at most ``timeout_s``; returns the
+    seconds waited."""
+    t0 = time.perf_counter()
+    while busy_threads(pid) and time.perf_counter() - t0 < timeout_s:
+        time.sleep(poll_s)
+    return time.perf_counter() - t0
 
 
 @dataclass
@@ -68,6 +99,12 @@ class Contender:
     total_ns: int = 0
     turns: int = 0
     next_input: int = 0
+
+    def quiet(self, timeout_s: float) -> float:
+        """Waits until this contender's threads no longer run (a worker pool spinning after
+        its turn), at most ``timeout_s``; returns the seconds waited. In-process contenders
+        share the timing thread's process: nothing to wait for."""
+        return 0.0
 
     def untimed(self, count: int = 1) -> None:
         """``count`` calls that are not timed (warm-up, wake-up), continuing the input cycle."""
@@ -156,8 +193,9 @@ def interleave(contenders: Sequence[Contender], *, finished: Callable[[Contender
     each : bool
         Record every call's time (else each turn's mean per call).
     settle_s : float
-        Idle seconds before each turn followed by one untimed wake-up call (for several
-        threads); 0 for none.
+        With several threads: before each turn, wait until no contender's threads run
+        (:meth:`Contender.quiet`, at most :data:`QUIET_MAX_S`), then ``settle_s`` idle
+        seconds, then one untimed wake-up call; 0 for none of that.
     after_turn : callable, optional
         Called after each turn (progress bars).
     before_round : callable, optional
@@ -174,6 +212,8 @@ def interleave(contenders: Sequence[Contender], *, finished: Callable[[Contender
             shift = r % len(pending)
             for c in pending[shift:] + pending[:shift]:
                 if settle_s:
+                    for other in contenders:  # the previous turn's threads stop spinning
+                        other.quiet(QUIET_MAX_S)
                     time.sleep(settle_s)
                     c.untimed(1)  # wakes its threads and the idle core
                 c.turn(count(c), budget_ns, each)

@@ -5,6 +5,8 @@ children ended afterwards. No timing asserts: only that figures exist and are po
 
 import functools
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -21,7 +23,7 @@ from lstm_fast.bench.isolated import (
     close,
     lstm_fast_runner,
 )
-from lstm_fast.bench.timing import interleave, percentiles
+from lstm_fast.bench.timing import Contender, busy_threads, interleave, percentiles, wait_idle
 from lstm_fast.bench_spec import parse_spec
 from lstm_fast.errors import FrameworkUnavailable
 
@@ -99,6 +101,49 @@ def test_children_take_turns_and_return_per_engine_figures():
         close(engines)
     assert all(not p.process.is_alive() and p.process.exitcode == 0 for p in procs)
     assert all(e.process is None for e in engines)
+
+
+SPINNER = """
+import sys, time
+print("spinning", flush=True)
+t = time.perf_counter()
+while time.perf_counter() - t < 0.6:
+    pass
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_wait_idle_waits_while_a_process_spins_and_not_once_it_sleeps():
+    # A peer's pool spinning after its turn (ONNX Runtime's, for up to ~90 ms) would take a
+    # core from the next contender: the pause before a turn waits for it.
+    child = subprocess.Popen([sys.executable, "-c", SPINNER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "spinning"
+        assert busy_threads(child.pid) >= 1
+        waited = wait_idle(child.pid, timeout_s=30.0)
+        assert 0.3 <= waited < 30.0  # the spin's rest, and not the timeout
+        assert busy_threads(child.pid) == 0
+        assert wait_idle(child.pid, timeout_s=30.0) < 5.0  # asleep: back at once
+    finally:
+        child.kill()
+        child.wait()
+    assert busy_threads(child.pid) == 0  # gone: nothing to wait for
+
+
+def test_the_pause_before_each_turn_waits_for_every_contender_to_be_quiet():
+    quiet_calls: list[str] = []
+
+    class Quiet(Contender):
+        def quiet(self, timeout_s: float) -> float:
+            quiet_calls.append(self.name)
+            return 0.0
+
+    cs = [Quiet(name, lambda x: x, [0]) for name in ("a", "b")]
+    interleave(cs, finished=lambda c: c.turns >= 3, count=lambda c: 2)
+    assert quiet_calls == []  # no pause asked for (one thread)
+    interleave(cs, finished=lambda c: c.turns >= 5, count=lambda c: 2, settle_s=0.001)
+    assert len(quiet_calls) == 2 * 2 * 2 and set(quiet_calls) == {"a", "b"}
 
 
 def test_peer_outputs_are_checked_and_failures_marked():
