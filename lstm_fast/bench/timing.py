@@ -4,13 +4,14 @@ Contenders (engines, or variants of one) take turns round by round, the order ro
 round (A, B, C, then B, C, A, ...), so that machine noise hits them alike. A turn is a block of
 calls timed with :func:`time.perf_counter_ns`: either each call alone (latency distributions)
 or the block as a whole (the mean per call, for calls too short to time one by one). The
-garbage collector is off while timing. With several threads, each turn starts with an idle
-pause (the worker threads the previous contender left spinning: OpenMP, ONNX Runtime and
-OpenBLAS pools spin for a while after their work, go to sleep and stop taking the cores of the
-one being timed), then one untimed wake-up call (which wakes the contender's own threads and
-the idle core). With several threads the benches moreover build and time each engine in a
-process of its own (:mod:`.isolated`; a :class:`Contender` subclass there sends each turn to its
-child), so that no engine's worker threads share a process with another's.
+garbage collector is off while timing. With several threads, each turn starts with a wait
+until no contender's threads run (:meth:`Contender.quiet`: OpenMP, ONNX Runtime and OpenBLAS
+pools spin for a while after their work, ORT's for up to ~90 ms, before they sleep and stop
+taking the cores of the one being timed), an idle pause, then one untimed wake-up call (which
+wakes the contender's own threads and the idle core). With several threads the benches
+moreover build and time each engine in a process of its own (:mod:`.isolated`; a
+:class:`Contender` subclass there sends each turn to its child), so that no engine's worker
+threads share a process with another's.
 """
 
 from __future__ import annotations
@@ -194,8 +195,9 @@ def interleave(contenders: Sequence[Contender], *, finished: Callable[[Contender
         Record every call's time (else each turn's mean per call).
     settle_s : float
         With several threads: before each turn, wait until no contender's threads run
-        (:meth:`Contender.quiet`, at most :data:`QUIET_MAX_S`), then ``settle_s`` idle
-        seconds, then one untimed wake-up call; 0 for none of that.
+        (:meth:`Contender.quiet`, at most :data:`QUIET_MAX_S`; a contender that is still
+        busy then is not waited for again), then ``settle_s`` idle seconds, then one untimed
+        wake-up call; 0 for none of that.
     after_turn : callable, optional
         Called after each turn (progress bars).
     before_round : callable, optional
@@ -206,6 +208,7 @@ def interleave(contenders: Sequence[Contender], *, finished: Callable[[Contender
     gc.disable()
     try:
         r = 0
+        restless: set[int] = set()  # contenders that never went quiet within QUIET_MAX_S
         while pending := [c for c in contenders if not finished(c)]:
             if before_round is not None:
                 before_round(r)
@@ -213,7 +216,9 @@ def interleave(contenders: Sequence[Contender], *, finished: Callable[[Contender
             for c in pending[shift:] + pending[:shift]:
                 if settle_s:
                     for other in contenders:  # the previous turn's threads stop spinning
-                        other.quiet(QUIET_MAX_S)
+                        if (id(other) not in restless
+                                and other.quiet(QUIET_MAX_S) >= QUIET_MAX_S):
+                            restless.add(id(other))  # waiting again would only add time
                     time.sleep(settle_s)
                     c.untimed(1)  # wakes its threads and the idle core
                 c.turn(count(c), budget_ns, each)

@@ -146,6 +146,23 @@ def test_the_pause_before_each_turn_waits_for_every_contender_to_be_quiet():
     assert len(quiet_calls) == 2 * 2 * 2 and set(quiet_calls) == {"a", "b"}
 
 
+def test_a_contender_that_never_goes_quiet_is_waited_for_once(monkeypatch):
+    # A peer whose threads never stop running would otherwise add QUIET_MAX_S to every turn.
+    from lstm_fast.bench import timing
+
+    monkeypatch.setattr(timing, "QUIET_MAX_S", 0.01)
+    waits: list[str] = []
+
+    class Busy(Contender):
+        def quiet(self, timeout_s: float) -> float:
+            waits.append(self.name)
+            return timeout_s if self.name == "busy" else 0.0
+
+    cs = [Busy(name, lambda x: x, [0]) for name in ("busy", "calm")]
+    interleave(cs, finished=lambda c: c.turns >= 3, count=lambda c: 1, settle_s=0.001)
+    assert waits.count("busy") == 1 and waits.count("calm") == 2 * 3
+
+
 def test_peer_outputs_are_checked_and_failures_marked():
     wl = make_workload(SPEC, "sequence", 2, 6, seed=2)
     reference = outputs(lf.Model(SPEC), wl)
