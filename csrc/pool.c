@@ -289,7 +289,8 @@ int lf_pool_begin(void (*fn)(void *), void *arg)
     atomic_fetch_add(&pool.gen, 1);
     /* A worker woken on this core (see the top of this file) waits there until this thread
      * sleeps or its time slice ends (measured: 1 ms and more, the section long taken back);
-     * a yield lets it run now, and move off. Elsewhere the yield returns at once. */
+     * a yield lets it run now, and move off. With nothing else runnable on this core (the
+     * worker woken elsewhere) the yield returns at once. Only after the worker slept. */
     if (notify())
         sched_yield();
     return 1;
