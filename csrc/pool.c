@@ -68,8 +68,8 @@ static struct {
     atomic_int caller_cpu;        /* the core of the latest section's caller, or -1 */
     atomic_int_fast64_t moves;    /* times the worker moved off the caller's core */
 #ifdef __linux__
-    cpu_set_t allowed;            /* the worker's start mask (set before it is created) */
-    int can_move;                 /* allowed was read and holds two cores or more */
+    cpu_set_t allowed;            /* the worker's start mask, empty if unknown (set before
+                                     the worker is created) */
 #endif
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, .owned = ATOMIC_FLAG_INIT,
           .spin_ns = LF_POOL_SPIN_US_DEFAULT * 1000,
@@ -80,6 +80,15 @@ static inline void cpu_relax(void)
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
+}
+
+/* One pause of a spinning wait for the other thread; a yield now and then, in case it was
+ * descheduled or shares this core. */
+static inline void spin_pause(unsigned i)
+{
+    cpu_relax();
+    if ((i & 4095) == 0)
+        sched_yield();
 }
 
 static int64_t now_ns(void)
@@ -145,11 +154,10 @@ static int current_cpu(void)
 static void move_off(int cpu)
 {
 #ifdef __linux__
-    if (!pool.can_move || !CPU_ISSET(cpu, &pool.allowed))
-        return;
     cpu_set_t others = pool.allowed;
     CPU_CLR(cpu, &others);
-    if (sched_setaffinity(0, sizeof others, &others) == 0) {
+    if (CPU_COUNT(&others) > 0 && CPU_ISSET(cpu, &pool.allowed)
+        && sched_setaffinity(0, sizeof others, &others) == 0) {
         sched_setaffinity(0, sizeof pool.allowed, &pool.allowed);
         atomic_fetch_add(&pool.moves, 1);
     }
@@ -231,8 +239,8 @@ lf_status lf_pool_start(int32_t spin_us)
         atomic_store(&pool.done, atomic_load(&pool.gen));
 #ifdef __linux__
         /* the worker's start mask is this thread's (cpusets and taskset are honoured) */
-        pool.can_move = sched_getaffinity(0, sizeof pool.allowed, &pool.allowed) == 0
-                        && CPU_COUNT(&pool.allowed) >= 2;
+        if (sched_getaffinity(0, sizeof pool.allowed, &pool.allowed) != 0)
+            CPU_ZERO(&pool.allowed);
 #endif
         if (pthread_create(&pool.thread, NULL, worker, NULL) != 0) {
             st = LF_E_NO_MEMORY;
@@ -333,11 +341,8 @@ void lf_pool_end(void)
          * worker's core (on 2 KVM vCPUs it did, almost every time) and the next sections
          * would run serially until the worker moved off again. */
         const uint_fast64_t target = atomic_load(&pool.gen);
-        for (unsigned i = 1; atomic_load(&pool.done) != target; i++) {
-            cpu_relax();
-            if ((i & 4095) == 0)
-                sched_yield();
-        }
+        for (unsigned i = 1; atomic_load(&pool.done) != target; i++)
+            spin_pause(i);
     }
     atomic_store_explicit(&pool.active, 0, memory_order_relaxed);
     atomic_flag_clear(&pool.owned);
@@ -351,11 +356,7 @@ void lf_barrier_wait(lf_barrier *b)
         atomic_store_explicit(&b->gen, g + 1, memory_order_release);
         return;
     }
-    /* Spin: the other part is a step's work away. Yield now and then, in case it was
-     * descheduled (the cores are shared). */
-    for (unsigned i = 1; atomic_load_explicit(&b->gen, memory_order_acquire) == g; i++) {
-        cpu_relax();
-        if ((i & 4095) == 0)
-            sched_yield();
-    }
+    /* Spin: the other part is a step's work away. */
+    for (unsigned i = 1; atomic_load_explicit(&b->gen, memory_order_acquire) == g; i++)
+        spin_pause(i);
 }
