@@ -39,7 +39,7 @@ static inline vf v_fnmadd(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); 
 static inline vf v_min(vf a, vf b) { return _mm256_min_ps(a, b); }
 static inline vf v_max(vf a, vf b) { return _mm256_max_ps(a, b); }
 static inline vf v_round(vf a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-/* y * 2^n for integral n in [-126, 127] (guaranteed by the clamp in v_exp). */
+/* y * 2^n for integral n in [-126, 127] (guaranteed by the clamps in v_exp and v_tanh). */
 static inline vf v_pow2n(vf y, vf n)
 {
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);

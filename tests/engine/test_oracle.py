@@ -1,6 +1,7 @@
 """Engine vs the float64 oracle (tests/reference.py) on random sizes, for every kernel level."""
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -87,3 +88,33 @@ def test_activations_accuracy(isa):
         y = model.predict(x, initial_state=state)[:, 0, 0].astype(np.float64)
         y_ref = lstm(x, [(w_ih, np.zeros((4, 1)), bias, None)], state)[0][:, 0, 0]
         np.testing.assert_allclose(y, y_ref, rtol=0, atol=3e-7)
+
+
+def one_unit_rnn(activation: str, isa: str) -> lf.Model:
+    """h' = act(x): a SimpleRNN of one unit, input weight 1, no recurrence, no bias."""
+    from lstm_fast.spec import ModelSpec, SimpleRNNLayerSpec
+
+    cell = SimpleRNNLayerSpec(np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), None,
+                              activation=activation)
+    return lf.Model(ModelSpec(layers=(cell,)), isa=isa)
+
+
+@pytest.mark.parametrize(("activation", "f", "max_ulp"), [
+    ("tanh", np.tanh, 2.0), ("sigmoid", lambda v: 1 / (1 + np.exp(-v)), 3.0)])
+def test_tanh_and_sigmoid_are_relative_accurate(activation, f, max_ulp, isa):
+    """The vector tanh and sigmoid against float64, in ulps of each float32 result over the
+    whole range where the result is a normal float, tiny arguments included."""
+    pos = np.concatenate([np.geomspace(1e-30, 1e-3, 2001), np.linspace(1e-3, 3, 30001),
+                          np.linspace(3, 87, 20001)])
+    z = np.concatenate([-pos[::-1], [0.0], pos]).astype(np.float32)
+    y = one_unit_rnn(activation, isa).predict(z.reshape(-1, 1, 1))[:, 0, 0]
+    want = f(z.astype(np.float64))
+    ulps = np.abs(y - want) / np.spacing(np.abs(want).astype(np.float32))
+    assert ulps.max() <= max_ulp, (z[ulps.argmax()], ulps.max())
+
+
+def test_tanh_of_infinities_is_one(isa):
+    y = one_unit_rnn("tanh", isa).predict(
+        np.array([np.inf, -np.inf, 30.0, -30.0], np.float32).reshape(-1, 1, 1),
+        check_finite=False)[:, 0, 0]
+    assert y.tolist() == [1.0, -1.0, 1.0, -1.0]
