@@ -11,6 +11,10 @@
 #define LF_BLOCK_ROWS 1024  /* time steps per block = max(1, LF_BLOCK_ROWS / batch) */
 #define LF_DENSE_SMALL_ROWS 8 /* dense layers on at most this many rows skip BLAS */
 #define LF_ONE_ROW_READ_X 16 /* inputs a one-row LSTM kernel reads itself (more: a GEMM) */
+/* On fuse_inputs levels, GRU and RNN chunks of fewer rows than this, with at least
+ * LF_FUSE_MIN_INPUTS inputs, are projected by one GEMM all the same (recurrent.c). */
+#define LF_FUSE_MIN_ROWS 4
+#define LF_FUSE_MIN_INPUTS 8
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define LF_X86 1            /* the AVX2 and AVX-512 kernel levels are built */
@@ -112,7 +116,8 @@ typedef struct lf_kernels {
     int32_t packed_max_batch, gru_packed_max_batch;
     /* Whether packed steps of a chunk read their inputs in the kernel (1) rather than from one
      * GEMM's projection of the chunk (0): on avx512 the kernel's x reads cost less than writing
-     * and re-reading the projection (measured, Zen 4, docs/architecture.md). */
+     * and re-reading the projection (measured, Zen 4, docs/architecture.md), except for the
+     * few-row GRU and RNN chunks of LF_FUSE_MIN_ROWS. */
     int fuse_inputs;
     void (*lstm_pointwise)(const lf_cell *cell, int32_t B, const float *gates,
                            float *c, float *h_out);

@@ -78,3 +78,17 @@ def test_blocked_lstm_options_match_oracle(H, isa, rng):
     x = rng.standard_normal((1, 70, 5)).astype(np.float32)
     y = lf.Model(spec, isa=isa).predict(x)
     np.testing.assert_allclose(y, spec_forward(spec, x.astype(np.float64))[0], rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("B", [1, 2, 3, 4])
+@pytest.mark.parametrize("I", [7, 8, 33])
+@pytest.mark.parametrize("kind", ["gru", "gru_before", "rnn", "lstm"])
+def test_few_row_chunks_on_both_input_paths(kind, I, B, isa, rng):
+    """GRU and RNN chunks of fewer than LF_FUSE_MIN_ROWS = 4 rows with LF_FUSE_MIN_INPUTS = 8
+    or more inputs are projected by a GEMM even where the packed kernels read x (avx512);
+    7 inputs or 4 rows keep the kernel's reads. Two chunks carried in one stream."""
+    spec = ModelSpec(layers=(cell_spec(rng, kind, I, 24),))
+    x = rng.standard_normal((B, 300, I)).astype(np.float32)
+    stream = lf.Model(spec, isa=isa).stream(batch=B)
+    y = np.concatenate([stream.run(x[:, :137]), stream.run(x[:, 137:])], axis=1)
+    np.testing.assert_allclose(y, spec_forward(spec, x.astype(np.float64))[0], rtol=0, atol=TOL)
