@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lstm_fast as lf
+from lstm_fast.spec import ModelSpec, SimpleRNNLayerSpec
 from tests.helpers import ISAS
 from tests.reference import lstm, random_layers
 
@@ -92,8 +93,6 @@ def test_activations_accuracy(isa):
 
 def one_unit_rnn(activation: str, isa: str) -> lf.Model:
     """h' = act(x): a SimpleRNN of one unit, input weight 1, no recurrence, no bias."""
-    from lstm_fast.spec import ModelSpec, SimpleRNNLayerSpec
-
     cell = SimpleRNNLayerSpec(np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), None,
                               activation=activation)
     return lf.Model(ModelSpec(layers=(cell,)), isa=isa)
