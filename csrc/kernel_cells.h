@@ -90,35 +90,91 @@ LF_INLINE vf act_of(const lf_cell *restrict L, vf x)
     return L->default_acts ? v_tanh(x) : v_act(L->act, x);
 }
 
+/* acc[r][g] += sum_{k < K} w[o + k * row + g * VW] * v[r * ldv + k] for BG rows and NG gates,
+ * the sums held in registers over the loop (acc is read once and written once). */
+LF_INLINE void gate_rows(const int BG, const int WT, const int NG, const void *restrict w,
+                         size_t o, size_t row, int32_t K, const float *restrict v, ptrdiff_t ldv,
+                         vf acc[][4])
+{
+    vf a[BG_MAX][4];
+    LF_UNROLL
+    for (int r = 0; r < BG; r++)
+        LF_UNROLL
+        for (int g = 0; g < NG; g++)
+            a[r][g] = acc[r][g];
+    for (int32_t k = 0; k < K; k++) {
+        const size_t wk = o + (size_t)k * row;
+        vf wg[4];
+        LF_UNROLL
+        for (int g = 0; g < NG; g++)
+            wg[g] = v_loadw(WT, w, wk + g * VW);
+        LF_UNROLL
+        for (int r = 0; r < BG; r++) {
+            const vf b = v_set1(v[r * ldv + k]);
+            LF_UNROLL
+            for (int g = 0; g < NG; g++)
+                a[r][g] = v_fmadd(wg[g], b, a[r][g]);
+        }
+    }
+    LF_UNROLL
+    for (int r = 0; r < BG; r++)
+        LF_UNROLL
+        for (int g = 0; g < NG; g++)
+            acc[r][g] = a[r][g];
+}
+
+/* gate_rows for a full group of BG_MAX rows, out of line. Inlined into the tile kernel, whose
+ * other values take the general registers, GCC kept 5 of the 6 rows' offsets on the stack and
+ * reloaded them at every k: 13 loads per 12 FMAs on AVX2 (issue 14, Zen 4: a bare loop with its
+ * offsets in memory ran 101-104 GFLOP/s vs 109-115 in registers; in the engine, min over
+ * alternating runs, AVX2 LSTM 1->512 B=48 1.5 % faster, AVX-512 LSTM 256->512 B=64 1 %,
+ * smaller and portable cases unchanged within noise). */
+#define FULL_GROUP(WT, NG) \
+    static __attribute__((noinline)) void KSUFFIX(full_group_##WT##_##NG)( \
+        const void *restrict w, size_t o, size_t row, int32_t K, const float *restrict v, \
+        ptrdiff_t ldv, vf acc[][4]) \
+    { \
+        gate_rows(BG_MAX, WT, NG, w, o, row, K, v, ldv, acc); \
+    }
+#define FULL_GROUPS(WT) FULL_GROUP(WT, 1) FULL_GROUP(WT, 2) FULL_GROUP(WT, 3) FULL_GROUP(WT, 4)
+FULL_GROUPS(WT_F32)
+FULL_GROUPS(WT_F16)
+FULL_GROUPS(WT_BF16)
+#undef FULL_GROUPS
+#undef FULL_GROUP
+
 /* acc[r][g - g0] += sum_k w[k][g] * v_r[k] for gates g in [g0, g0 + NG) of rows with GT
  * gates. With one batch row, two interleaved chains (acc2) keep both FMA pipes busy. */
 LF_INLINE void accumulate(const int BG, const int WT, const int GT, const int g0, const int NG,
                           const void *restrict w, size_t w0, int32_t K,
                           const float *restrict v, ptrdiff_t ldv, vf acc[][4], vf acc2[][4])
 {
-    const size_t row = (size_t)GT * VW;
+    const size_t row = (size_t)GT * VW, o = w0 + (size_t)g0 * VW;
+    if (BG == BG_MAX && BG > 1) {
+#define FULL(WT_) (NG == 1 ? KSUFFIX(full_group_##WT_##_1) : NG == 2 ? KSUFFIX(full_group_##WT_##_2) \
+                   : NG == 3 ? KSUFFIX(full_group_##WT_##_3) : KSUFFIX(full_group_##WT_##_4))
+        (WT == WT_F16 ? FULL(WT_F16) : WT == WT_BF16 ? FULL(WT_BF16) : FULL(WT_F32))(
+            w, o, row, K, v, ldv, acc);
+#undef FULL
+        return;
+    }
+    if (BG > 1) {
+        gate_rows(BG, WT, NG, w, o, row, K, v, ldv, acc);
+        return;
+    }
     int32_t k = 0;
-    if (BG == 1) {
-        for (; k + 1 < K; k += 2) {
-            const size_t wk = w0 + (size_t)k * row + g0 * VW;
-            vf a = v_set1(v[k]), b = v_set1(v[k + 1]);
-            for (int g = 0; g < NG; g++) {
-                acc[0][g] = v_fmadd(v_loadw(WT, w, wk + g * VW), a, acc[0][g]);
-                acc2[0][g] = v_fmadd(v_loadw(WT, w, wk + row + g * VW), b, acc2[0][g]);
-            }
+    for (; k + 1 < K; k += 2) {
+        const size_t wk = o + (size_t)k * row;
+        vf a = v_set1(v[k]), b = v_set1(v[k + 1]);
+        for (int g = 0; g < NG; g++) {
+            acc[0][g] = v_fmadd(v_loadw(WT, w, wk + g * VW), a, acc[0][g]);
+            acc2[0][g] = v_fmadd(v_loadw(WT, w, wk + row + g * VW), b, acc2[0][g]);
         }
     }
-    for (; k < K; k++) {
-        const size_t wk = w0 + (size_t)k * row + g0 * VW;
-        vf wg[4];
+    if (k < K)
         for (int g = 0; g < NG; g++)
-            wg[g] = v_loadw(WT, w, wk + g * VW);
-        for (int r = 0; r < BG; r++) {
-            vf a = v_set1(v[r * ldv + k]);
-            for (int g = 0; g < NG; g++)
-                acc[r][g] = v_fmadd(wg[g], a, acc[r][g]);
-        }
-    }
+            acc[0][g] = v_fmadd(v_loadw(WT, w, o + (size_t)k * row + g * VW), v_set1(v[k]),
+                                acc[0][g]);
 }
 
 LF_INLINE void fold(const int BG, const int NG, vf acc[][4], vf acc2[][4])
