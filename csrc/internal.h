@@ -211,6 +211,7 @@ const lf_kernels *lf_kernels_for(lf_isa isa);
 int lf_cpu_has_vnni(void);                       /* AVX-512 VNNI (the int8 avx512 kernel) */
 float lf_act_scalar(lf_activation act, float x);  /* element-wise activations */
 size_t lf_weight_size(lf_weights t);             /* bytes per stored weight */
+size_t lf_cell_step_bytes(const lf_cell *L);     /* bytes of weights one step reads: W_ih and W_hh */
 void lf_softmax_rows(int log_out, int32_t rows, int32_t n, int32_t ld, float *y);
 
 /* fp16 / bf16 <-> float32, exact widening; narrowing rounds to nearest even. */

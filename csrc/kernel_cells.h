@@ -344,9 +344,8 @@ LF_INLINE void cell_packed_wt(const int WT, const lf_cell *L, int32_t B,
     const ptrdiff_t Hp = L->Hp, ldh = L->Rp;
     float *rh = scratch, *zs = scratch ? scratch + (size_t)B * Hp : NULL;
     const int phases = L->kind == LF_LAYER_GRU && !L->reset_after ? 2 : 1;
-    const size_t bytes = (size_t)(L->I + L->R) * L->G * L->Hp * lf_weight_size(L->wtype);
-    const float *pxp = bytes >= LF_PREFETCH_MIN_BYTES ? xp : NULL;
-    const float *pc = bytes >= LF_PREFETCH_MIN_BYTES ? c : NULL;
+    const int pf = lf_cell_step_bytes(L) >= LF_PREFETCH_MIN_BYTES;
+    const float *pxp = pf ? xp : NULL, *pc = pf ? c : NULL;
     for (int phase = 0; phase < phases; phase++)
         for (int32_t u0 = L->u_lo; u0 < L->u_hi; u0 += VW) {
             int32_t b = 0;

@@ -281,11 +281,8 @@ size_t lf_model_step_weight_bytes(const lf_model *m)
 {
     size_t bytes = 0;
     for (int32_t l = 0; m && l < m->num_layers; l++)
-        for (int dir = 0; dir < m->layers[l].dirs; dir++) {
-            const lf_cell *L = &m->layers[l].cell[dir];
-            bytes += (size_t)(L->I + L->R) * (size_t)L->G * (size_t)L->Hp
-                     * lf_weight_size(L->wtype);
-        }
+        for (int dir = 0; dir < m->layers[l].dirs; dir++)
+            bytes += lf_cell_step_bytes(&m->layers[l].cell[dir]);
     return bytes;
 }
 

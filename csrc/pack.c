@@ -11,6 +11,11 @@ size_t lf_weight_size(lf_weights t)
     return t == LF_WEIGHTS_F32 ? 4 : t == LF_WEIGHTS_I8 ? 1 : 2;
 }
 
+size_t lf_cell_step_bytes(const lf_cell *L)
+{
+    return (size_t)(L->I + L->R) * (size_t)L->G * (size_t)L->Hp * lf_weight_size(L->wtype);
+}
+
 static uint16_t f32_to_f16(float f)
 {
     uint32_t x;

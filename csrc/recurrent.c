@@ -164,10 +164,9 @@ static int unit_split_pays(const lf_kernels *k, const lf_cell *L, int32_t B, int
      * reads x in its kernel either way, 1.9-2.3x). */
     if (n > 1 && L->wtype != LF_WEIGHTS_I8)
         return 0;
-    const double bytes = (double)(L->I + L->R) * L->G * L->Hp * (double)lf_weight_size(L->wtype);
     return B <= LF_UNIT_SPLIT_MAX_ROWS && !L->whr.w && L->Hp >= 2 * k->vw
            && !(L->kind == LF_LAYER_GRU && !L->reset_after) && !lf_blas_recurrence(k, L, B)
-           && bytes >= LF_UNIT_SPLIT_MIN_BYTES;
+           && lf_cell_step_bytes(L) >= LF_UNIT_SPLIT_MIN_BYTES;
 }
 
 /* Thread `part`'s units of every step of a hidden-unit split (inputs read in the kernel).
