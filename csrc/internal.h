@@ -148,6 +148,7 @@ struct lf_model {
     int32_t i8_row;           /* int8 cells: max scratch bytes per batch row (lf_i8_row_bytes) */
     int32_t h_sum, c_sum;     /* floats of state h and c per batch row, over all states */
     size_t bytes;             /* allocated by lf_model_create (lf_model_bytes) */
+    size_t project_min_bytes; /* fuse_inputs levels: larger cells may project x (recurrent.c) */
     const lf_kernels *kernels;
     lf_layer layers[];
 };
@@ -209,6 +210,7 @@ void *lf_alloc_counted(size_t bytes, size_t *total); /* lf_aligned_alloc, adding
 int lf_mul_size(size_t a, size_t b, size_t *out); /* 1 on success, 0 on overflow */
 const lf_kernels *lf_kernels_for(lf_isa isa);
 int lf_cpu_has_vnni(void);                       /* AVX-512 VNNI (the int8 avx512 kernel) */
+size_t lf_cpu_l2_bytes(void);                    /* L2 per core (CPUID), 1 MB if unknown */
 float lf_act_scalar(lf_activation act, float x);  /* element-wise activations */
 size_t lf_weight_size(lf_weights t);             /* bytes per stored weight */
 size_t lf_cell_step_bytes(const lf_cell *L);     /* bytes of weights one step reads: W_ih and W_hh */

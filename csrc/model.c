@@ -201,6 +201,9 @@ lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_is
     m->bytes = head;
     m->kernels = k;
     m->return_last = -1;
+    /* recurrent.c, projection_pays: 3/4 of L2 leaves room for the state and the inputs. */
+    m->project_min_bytes = k->fuse_inputs && lf_cpu_fma_width() >= 512
+                           ? lf_cpu_l2_bytes() / 4 * 3 : SIZE_MAX;
     int64_t h_sum = 0, c_sum = 0;
     for (int32_t l = 0; l < num_layers; l++) {
         lf_layer *layer = &m->layers[l];

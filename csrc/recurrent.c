@@ -49,9 +49,10 @@ static void cell_step(const lf_model *m, const lf_cell *L, int32_t B, const floa
 }
 
 /* DIR_NO_BLAS: read inputs in the packed kernel rather than projecting them with BLAS (for
- * directions running on their own threads: BLAS may have threads of its own). */
+ * directions running on their own threads: BLAS may have threads of its own). DIR_SOLO: a
+ * direction on its own thread that may call a single-threaded BLAS but splits no further. */
 enum { DIR_REVERSE = 1, DIR_TIME_ALIGNED = 2, DIR_ZERO_OUT = 4, DIR_TRACK_LAST = 8,
-       DIR_NO_BLAS = 16 };
+       DIR_NO_BLAS = 16, DIR_SOLO = 32 };
 
 static void run_row_range(const lf_model *m, const lf_cell *L, unsigned mode, int32_t B,
                           int32_t b0, int32_t nb, int32_t n, const float *in,
@@ -119,6 +120,23 @@ static void project(const lf_cell *L, int32_t rows, const float *in, ptrdiff_t l
 static int blas_single_threaded(void)
 {
     return LF_BLAS(openblas_get_num_threads)() == 1;
+}
+
+/* On fuse_inputs levels (avx512) the packed kernels read a chunk's inputs next to h. Where the
+ * FMA pipes are full-width 512-bit (lf_cpu_fma_width), the kernel runs at twice the FMA rate
+ * of Zen 4 through an L2 of the same speed, and a cell whose step weights (W_ih and W_hh) do
+ * not stay in L2 is bound by streaming them: projecting x for the whole chunk by one GEMM
+ * (OpenBLAS SkylakeX, ~190 GFLOP/s there) leaves the step only W_hh. Measured on an Intel
+ * Xeon (2 MB L2, 1 thread, 128-step chunks, fused / projected time): LSTM 512->256 B=4 2.23x,
+ * B=16 1.25x, B=32 1.08x, B=64 0.99x; 256->256 B=4 1.48x, B=32 1.02x, B=64 0.95x; 512->512
+ * B=8 1.32x, B=48 0.96x; GRU 512->256 B=8 1.70x, B=32 1.24x; cells within L2 (64->64,
+ * 128->128, 128->256 at 1.5 MB) 0.85-1.08x; bidirectional 512->256 B=16 on 2 threads 1.28x.
+ * On Zen 4 (256-bit FMA pipes) reading x won everywhere (docs/architecture.md). */
+#define LF_PROJECT_MAX_ROWS 32
+static int projection_pays(const lf_model *m, const lf_cell *L, int32_t B)
+{
+    return B <= LF_PROJECT_MAX_ROWS && L->wtype != LF_WEIGHTS_I8
+           && lf_cell_step_bytes(L) > m->project_min_bytes;
 }
 
 /* The hidden-unit split (LF_RUN_PARALLEL, one or a few unmasked rows): each of the two
@@ -256,7 +274,7 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
     const int32_t half = B / 2;
     /* A second thread may call BLAS too (the input projection's halves, the BLAS
      * recurrence's batch halves). */
-    const int second = w->second && !(mode & DIR_NO_BLAS);
+    const int second = w->second && !(mode & (DIR_NO_BLAS | DIR_SOLO));
     const int two = second && blas_single_threaded();
     const int threadable = !mask && second && (packed || two);
     if (threadable && packed && unit_split_pays(m->kernels, L, B, n)) {
@@ -289,12 +307,13 @@ static void run_cell(const lf_model *m, const lf_cell *L, unsigned mode, int32_t
      * the projection): GRU 64->64 B=1 1302 vs 813, B=2 875 vs 784, B=4 539 vs 582; 128->128
      * B=1 5283 vs 2958; 16->16 B=1 136 vs 110, 8->16 89 vs 87, 1->32 190 vs 192; RNN
      * 128->128 B=1 1587 vs 1214. LSTM is neutral at B=2-3 (B=1 takes the one-row path). */
-    const int fuse_x = m->kernels->fuse_inputs
+    const int project_x = projection_pays(m, L, B);
+    const int fuse_x = m->kernels->fuse_inputs && !project_x
                        && !(B < LF_FUSE_MIN_ROWS && L->kind != LF_LAYER_LSTM
                             && L->I >= LF_FUSE_MIN_INPUTS);
     /* int8 cells always read (and quantize) x in the kernel: there is no float projection.
      * (prefix and no_blas imply packed.) */
-    const int fused = (packed && (n == 1 || fuse_x || prefix || no_blas || split))
+    const int fused = (packed && (n == 1 || fuse_x || prefix || no_blas || (split && !project_x)))
                       || L->wtype == LF_WEIGHTS_I8;
     if (!fused)
         project(L, n * B, in, ld_in, w->xproj, two);
@@ -435,8 +454,10 @@ void lf_run_recurrent(const lf_model *m, lf_state *s, const lf_layer *layer, int
     int pooled = 0;
     if (layer->dirs == 2 && w->second && flops >= LF_PARALLEL_MIN_FLOPS) {
         jobs[1].w = w->second;
-        jobs[0].mode |= DIR_NO_BLAS;
-        jobs[1].mode |= DIR_NO_BLAS;
+        const unsigned own = blas_single_threaded() && projection_pays(m, L0, (int32_t)B)
+                             ? DIR_SOLO : DIR_NO_BLAS;
+        jobs[0].mode |= own;
+        jobs[1].mode |= own;
         pooled = lf_pool_begin(run_dir, &jobs[1]);
     }
     run_dir(&jobs[0]);

@@ -149,7 +149,10 @@ def _threads_from_env() -> None:
 _threads_from_env()
 
 
-def blas_info() -> dict[str, str]:
-    """The BLAS core type in use and the best kernel instruction set of this CPU."""
+def blas_info() -> dict[str, str | int]:
+    """The BLAS core type in use, the best kernel instruction set of this CPU and the width in
+    bits of its FMA pipes as the engine measured them (``fma_width``: 512 where AVX-512 runs
+    on full-width pipes, and avx512 models then project large cells' inputs by GEMM; else
+    256; ``$LSTM_FAST_FMA_WIDTH`` overrides it for models created afterwards)."""
     return {"blas": "scipy-openblas32", "core": _core.blas_core_name(),
-            "best_isa": _core.best_isa()}
+            "best_isa": _core.best_isa(), "fma_width": _core.fma_width()}

@@ -77,6 +77,11 @@ def best_isa():
     return ISA_NAMES[lf_cpu_best_isa()]
 
 
+def fma_width():
+    """Bits of the FMA pipes the engine measured (512: full-width AVX-512 pipes; else 256)."""
+    return lf_cpu_fma_width()
+
+
 def abi_version():
     """LF_ABI_VERSION of the compiled engine (equal to ABI_VERSION, the header's)."""
     return lf_abi_version()

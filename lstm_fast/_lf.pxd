@@ -125,6 +125,7 @@ cdef extern from "lstm_fast.h" nogil:
     const char *lf_status_string(lf_status status)
     int32_t lf_abi_version()
     lf_isa lf_cpu_best_isa()
+    int32_t lf_cpu_fma_width()
 
     lf_status lf_model_create(const lf_layer_desc *layers, int32_t num_layers, lf_isa isa,
                               lf_model **out)
