@@ -77,7 +77,8 @@ __attribute__((target("avx2,fma"), noinline)) static uint64_t fma_ticks_ymm(int 
  * may be preempted). A zmm FMA taking twice the ticks of a ymm one runs at the 256-bit flop
  * rate (split in two halves, as on AMD Zen 4); the same ticks, two full-width 512-bit pipes
  * (Intel server cores: measured 24000 FMAs in 8412 vs 8246 TSC ticks, after 14000 vs 12000
- * in the first rounds). */
+ * in the first rounds). A busy SMT sibling on the host can hold a whole process at 14058 vs
+ * 9810 (1.4x the flop rate, seen in 1 of 6 processes on a 2-vCPU Xeon VM), hence 1.25x. */
 static int probe_fma_width(void)
 {
     if (lf_cpu_best_isa() != LF_ISA_AVX512)
@@ -90,7 +91,7 @@ static int probe_fma_width(void)
         zmm = a < zmm ? a : zmm;
         ymm = b < ymm ? b : ymm;
     }
-    return 4 * ymm >= 3 * zmm ? 512 : 256;   /* 16 lanes per zmm: >= 1.5x the ymm flop rate */
+    return 8 * ymm >= 5 * zmm ? 512 : 256;   /* 16 lanes per zmm: >= 1.25x the ymm flop rate */
 }
 #endif
 

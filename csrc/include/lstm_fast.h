@@ -262,8 +262,9 @@ LF_API int32_t lf_abi_version(void);
 
 /* Best instruction set this CPU supports (never LF_ISA_AUTO). */
 LF_API lf_isa lf_cpu_best_isa(void);
-/* Width in bits of the FMA pipes the engine found, measured once per process: 512 when a zmm
- * FMA runs at least 1.5x the ymm rate (two full-width pipes, Intel server cores), else 256
+/* Width in bits of the FMA pipes the engine found, measured once per process: 512 when zmm FMAs
+ * reach at least 1.25x the ymm flop rate (two full-width pipes, Intel server cores: 2x when
+ * idle), else 256
  * (AVX-512 split in halves as on AMD Zen 4, or no AVX-512). On 512, avx512 models project the
  * inputs of large recurrent cells by one GEMM per chunk instead of reading them in the step
  * kernel (docs/architecture.md). The environment variable LSTM_FAST_FMA_WIDTH=256|512, read
