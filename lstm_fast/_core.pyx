@@ -324,6 +324,22 @@ cdef class CState:
         finally:
             self.busy = 0
 
+    property workspace:
+        """The reusable workspace (a uint8 array; None before the first run). Assigning an
+        array hands it to this state (Model.predict passes its last call's to the next)."""
+        def __get__(self):
+            return self.ws
+
+        def __set__(self, ws):
+            if not (isinstance(ws, np.ndarray) and ws.dtype == np.uint8 and ws.ndim == 1
+                    and ws.flags.c_contiguous and ws.flags.writeable):
+                raise ShapeError("the workspace must be a writable contiguous 1-D uint8 array")
+            self.enter()
+            self.ws = ws
+            self.ws_bytes = ws.nbytes
+            self.ws_steps = 0   # reserve() checks the size on the next run
+            self.busy = 0
+
     cdef int reserve(self, int steps) except -1:
         cdef size_t need
         if steps <= self.ws_steps:

@@ -148,3 +148,39 @@ def test_narrow_weights_match_oracle(kind, dtype, isa):
     np.testing.assert_allclose(s.step(x[:, 0]),
                                spec_forward(q.spec, x[:, :1].astype(np.float64))[0][:, 0],
                                rtol=0, atol=TOL)
+
+
+def test_predict_reuses_its_workspace_across_shapes(isa, rng):
+    """Model.predict hands its last call's workspace to the next: calls of growing and
+    shrinking batches and lengths (ragged too) match the oracle, and a repeated call its first
+    result bit for bit."""
+    spec = ModelSpec(layers=(
+        BidirectionalSpec(cell_spec(rng, "lstm", 6, 20), cell_spec(rng, "lstm", 6, 20)),
+        cell_spec(rng, "gru", 40, 12)))
+    model = lf.Model(spec, isa=isa)
+    shapes = [(5, 40), (2, 7), (9, 60), (5, 40)]
+    xs = [rng.standard_normal((B, T, 6)).astype(np.float32) for B, T in shapes]
+    first = model.predict(xs[0])
+    for x in xs[1:]:
+        lengths = np.arange(x.shape[0]) % x.shape[1] + 1
+        y = model.predict(x, lengths=lengths)
+        ref = spec_forward(spec, x.astype(np.float64), lengths=lengths)[0]
+        np.testing.assert_allclose(y, ref, rtol=0, atol=TOL)
+    np.testing.assert_array_equal(model.predict(xs[0]), first)
+
+
+def test_a_state_takes_only_a_writable_uint8_workspace(rng):
+    model = lf.Model(ModelSpec(layers=(cell_spec(rng, "lstm", 3, 8),)))
+    state = _core.CState(model._c, 2)
+    for bad in (np.zeros(64, np.float32), np.zeros((8, 8), np.uint8), [0] * 64,
+                np.zeros(128, np.uint8)[::2]):
+        with pytest.raises(lf.ShapeError, match="workspace"):
+            state.workspace = bad
+    readonly = np.zeros(64, np.uint8)
+    readonly.flags.writeable = False
+    with pytest.raises(lf.ShapeError, match="workspace"):
+        state.workspace = readonly
+    state.workspace = np.zeros(16, np.uint8)   # too small: the next run allocates its own
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(state.run(x), model.predict(x))
+    assert state.workspace.nbytes > 16
