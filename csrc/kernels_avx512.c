@@ -1,7 +1,8 @@
 /* The avx512 kernel level. Every batch size steps on the packed kernels (measured, issue 14:
  * they beat or tie OpenBLAS SkylakeX at every batch size; docs/architecture.md), so this
  * level has no BLAS recurrence, and its kernels read a chunk's inputs themselves
- * (fuse_inputs; measured faster than the projection, docs/architecture.md). */
+ * (fuse_inputs; measured faster than the projection on Zen 4; on full-width 512-bit FMA pipes
+ * cells larger than L2 project them, recurrent.c's projection_pays; docs/architecture.md). */
 #include "internal.h"
 #ifdef LF_X86
 #include "simd_avx512.h"
