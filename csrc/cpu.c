@@ -107,7 +107,7 @@ int32_t lf_cpu_fma_width(void)
         width = w = probe_fma_width();
     return w;
 #else
-    return 128;
+    return 256;
 #endif
 }
 
@@ -115,6 +115,7 @@ size_t lf_cpu_l2_bytes(void)
 {
 #ifdef LF_X86
     unsigned a, b, c, d;
+    __builtin_cpu_init();
     /* CPUID leaf 4 (Intel) or 0x8000001D (AMD): the deterministic cache parameters. */
     const unsigned leaf = __builtin_cpu_is("amd") ? 0x8000001Du : 4u;
     for (unsigned i = 0; i < 8; i++) {

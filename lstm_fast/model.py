@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Sequence
@@ -287,11 +288,8 @@ class Model:
         if initial_state is not None:
             _set_state(state, self, initial_state)
         spare = self._spare_workspace
-        if spare:   # each thread's call takes its own (pop and append are atomic)
-            try:
-                state.workspace = spare.pop()
-            except IndexError:
-                pass
+        with contextlib.suppress(IndexError):   # each call pops its own (pop is atomic)
+            state.workspace = spare.pop()
         y = state.run(x, lengths, check_finite)
         ws = state.workspace
         if ws is not None and ws.nbytes <= SPARE_WORKSPACE_MAX and not spare:

@@ -64,9 +64,9 @@ def environment(isa: str, threads: int) -> dict[str, Any]:
 
     info = lf.blas_info()
     return {"lstm_fast": lf.__version__, "isa": isa, "blas": info["blas"],
-            "blas_core": info["core"], "best_isa": info["best_isa"], "fma_width": info["fma_width"],
-            "threads": threads,
-            "cpu": cpu_name(), "logical_cores": os.cpu_count() or 1,
+            "blas_core": info["core"], "best_isa": info["best_isa"],
+            "fma_width": info["fma_width"], "threads": threads, "cpu": cpu_name(),
+            "logical_cores": os.cpu_count() or 1,
             "python": platform.python_version(), "numpy": np.__version__,
             "platform": platform.platform()}
 
